@@ -1,0 +1,698 @@
+//! The passthrough filesystem: every FUSE operation mapped onto the host directory,
+//! with the caller's credentials, without ever resolving a client path on the host.
+
+mod handles;
+mod inode_store;
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuse_backend_rs::abi::fuse_abi::{CreateIn, FsOptions, OpenOptions, SetattrValid};
+use fuse_backend_rs::api::filesystem::{
+    Context, DirEntry, Entry, FileSystem, GetxattrReply, ListxattrReply, ZeroCopyReader,
+    ZeroCopyWriter,
+};
+
+use crate::creds::{CallerGuard, CredentialPolicy};
+use crate::platform::{self, stat64, statvfs64, TimeSpec};
+use handles::HandleTable;
+pub use inode_store::{InodeData, InodeStore, ROOT_ID};
+
+/// How long the client kernel may cache attributes and names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CachePolicy {
+    /// No caching: every stat and read reaches the server.
+    Never,
+    /// One-second attribute and entry timeouts.
+    Auto,
+    /// Long timeouts and kept page cache: only for shares nobody else changes.
+    Always,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub root: PathBuf,
+    pub cache: CachePolicy,
+    /// Offer WRITEBACK_CACHE when the kernel supports it.
+    pub writeback: bool,
+    pub creds: CredentialPolicy,
+}
+
+pub struct Passthrough {
+    inodes: InodeStore,
+    handles: HandleTable,
+    cfg: Config,
+    timeout: Duration,
+    writeback: AtomicBool,
+}
+
+fn err(errno: i32) -> io::Error {
+    io::Error::from_raw_os_error(errno)
+}
+
+/// A client-supplied name must be exactly one path component.
+fn check_name(name: &CStr) -> io::Result<()> {
+    let bytes = name.to_bytes();
+    if bytes.is_empty() || bytes.contains(&b'/') {
+        return Err(err(libc::EINVAL));
+    }
+    if bytes.len() > 255 {
+        return Err(err(libc::ENAMETOOLONG));
+    }
+    Ok(())
+}
+
+/// A name that creates or removes an entry: `.` and `..` are never valid there.
+fn check_new_name(name: &CStr) -> io::Result<()> {
+    check_name(name)?;
+    match name.to_bytes() {
+        b"." | b".." => Err(err(libc::EINVAL)),
+        _ => Ok(()),
+    }
+}
+
+impl Passthrough {
+    pub fn new(cfg: Config) -> io::Result<Self> {
+        let path = path_cstr(&cfg.root)?;
+        let fd = platform::open_path(&path, libc::O_PATH | libc::O_DIRECTORY)?;
+        let (st, key) = platform::statx_identity(std::os::fd::AsFd::as_fd(&fd))?;
+        let timeout = match cfg.cache {
+            CachePolicy::Never => Duration::ZERO,
+            CachePolicy::Auto => Duration::from_secs(1),
+            CachePolicy::Always => Duration::from_secs(86400),
+        };
+        Ok(Passthrough {
+            inodes: InodeStore::new(fd, key, st.st_mode & libc::S_IFMT),
+            handles: HandleTable::default(),
+            cfg,
+            timeout,
+            writeback: AtomicBool::new(false),
+        })
+    }
+
+    pub fn inode_count(&self) -> usize {
+        self.inodes.len()
+    }
+
+    fn caller(&self, ctx: &Context) -> io::Result<CallerGuard> {
+        self.cfg.creds.enter(ctx.uid, ctx.gid, ctx.pid)
+    }
+
+    fn entry(&self, id: u64, attr: stat64) -> Entry {
+        Entry {
+            inode: id,
+            generation: 0,
+            attr,
+            attr_flags: 0,
+            attr_timeout: self.timeout,
+            entry_timeout: self.timeout,
+        }
+    }
+
+    /// Resolves one component below `parent` and records the lookup. Runs with
+    /// whatever credentials the caller set, so search permission is the host's call.
+    fn do_lookup(&self, parent: &InodeData, name: &CStr) -> io::Result<Entry> {
+        check_name(name)?;
+        let fd = match name.to_bytes() {
+            // `..` of the shared root is the root itself: nothing above it is reachable.
+            b".." if parent.id == ROOT_ID => parent.fd().try_clone_to_owned()?,
+            b"." => parent.fd().try_clone_to_owned()?,
+            _ => platform::openat(parent.fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)?,
+        };
+        self.register(fd)
+    }
+
+    /// Adds the host inode behind an `O_PATH` fd to the table and builds its entry.
+    fn register(&self, fd: OwnedFd) -> io::Result<Entry> {
+        let (st, key) = platform::statx_identity(std::os::fd::AsFd::as_fd(&fd))?;
+        let id = self
+            .inodes
+            .insert_or_ref(fd, key, st.st_mode & libc::S_IFMT);
+        Ok(self.entry(id, st))
+    }
+
+    fn host_open_flags(&self, flags: u32) -> i32 {
+        let mut flags = flags as i32;
+        // Client buffers are not aligned for the host: the client keeps O_DIRECT semantics.
+        flags &= !(libc::O_DIRECT | libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY);
+        if self.writeback.load(Ordering::Relaxed) {
+            // The client kernel handles appends and may read back pages it writes.
+            flags &= !libc::O_APPEND;
+            if flags & libc::O_ACCMODE == libc::O_WRONLY {
+                flags = (flags & !libc::O_ACCMODE) | libc::O_RDWR;
+            }
+        }
+        flags
+    }
+
+    /// Opens with the promoted flags, falling back to the requested ones when the
+    /// writeback promotion of O_WRONLY to O_RDWR is refused.
+    fn open_with_fallback(
+        &self,
+        requested: u32,
+        open: impl Fn(i32) -> io::Result<OwnedFd>,
+    ) -> io::Result<OwnedFd> {
+        let flags = self.host_open_flags(requested);
+        match open(flags) {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EACCES)
+                    && (requested as i32) & libc::O_ACCMODE == libc::O_WRONLY
+                    && flags & libc::O_ACCMODE == libc::O_RDWR =>
+            {
+                open((flags & !libc::O_ACCMODE) | libc::O_WRONLY)
+            }
+            r => r,
+        }
+    }
+
+    fn open_options(&self, is_dir: bool) -> OpenOptions {
+        match (self.cfg.cache, is_dir) {
+            (CachePolicy::Never, false) => OpenOptions::DIRECT_IO,
+            (CachePolicy::Always, false) => OpenOptions::KEEP_CACHE,
+            (CachePolicy::Always, true) => OpenOptions::CACHE_DIR,
+            _ => OpenOptions::empty(),
+        }
+    }
+
+    fn stat_inode(&self, inode: &InodeData) -> io::Result<(stat64, Duration)> {
+        Ok((platform::fstat(inode.fd())?, self.timeout))
+    }
+
+    fn set_mode(&self, ctx: &Context, inode: &InodeData, mode: u32) -> io::Result<()> {
+        match platform::chmod_fd(inode.fd(), mode) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                // The client kernel clears SUID/SGID after a write by a non-owner with a
+                // chmod in the writer's name; the host refuses that to a non-owner.
+                let current = platform::fstat(inode.fd())?.st_mode & 0o7777;
+                let kill_bits = libc::S_ISUID | libc::S_ISGID;
+                let only_clears = mode != current
+                    && mode & !current == 0
+                    && (current & !mode) & !kill_bits == 0;
+                if !only_clears || platform::access_fd(inode.fd(), libc::W_OK as u32).is_err() {
+                    return Err(e);
+                }
+                log::debug!("clearing set-id bits of inode {} for uid {}", inode.id, ctx.uid);
+                let _server = self.cfg.creds.as_server()?;
+                platform::chmod_fd(inode.fd(), mode)
+            }
+            r => r,
+        }
+    }
+
+    fn readdir_common(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        size: u32,
+        offset: u64,
+        mut emit: impl FnMut(&platform::RawDirent<'_>) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        if size == 0 {
+            return Ok(());
+        }
+        let _ = ctx;
+        let h = self.handles.get(handle, inode)?;
+        let mut cur = h.dir_cursor()?;
+        if cur.pos != Some(offset) {
+            platform::lseek(h.fd(), offset as i64, libc::SEEK_SET)?;
+            cur.filled = 0;
+            cur.consumed = 0;
+            cur.pos = Some(offset);
+        }
+        loop {
+            if cur.consumed >= cur.filled {
+                if cur.buf.len() < 32 * 1024 {
+                    cur.buf.resize(32 * 1024, 0);
+                }
+                let n = {
+                    let cur = &mut *cur;
+                    platform::getdents(h.fd(), &mut cur.buf)?
+                };
+                cur.filled = n;
+                cur.consumed = 0;
+                if n == 0 {
+                    return Ok(());
+                }
+            }
+            let (dent_next, len) = {
+                let slice = &cur.buf[cur.consumed..cur.filled];
+                let Some((dent, len)) = platform::parse_dirent(slice) else {
+                    // A short or corrupt record: drop the buffer and re-read from `pos`.
+                    cur.filled = 0;
+                    cur.consumed = 0;
+                    cur.pos = None;
+                    return Err(err(libc::EIO));
+                };
+                let added = emit(&dent)?;
+                if added == 0 {
+                    return Ok(());
+                }
+                (dent.next_offset, len)
+            };
+            cur.consumed += len;
+            cur.pos = Some(dent_next);
+        }
+    }
+}
+
+pub fn path_cstr(path: &Path) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| err(libc::EINVAL))
+}
+
+impl FileSystem for Passthrough {
+    type Inode = u64;
+    type Handle = u64;
+
+    fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
+        let mut want = FsOptions::ASYNC_READ
+            | FsOptions::BIG_WRITES
+            | FsOptions::MAX_PAGES
+            | FsOptions::PARALLEL_DIROPS
+            | FsOptions::DO_READDIRPLUS
+            | FsOptions::READDIRPLUS_AUTO
+            | FsOptions::ATOMIC_O_TRUNC
+            | FsOptions::EXPORT_SUPPORT
+            | FsOptions::HAS_IOCTL_DIR;
+        if self.cfg.writeback && capable.contains(FsOptions::WRITEBACK_CACHE) {
+            want |= FsOptions::WRITEBACK_CACHE;
+            self.writeback.store(true, Ordering::Relaxed);
+        }
+        let granted = capable & want;
+        log::info!("negotiated {granted:?}");
+        Ok(granted)
+    }
+
+    fn lookup(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
+        let dir = self.inodes.get(parent)?;
+        let _c = self.caller(ctx)?;
+        self.do_lookup(&dir, name)
+    }
+
+    fn forget(&self, _ctx: &Context, inode: u64, count: u64) {
+        self.inodes.forget(inode, count);
+    }
+
+    fn batch_forget(&self, _ctx: &Context, requests: Vec<(u64, u64)>) {
+        self.inodes.forget_many(&requests);
+    }
+
+    fn getattr(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        _handle: Option<u64>,
+    ) -> io::Result<(stat64, Duration)> {
+        // Hot path: one read lock, one fstat, no allocation, no credential switch.
+        self.inodes.with(inode, |d| self.stat_inode(d))?
+    }
+
+    fn setattr(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        attr: stat64,
+        handle: Option<u64>,
+        valid: SetattrValid,
+    ) -> io::Result<(stat64, Duration)> {
+        let data = self.inodes.get(inode)?;
+        let handle = match handle {
+            Some(h) => Some(self.handles.get(h, inode)?),
+            None => None,
+        };
+        let _c = self.caller(ctx)?;
+        if valid.contains(SetattrValid::MODE) {
+            self.set_mode(ctx, &data, attr.st_mode & 0o7777)?;
+        }
+        if valid.intersects(SetattrValid::UID | SetattrValid::GID) {
+            let uid = valid.contains(SetattrValid::UID).then_some(attr.st_uid);
+            let gid = valid.contains(SetattrValid::GID).then_some(attr.st_gid);
+            platform::fchown(data.fd(), uid, gid)?;
+        }
+        if valid.contains(SetattrValid::SIZE) {
+            let size = u64::try_from(attr.st_size).map_err(|_| err(libc::EINVAL))?;
+            match &handle {
+                // Permission was checked when the handle was opened.
+                Some(h) => platform::ftruncate(h.fd(), size)?,
+                None => platform::truncate_fd(data.fd(), size)?,
+            }
+        }
+        if valid.intersects(SetattrValid::ATIME | SetattrValid::MTIME) {
+            let pick = |set: SetattrValid, now: SetattrValid, sec: i64, nsec: i64| {
+                if valid.contains(now) {
+                    TimeSpec::Now
+                } else if valid.contains(set) {
+                    TimeSpec::At(sec, nsec)
+                } else {
+                    TimeSpec::Omit
+                }
+            };
+            let atime = pick(
+                SetattrValid::ATIME,
+                SetattrValid::ATIME_NOW,
+                attr.st_atime,
+                attr.st_atime_nsec,
+            );
+            let mtime = pick(
+                SetattrValid::MTIME,
+                SetattrValid::MTIME_NOW,
+                attr.st_mtime,
+                attr.st_mtime_nsec,
+            );
+            platform::set_times(data.fd(), atime, mtime)?;
+        }
+        self.stat_inode(&data)
+    }
+
+    fn readlink(&self, _ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
+        let data = self.inodes.get(inode)?;
+        platform::readlink_fd(data.fd())
+    }
+
+    fn symlink(&self, ctx: &Context, linkname: &CStr, parent: u64, name: &CStr) -> io::Result<Entry> {
+        check_new_name(name)?;
+        let dir = self.inodes.get(parent)?;
+        let _c = self.caller(ctx)?;
+        platform::symlinkat(linkname, dir.fd(), name)?;
+        self.do_lookup(&dir, name)
+    }
+
+    fn mknod(
+        &self,
+        ctx: &Context,
+        parent: u64,
+        name: &CStr,
+        mode: u32,
+        rdev: u32,
+        _umask: u32,
+    ) -> io::Result<Entry> {
+        check_new_name(name)?;
+        let dir = self.inodes.get(parent)?;
+        let _c = self.caller(ctx)?;
+        platform::mknodat(dir.fd(), name, mode, u64::from(rdev))?;
+        self.do_lookup(&dir, name)
+    }
+
+    fn mkdir(&self, ctx: &Context, parent: u64, name: &CStr, mode: u32, _umask: u32) -> io::Result<Entry> {
+        check_new_name(name)?;
+        let dir = self.inodes.get(parent)?;
+        let _c = self.caller(ctx)?;
+        platform::mkdirat(dir.fd(), name, mode)?;
+        self.do_lookup(&dir, name)
+    }
+
+    fn unlink(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
+        check_new_name(name)?;
+        let dir = self.inodes.get(parent)?;
+        let _c = self.caller(ctx)?;
+        platform::unlinkat(dir.fd(), name, false)
+    }
+
+    fn rmdir(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
+        check_new_name(name)?;
+        let dir = self.inodes.get(parent)?;
+        let _c = self.caller(ctx)?;
+        platform::unlinkat(dir.fd(), name, true)
+    }
+
+    fn rename(
+        &self,
+        ctx: &Context,
+        olddir: u64,
+        oldname: &CStr,
+        newdir: u64,
+        newname: &CStr,
+        flags: u32,
+    ) -> io::Result<()> {
+        check_new_name(oldname)?;
+        check_new_name(newname)?;
+        let old = self.inodes.get(olddir)?;
+        let new = self.inodes.get(newdir)?;
+        let _c = self.caller(ctx)?;
+        platform::renameat2(old.fd(), oldname, new.fd(), newname, flags)
+    }
+
+    fn link(&self, ctx: &Context, inode: u64, newparent: u64, newname: &CStr) -> io::Result<Entry> {
+        check_new_name(newname)?;
+        let data = self.inodes.get(inode)?;
+        let dir = self.inodes.get(newparent)?;
+        let _c = self.caller(ctx)?;
+        platform::link_fd(data.fd(), dir.fd(), newname)?;
+        self.do_lookup(&dir, newname)
+    }
+
+    fn open(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        flags: u32,
+        _fuse_flags: u32,
+    ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
+        let data = self.inodes.get(inode)?;
+        if data.is_dir() {
+            return Err(err(libc::EISDIR));
+        }
+        let _c = self.caller(ctx)?;
+        let fd = self.open_with_fallback(flags, |f| platform::reopen(data.fd(), f))?;
+        let h = self.handles.insert(inode, fd, false);
+        Ok((Some(h), self.open_options(false), None))
+    }
+
+    fn create(
+        &self,
+        ctx: &Context,
+        parent: u64,
+        name: &CStr,
+        args: CreateIn,
+    ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
+        check_new_name(name)?;
+        let dir = self.inodes.get(parent)?;
+        let _c = self.caller(ctx)?;
+        let fd = self.open_with_fallback(args.flags, |f| {
+            platform::openat(dir.fd(), name, f | libc::O_CREAT | libc::O_NOFOLLOW, args.mode)
+        })?;
+        // Pin the very inode we created, not whatever the name points to by now.
+        let path_fd = platform::reopen(std::os::fd::AsFd::as_fd(&fd), libc::O_PATH)?;
+        let entry = self.register(path_fd)?;
+        let h = self.handles.insert(entry.inode, fd, false);
+        Ok((entry, Some(h), self.open_options(false), None))
+    }
+
+    fn read(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        handle: u64,
+        w: &mut dyn ZeroCopyWriter,
+        size: u32,
+        offset: u64,
+        _lock_owner: Option<u64>,
+        _flags: u32,
+    ) -> io::Result<usize> {
+        let h = self.handles.get(handle, inode)?;
+        platform::with_file(h.fd(), |f| w.write_from(f, size as usize, offset))
+    }
+
+    fn write(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        r: &mut dyn ZeroCopyReader,
+        size: u32,
+        offset: u64,
+        _lock_owner: Option<u64>,
+        _delayed_write: bool,
+        _flags: u32,
+        _fuse_flags: u32,
+    ) -> io::Result<usize> {
+        let h = self.handles.get(handle, inode)?;
+        // As the writer, so the host clears set-id bits exactly when the kernel would.
+        let _c = self.caller(ctx)?;
+        platform::with_file(h.fd(), |f| r.read_to(f, size as usize, offset))
+    }
+
+    fn flush(&self, _ctx: &Context, inode: u64, handle: u64, _lock_owner: u64) -> io::Result<()> {
+        let h = self.handles.get(handle, inode)?;
+        platform::close_dup(h.fd())
+    }
+
+    fn fsync(&self, _ctx: &Context, inode: u64, datasync: bool, handle: u64) -> io::Result<()> {
+        let h = self.handles.get(handle, inode)?;
+        platform::fsync(h.fd(), datasync)
+    }
+
+    fn fallocate(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        mode: u32,
+        offset: u64,
+        length: u64,
+    ) -> io::Result<()> {
+        let h = self.handles.get(handle, inode)?;
+        let _c = self.caller(ctx)?;
+        platform::fallocate(h.fd(), mode, offset, length)
+    }
+
+    fn release(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        _flags: u32,
+        handle: u64,
+        _flush: bool,
+        _flock_release: bool,
+        _lock_owner: Option<u64>,
+    ) -> io::Result<()> {
+        self.handles.remove(handle, inode)
+    }
+
+    fn statfs(&self, _ctx: &Context, inode: u64) -> io::Result<statvfs64> {
+        let data = self.inodes.get(inode)?;
+        platform::fstatvfs(data.fd())
+    }
+
+    fn setxattr(&self, ctx: &Context, inode: u64, name: &CStr, value: &[u8], flags: u32) -> io::Result<()> {
+        let data = self.inodes.get(inode)?;
+        let _c = self.caller(ctx)?;
+        platform::setxattr(data.fd(), name, value, flags as i32)
+    }
+
+    fn getxattr(&self, ctx: &Context, inode: u64, name: &CStr, size: u32) -> io::Result<GetxattrReply> {
+        let data = self.inodes.get(inode)?;
+        let _c = self.caller(ctx)?;
+        if size == 0 {
+            let n = platform::getxattr(data.fd(), name, &mut [])?;
+            return Ok(GetxattrReply::Count(n as u32));
+        }
+        let mut buf = vec![0u8; size as usize];
+        let n = platform::getxattr(data.fd(), name, &mut buf)?;
+        buf.truncate(n);
+        Ok(GetxattrReply::Value(buf))
+    }
+
+    fn listxattr(&self, ctx: &Context, inode: u64, size: u32) -> io::Result<ListxattrReply> {
+        let data = self.inodes.get(inode)?;
+        let _c = self.caller(ctx)?;
+        if size == 0 {
+            let n = platform::listxattr(data.fd(), &mut [])?;
+            return Ok(ListxattrReply::Count(n as u32));
+        }
+        let mut buf = vec![0u8; size as usize];
+        let n = platform::listxattr(data.fd(), &mut buf)?;
+        buf.truncate(n);
+        Ok(ListxattrReply::Names(buf))
+    }
+
+    fn removexattr(&self, ctx: &Context, inode: u64, name: &CStr) -> io::Result<()> {
+        let data = self.inodes.get(inode)?;
+        let _c = self.caller(ctx)?;
+        platform::removexattr(data.fd(), name)
+    }
+
+    fn opendir(&self, ctx: &Context, inode: u64, _flags: u32) -> io::Result<(Option<u64>, OpenOptions)> {
+        let data = self.inodes.get(inode)?;
+        if !data.is_dir() {
+            return Err(err(libc::ENOTDIR));
+        }
+        let _c = self.caller(ctx)?;
+        let fd = platform::reopen(data.fd(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let h = self.handles.insert(inode, fd, true);
+        Ok((Some(h), self.open_options(true)))
+    }
+
+    fn readdir(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        size: u32,
+        offset: u64,
+        add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        self.readdir_common(ctx, inode, handle, size, offset, |d| {
+            add_entry(DirEntry {
+                ino: d.ino,
+                offset: d.next_offset,
+                type_: u32::from(d.dtype),
+                name: d.name,
+            })
+        })
+    }
+
+    fn readdirplus(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        size: u32,
+        offset: u64,
+        add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        let dir = self.inodes.get(inode)?;
+        // Attributes of entries need search permission on the directory: look up as the caller.
+        let _c = self.caller(ctx)?;
+        self.readdir_common(ctx, inode, handle, size, offset, |d| {
+            let dirent = DirEntry {
+                ino: d.ino,
+                offset: d.next_offset,
+                type_: u32::from(d.dtype),
+                name: d.name,
+            };
+            let entry = match d.name {
+                b"." | b".." => None,
+                name => std::ffi::CString::new(name)
+                    .ok()
+                    .and_then(|n| self.do_lookup(&dir, &n).ok()),
+            };
+            match entry {
+                Some(entry) => {
+                    let id = entry.inode;
+                    let added = add_entry(dirent, entry)?;
+                    if added == 0 {
+                        self.inodes.forget(id, 1);
+                    }
+                    Ok(added)
+                }
+                // No attributes for this name: the kernel will look it up itself.
+                None => add_entry(dirent, self.entry(0, platform::zeroed_stat())),
+            }
+        })
+    }
+
+    fn fsyncdir(&self, ctx: &Context, inode: u64, datasync: bool, handle: u64) -> io::Result<()> {
+        self.fsync(ctx, inode, datasync, handle)
+    }
+
+    fn releasedir(&self, _ctx: &Context, inode: u64, _flags: u32, handle: u64) -> io::Result<()> {
+        self.handles.remove(handle, inode)
+    }
+
+    fn access(&self, ctx: &Context, inode: u64, mask: u32) -> io::Result<()> {
+        let data = self.inodes.get(inode)?;
+        let _c = self.caller(ctx)?;
+        platform::access_fd(data.fd(), mask)
+    }
+
+    fn lseek(&self, _ctx: &Context, inode: u64, handle: u64, offset: u64, whence: u32) -> io::Result<u64> {
+        let h = self.handles.get(handle, inode)?;
+        platform::lseek(h.fd(), offset as i64, whence as i32)
+    }
+}
+
+impl Drop for Passthrough {
+    fn drop(&mut self) {
+        log::debug!("passthrough dropped with {} inodes", self.inodes.len());
+    }
+}
+
+/// The passthrough, shareable across worker threads.
+pub type SharedPassthrough = Arc<Passthrough>;

@@ -1,0 +1,12 @@
+//! ownfs: a passthrough file server that keeps POSIX ownership and permission
+//! semantics exact.
+//!
+//! - [`platform`]: the only place that calls the host kernel directly.
+//! - [`creds`]: per-thread caller credentials.
+//! - [`fs`]: the passthrough `FileSystem`.
+//! - [`transport`]: ways to reach it (local `/dev/fuse` mount).
+
+pub mod creds;
+pub mod fs;
+pub mod platform;
+pub mod transport;

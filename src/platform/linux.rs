@@ -1,0 +1,721 @@
+//! Linux host calls, each wrapped once in a safe function.
+//!
+//! Inodes are pinned by `O_PATH` descriptors; operations that refuse `O_PATH`
+//! descriptors go through the `/proc/self/fd/N` magic link instead.
+
+use std::ffi::CStr;
+use std::fs::File;
+use std::io;
+use std::mem::{ManuallyDrop, MaybeUninit};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+pub use libc::{stat64, statvfs64};
+
+/// Host identity of an inode: (device, inode number, mount id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct InodeKey {
+    pub dev: u64,
+    pub ino: u64,
+    pub mnt_id: u64,
+}
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn cvt_size(ret: libc::ssize_t) -> io::Result<usize> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
+    let fd = cvt(fd)?;
+    // SAFETY: the kernel just returned this descriptor to us and nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+const EMPTY: &CStr = c"";
+
+/// `/proc/self/fd/N` as a C string, built on the stack so hot paths do not allocate.
+pub struct ProcFdPath {
+    buf: [u8; 32],
+}
+
+impl ProcFdPath {
+    pub fn new(fd: BorrowedFd<'_>) -> Self {
+        const PREFIX: &[u8] = b"/proc/self/fd/";
+        let mut buf = [0u8; 32];
+        buf[..PREFIX.len()].copy_from_slice(PREFIX);
+        let mut digits = [0u8; 12];
+        let mut n = fd.as_raw_fd() as u32;
+        let mut len = 0;
+        loop {
+            digits[len] = b'0' + (n % 10) as u8;
+            len += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for i in 0..len {
+            buf[PREFIX.len() + i] = digits[len - 1 - i];
+        }
+        ProcFdPath { buf }
+    }
+
+    pub fn as_cstr(&self) -> &CStr {
+        // The buffer always holds a NUL after the digits (32 > 14 + 10).
+        CStr::from_bytes_until_nul(&self.buf).unwrap_or(c"/proc/self/fd")
+    }
+}
+
+/// Opens `name` relative to `dir` without following a trailing symlink.
+pub fn openat(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    flags: libc::c_int,
+    mode: u32,
+) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is a valid C string and `dir` a live descriptor.
+    owned(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    })
+}
+
+/// Opens an absolute host path (used once, for the shared directory itself).
+pub fn open_path(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: `path` is a valid C string.
+    owned(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) })
+}
+
+/// Opens the inode behind `fd` (typically an `O_PATH` fd) anew with real access `flags`.
+/// Permission is checked against the calling thread's filesystem credentials.
+pub fn reopen(fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let path = ProcFdPath::new(fd);
+    let flags = (flags | libc::O_CLOEXEC) & !(libc::O_NOFOLLOW | libc::O_CREAT | libc::O_EXCL);
+    // SAFETY: `path` is a valid C string.
+    owned(unsafe { libc::open(path.as_cstr().as_ptr(), flags) })
+}
+
+/// `fstat` on any descriptor, `O_PATH` included: the one syscall of the stat path.
+pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<stat64> {
+    let mut st = MaybeUninit::<stat64>::uninit();
+    // SAFETY: `st` is a valid out-pointer of the right type.
+    cvt(unsafe { libc::fstat64(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstat64 succeeded and filled the struct.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// An all-zero stat, for replies that carry no attributes.
+pub fn zeroed_stat() -> stat64 {
+    // SAFETY: stat64 is plain old data; all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// Stat plus mount id of the inode behind `fd`, in one `statx` call.
+pub fn statx_identity(fd: BorrowedFd<'_>) -> io::Result<(stat64, InodeKey)> {
+    let mut stx = MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: empty path with AT_EMPTY_PATH stats `fd` itself; `stx` is a valid out-pointer.
+    cvt(unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            EMPTY.as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_SYNC_AS_STAT,
+            libc::STATX_BASIC_STATS | libc::STATX_MNT_ID,
+            stx.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: statx succeeded and filled the struct.
+    let stx = unsafe { stx.assume_init() };
+    let mut st = zeroed_stat();
+    st.st_dev = libc::makedev(stx.stx_dev_major, stx.stx_dev_minor);
+    st.st_ino = stx.stx_ino;
+    st.st_nlink = stx.stx_nlink as _;
+    st.st_mode = stx.stx_mode as u32;
+    st.st_uid = stx.stx_uid;
+    st.st_gid = stx.stx_gid;
+    st.st_rdev = libc::makedev(stx.stx_rdev_major, stx.stx_rdev_minor);
+    st.st_size = stx.stx_size as i64;
+    st.st_blksize = stx.stx_blksize as _;
+    st.st_blocks = stx.stx_blocks as i64;
+    st.st_atime = stx.stx_atime.tv_sec;
+    st.st_atime_nsec = stx.stx_atime.tv_nsec as _;
+    st.st_mtime = stx.stx_mtime.tv_sec;
+    st.st_mtime_nsec = stx.stx_mtime.tv_nsec as _;
+    st.st_ctime = stx.stx_ctime.tv_sec;
+    st.st_ctime_nsec = stx.stx_ctime.tv_nsec as _;
+    let mnt_id = if stx.stx_mask & libc::STATX_MNT_ID != 0 {
+        stx.stx_mnt_id
+    } else {
+        0
+    };
+    let key = InodeKey {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        mnt_id,
+    };
+    Ok((st, key))
+}
+
+pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+    // SAFETY: valid descriptor and C string.
+    cvt(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) }).map(drop)
+}
+
+pub fn mknodat(dir: BorrowedFd<'_>, name: &CStr, mode: u32, rdev: u64) -> io::Result<()> {
+    // SAFETY: valid descriptor and C string.
+    cvt(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, rdev) }).map(drop)
+}
+
+pub fn symlinkat(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    // SAFETY: valid descriptor and C strings.
+    cvt(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }).map(drop)
+}
+
+pub fn unlinkat(dir: BorrowedFd<'_>, name: &CStr, remove_dir: bool) -> io::Result<()> {
+    let flags = if remove_dir { libc::AT_REMOVEDIR } else { 0 };
+    // SAFETY: valid descriptor and C string.
+    cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) }).map(drop)
+}
+
+pub fn renameat2(
+    olddir: BorrowedFd<'_>,
+    oldname: &CStr,
+    newdir: BorrowedFd<'_>,
+    newname: &CStr,
+    flags: u32,
+) -> io::Result<()> {
+    // SAFETY: valid descriptors and C strings.
+    cvt(unsafe {
+        libc::renameat2(
+            olddir.as_raw_fd(),
+            oldname.as_ptr(),
+            newdir.as_raw_fd(),
+            newname.as_ptr(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
+/// Hard-links the inode behind `fd` as `newdir/newname`. Goes through the magic link
+/// with AT_SYMLINK_FOLLOW because `AT_EMPTY_PATH` needs CAP_DAC_READ_SEARCH.
+pub fn link_fd(fd: BorrowedFd<'_>, newdir: BorrowedFd<'_>, newname: &CStr) -> io::Result<()> {
+    let path = ProcFdPath::new(fd);
+    // SAFETY: valid descriptors and C strings.
+    cvt(unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            path.as_cstr().as_ptr(),
+            newdir.as_raw_fd(),
+            newname.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+pub fn readlink_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: `buf` is writable for its full length.
+    let len = cvt_size(unsafe {
+        libc::readlinkat(
+            fd.as_raw_fd(),
+            EMPTY.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    })?;
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// chown of the inode behind `fd`; `None` leaves that id unchanged.
+pub fn fchown(fd: BorrowedFd<'_>, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
+    let uid = uid.unwrap_or(u32::MAX);
+    let gid = gid.unwrap_or(u32::MAX);
+    // SAFETY: valid descriptor; empty path with AT_EMPTY_PATH targets `fd` itself.
+    cvt(unsafe {
+        libc::fchownat(
+            fd.as_raw_fd(),
+            EMPTY.as_ptr(),
+            uid,
+            gid,
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+/// chmod of the inode behind an `O_PATH` fd (fchmod refuses those).
+pub fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    let path = ProcFdPath::new(fd);
+    // SAFETY: valid C string.
+    cvt(unsafe { libc::chmod(path.as_cstr().as_ptr(), mode) }).map(drop)
+}
+
+/// chmod through an open (non-`O_PATH`) file.
+pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    // SAFETY: valid descriptor.
+    cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode) }).map(drop)
+}
+
+/// truncate by inode (permission checked against the thread's credentials).
+pub fn truncate_fd(fd: BorrowedFd<'_>, size: u64) -> io::Result<()> {
+    let path = ProcFdPath::new(fd);
+    // SAFETY: valid C string.
+    cvt(unsafe { libc::truncate64(path.as_cstr().as_ptr(), size as i64) }).map(drop)
+}
+
+pub fn ftruncate(fd: BorrowedFd<'_>, size: u64) -> io::Result<()> {
+    // SAFETY: valid descriptor.
+    cvt(unsafe { libc::ftruncate64(fd.as_raw_fd(), size as i64) }).map(drop)
+}
+
+/// A timestamp for `set_times`.
+#[derive(Clone, Copy, Debug)]
+pub enum TimeSpec {
+    Omit,
+    Now,
+    At(i64, i64),
+}
+
+impl TimeSpec {
+    fn raw(self) -> libc::timespec {
+        match self {
+            TimeSpec::Omit => libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_OMIT,
+            },
+            TimeSpec::Now => libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_NOW,
+            },
+            TimeSpec::At(sec, nsec) => libc::timespec {
+                tv_sec: sec,
+                tv_nsec: nsec,
+            },
+        }
+    }
+}
+
+/// utimensat on the inode behind `fd` (symlinks included, never followed).
+pub fn set_times(fd: BorrowedFd<'_>, atime: TimeSpec, mtime: TimeSpec) -> io::Result<()> {
+    let times = [atime.raw(), mtime.raw()];
+    // SAFETY: valid descriptor, C string and a two-element timespec array.
+    cvt(unsafe {
+        libc::utimensat(
+            fd.as_raw_fd(),
+            EMPTY.as_ptr(),
+            times.as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+pub fn fallocate(fd: BorrowedFd<'_>, mode: u32, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: valid descriptor.
+    cvt(unsafe {
+        libc::fallocate64(fd.as_raw_fd(), mode as i32, offset as i64, len as i64)
+    })
+    .map(drop)
+}
+
+pub fn lseek(fd: BorrowedFd<'_>, offset: i64, whence: libc::c_int) -> io::Result<u64> {
+    // SAFETY: valid descriptor.
+    let ret = unsafe { libc::lseek64(fd.as_raw_fd(), offset, whence) };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as u64)
+    }
+}
+
+pub fn fsync(fd: BorrowedFd<'_>, datasync: bool) -> io::Result<()> {
+    // SAFETY: valid descriptor.
+    cvt(unsafe {
+        if datasync {
+            libc::fdatasync(fd.as_raw_fd())
+        } else {
+            libc::fsync(fd.as_raw_fd())
+        }
+    })
+    .map(drop)
+}
+
+pub fn fstatvfs(fd: BorrowedFd<'_>) -> io::Result<statvfs64> {
+    let mut st = MaybeUninit::<statvfs64>::uninit();
+    // SAFETY: valid descriptor and out-pointer.
+    cvt(unsafe { libc::fstatvfs64(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstatvfs64 succeeded.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// access(2) of the inode behind `fd`, judged with the thread's filesystem ids (AT_EACCESS).
+pub fn access_fd(fd: BorrowedFd<'_>, mask: u32) -> io::Result<()> {
+    // SAFETY: valid descriptor and C string.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_faccessat2,
+            fd.as_raw_fd(),
+            EMPTY.as_ptr(),
+            mask as libc::c_int,
+            libc::AT_EACCESS | libc::AT_EMPTY_PATH,
+        ) as libc::c_int
+    })
+    .map(drop)
+}
+
+/// Closes a duplicate of `fd`: releases the caller's POSIX locks like close(2) would.
+pub fn close_dup(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let dup = fd.try_clone_to_owned()?;
+    drop(dup);
+    Ok(())
+}
+
+/// One getdents64 call into `buf`; returns bytes filled (0 at end of directory).
+pub fn getdents(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is writable for its full length.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_getdents64,
+            fd.as_raw_fd(),
+            buf.as_mut_ptr(),
+            buf.len(),
+        )
+    };
+    cvt_size(ret as libc::ssize_t)
+}
+
+/// A parsed `linux_dirent64`.
+pub struct RawDirent<'a> {
+    pub ino: u64,
+    pub next_offset: u64,
+    pub dtype: u8,
+    pub name: &'a [u8],
+}
+
+/// Parses the record at the start of `buf`; returns it and its length.
+pub fn parse_dirent(buf: &[u8]) -> Option<(RawDirent<'_>, usize)> {
+    const HDR: usize = 19; // d_ino(8) d_off(8) d_reclen(2) d_type(1)
+    if buf.len() < HDR {
+        return None;
+    }
+    let ino = u64::from_ne_bytes(buf[0..8].try_into().ok()?);
+    let next_offset = u64::from_ne_bytes(buf[8..16].try_into().ok()?);
+    let reclen = u16::from_ne_bytes(buf[16..18].try_into().ok()?) as usize;
+    if reclen < HDR || reclen > buf.len() {
+        return None;
+    }
+    let dtype = buf[18];
+    let raw_name = &buf[HDR..reclen];
+    let name_len = raw_name.iter().position(|&b| b == 0).unwrap_or(raw_name.len());
+    Some((
+        RawDirent {
+            ino,
+            next_offset,
+            dtype,
+            name: &raw_name[..name_len],
+        },
+        reclen,
+    ))
+}
+
+// ---- extended attributes, through the magic link so O_PATH fds work ----
+
+pub fn getxattr(fd: BorrowedFd<'_>, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+    let path = ProcFdPath::new(fd);
+    // SAFETY: valid C strings; `buf` is writable for its length (a zero length asks for the size).
+    cvt_size(unsafe {
+        libc::getxattr(
+            path.as_cstr().as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    })
+}
+
+pub fn listxattr(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    let path = ProcFdPath::new(fd);
+    // SAFETY: valid C string; `buf` is writable for its length.
+    cvt_size(unsafe {
+        libc::listxattr(path.as_cstr().as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+    })
+}
+
+pub fn setxattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8], flags: i32) -> io::Result<()> {
+    let path = ProcFdPath::new(fd);
+    // SAFETY: valid C strings and a readable value slice.
+    cvt(unsafe {
+        libc::setxattr(
+            path.as_cstr().as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
+pub fn removexattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    let path = ProcFdPath::new(fd);
+    // SAFETY: valid C strings.
+    cvt(unsafe { libc::removexattr(path.as_cstr().as_ptr(), name.as_ptr()) }).map(drop)
+}
+
+/// Runs `f` with a `File` view of a borrowed descriptor, without taking ownership.
+pub fn with_file<R>(fd: BorrowedFd<'_>, f: impl FnOnce(&mut File) -> R) -> R {
+    // SAFETY: ManuallyDrop keeps the File from closing a descriptor it does not own,
+    // and the borrow guarantees the descriptor outlives this call.
+    let mut file = ManuallyDrop::new(unsafe { File::from_raw_fd(fd.as_raw_fd()) });
+    f(&mut file)
+}
+
+// ---- per-thread credentials ----
+
+/// Sets this thread's filesystem uid and reads it back; setfsuid itself never reports errors.
+pub fn set_thread_fsuid(uid: u32) -> io::Result<()> {
+    // SAFETY: setfsuid has no memory effects; it only changes this thread's fsuid.
+    unsafe { libc::setfsuid(uid) };
+    // SAFETY: an invalid id (-1) changes nothing and returns the current fsuid.
+    let now = unsafe { libc::setfsuid(u32::MAX) } as u32;
+    if now == uid {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(libc::EPERM))
+    }
+}
+
+/// Sets this thread's filesystem gid and reads it back.
+pub fn set_thread_fsgid(gid: u32) -> io::Result<()> {
+    // SAFETY: setfsgid has no memory effects; it only changes this thread's fsgid.
+    unsafe { libc::setfsgid(gid) };
+    // SAFETY: an invalid id (-1) changes nothing and returns the current fsgid.
+    let now = unsafe { libc::setfsgid(u32::MAX) } as u32;
+    if now == gid {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(libc::EPERM))
+    }
+}
+
+/// Sets the supplementary groups of this thread only, via the raw syscall
+/// (glibc's setgroups broadcasts the change to every thread of the process).
+pub fn set_thread_groups(groups: &[u32]) -> io::Result<()> {
+    // SAFETY: `groups` is a valid array of gid_t of the given length.
+    cvt(unsafe {
+        libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) as libc::c_int
+    })
+    .map(drop)
+}
+
+pub fn geteuid() -> u32 {
+    // SAFETY: no arguments, no memory effects.
+    unsafe { libc::geteuid() }
+}
+
+pub fn getegid() -> u32 {
+    // SAFETY: no arguments, no memory effects.
+    unsafe { libc::getegid() }
+}
+
+/// The process-wide umask; the server sets it to 0 because the client kernel already applied the caller's.
+pub fn set_umask(mask: u32) -> u32 {
+    // SAFETY: umask has no memory effects.
+    unsafe { libc::umask(mask) }
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-pointer.
+    cvt(unsafe { libc::getrlimit64(libc::RLIMIT_NOFILE, &mut lim) })?;
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: valid in-pointer.
+    cvt(unsafe { libc::setrlimit64(libc::RLIMIT_NOFILE, &lim) })?;
+    Ok(lim.rlim_cur)
+}
+
+// ---- FUSE device and mounting ----
+
+pub const FUSE_DEVICE: &CStr = c"/dev/fuse";
+
+pub fn open_fuse_device() -> io::Result<OwnedFd> {
+    open_path(FUSE_DEVICE, libc::O_RDWR)
+}
+
+/// A new `/dev/fuse` descriptor attached to the same connection (FUSE_DEV_IOC_CLONE),
+/// so each worker thread reads from a queue of its own.
+pub fn clone_fuse_device(session: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    const FUSE_DEV_IOC_CLONE: libc::c_ulong = 0x8004_e500; // _IOR(229, 0, uint32_t)
+    let fd = open_fuse_device()?;
+    let mut src: u32 = session.as_raw_fd() as u32;
+    // SAFETY: the ioctl reads one u32 from a valid pointer.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), FUSE_DEV_IOC_CLONE, &mut src) })?;
+    Ok(fd)
+}
+
+/// mount(2).
+pub fn mount(
+    source: &CStr,
+    target: &CStr,
+    fstype: &CStr,
+    flags: libc::c_ulong,
+    data: &CStr,
+) -> io::Result<()> {
+    // SAFETY: all pointers are valid C strings.
+    cvt(unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    })
+    .map(drop)
+}
+
+pub fn umount(target: &CStr, lazy: bool) -> io::Result<()> {
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    // SAFETY: valid C string.
+    cvt(unsafe { libc::umount2(target.as_ptr(), flags) }).map(drop)
+}
+
+/// read(2) into `buf`.
+pub fn read_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is writable for its full length.
+    cvt_size(unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })
+}
+
+/// Raw descriptor number, for mount options such as `fd=N`.
+pub fn raw(fd: BorrowedFd<'_>) -> RawFd {
+    fd.as_raw_fd()
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread (and threads it spawns later).
+pub fn block_termination_signals() -> io::Result<()> {
+    let set = termination_set();
+    // SAFETY: valid signal set; old set not requested.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+fn termination_set() -> libc::sigset_t {
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set; sigaddset only updates it.
+    unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGINT);
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGTERM);
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGHUP);
+        set.assume_init()
+    }
+}
+
+/// Waits up to `timeout_ms` for a blocked termination signal; returns it if one came.
+pub fn wait_termination_signal(timeout_ms: u64) -> Option<i32> {
+    let set = termination_set();
+    let ts = libc::timespec {
+        tv_sec: (timeout_ms / 1000) as i64,
+        tv_nsec: ((timeout_ms % 1000) * 1_000_000) as i64,
+    };
+    // SAFETY: valid set and timeout; no siginfo requested.
+    let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+    if sig > 0 {
+        Some(sig)
+    } else {
+        None
+    }
+}
+
+/// True if `path` is the root of a mount (so mounting there would stack on a busy mountpoint).
+pub fn is_mount_root(path: &CStr) -> io::Result<bool> {
+    const STATX_ATTR_MOUNT_ROOT: u64 = 0x2000;
+    let mut stx = MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: valid C string and out-pointer.
+    cvt(unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_BASIC_STATS,
+            stx.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: statx succeeded.
+    let stx = unsafe { stx.assume_init() };
+    Ok(stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT != 0
+        && stx.stx_attributes & STATX_ATTR_MOUNT_ROOT != 0)
+}
+
+/// Clears O_NONBLOCK.
+pub fn set_blocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL only read and update descriptor flags.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) }).map(drop)
+}
+
+/// Held by a detached server; `notify` tells the waiting parent the mount is up.
+pub struct DaemonReady {
+    pipe: OwnedFd,
+}
+
+impl DaemonReady {
+    pub fn notify(self) {
+        // SAFETY: writes one byte from a valid buffer to a descriptor we own.
+        let _ = unsafe { libc::write(self.pipe.as_raw_fd(), b"1".as_ptr().cast(), 1) };
+    }
+}
+
+/// Forks: the parent waits until the child calls `notify` (exit 0) or dies (exit 1);
+/// the child starts a new session and continues. Must run before any thread exists.
+pub fn daemonize() -> io::Result<DaemonReady> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid two-element array.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 returned two fresh descriptors that we now own.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: the process is single-threaded here (documented precondition), so the
+    // child may keep running Rust code after fork.
+    let pid = cvt(unsafe { libc::fork() })?;
+    if pid > 0 {
+        drop(wr);
+        let mut byte = [0u8; 1];
+        let n = read_fd(rd.as_fd(), &mut byte).unwrap_or(0);
+        std::process::exit(if n == 1 { 0 } else { 1 });
+    }
+    drop(rd);
+    // SAFETY: setsid has no memory effects.
+    unsafe { libc::setsid() };
+    if let Ok(null) = open_path(c"/dev/null", libc::O_RDWR) {
+        // SAFETY: dup2 onto the standard descriptors; `null` stays valid during the calls.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 0);
+            libc::dup2(null.as_raw_fd(), 1);
+        }
+    }
+    Ok(DaemonReady { pipe: wr })
+}

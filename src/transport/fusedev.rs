@@ -1,0 +1,242 @@
+//! Local `/dev/fuse` transport: mounting, one reader thread per cloned device fd,
+//! and clean shutdown. It serves any `FileSystem`; it knows nothing of the passthrough.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use fuse_backend_rs::api::filesystem::FileSystem;
+use fuse_backend_rs::api::server::Server;
+use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, FuseSession, Reader};
+
+use crate::platform;
+
+/// Room for a 1 MiB write plus its headers (MAX_PAGES with 4 KiB pages).
+const BUFFER_SIZE: usize = 256 * 4096 + 4096;
+
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    /// Shown as the mount source (`fsname`).
+    pub source: PathBuf,
+    pub mountpoint: PathBuf,
+    /// Let the client kernel check permissions against the reported attributes.
+    pub default_permissions: bool,
+    pub allow_other: bool,
+    /// Allow set-id execution and device nodes on the mount. Off by default: a share
+    /// should not become a way to gain privileges or reach host devices.
+    pub suid: bool,
+    pub dev: bool,
+    pub read_only: bool,
+    pub noexec: bool,
+    pub noatime: bool,
+}
+
+/// A mounted FUSE connection.
+pub struct FuseMount {
+    device: OwnedFd,
+    mountpoint: CString,
+    path: PathBuf,
+    /// Present when mounted through fusermount3 (not root): it unmounts on drop.
+    session: Option<FuseSession>,
+}
+
+fn context(e: io::Error, what: impl std::fmt::Display) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+impl FuseMount {
+    pub fn mount(opts: &MountOptions) -> io::Result<Self> {
+        let mp = &opts.mountpoint;
+        let meta = std::fs::metadata(mp).map_err(|e| context(e, format!("mountpoint {}", mp.display())))?;
+        if !meta.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("mountpoint {} is not a directory", mp.display()),
+            ));
+        }
+        let mountpoint = crate::fs::path_cstr(mp)?;
+        if platform::is_mount_root(&mountpoint)? {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("mountpoint {} is busy: something is already mounted there", mp.display()),
+            ));
+        }
+        if platform::geteuid() != 0 {
+            return Self::mount_unprivileged(opts, mountpoint);
+        }
+        let device = platform::open_fuse_device().map_err(|e| context(e, "open /dev/fuse"))?;
+        let mut data = format!(
+            "fd={},rootmode=40000,user_id={},group_id={}",
+            platform::raw(device.as_fd()),
+            platform::geteuid(),
+            platform::getegid()
+        );
+        if opts.default_permissions {
+            data.push_str(",default_permissions");
+        }
+        if opts.allow_other {
+            data.push_str(",allow_other");
+        }
+        let mut flags: libc::c_ulong = 0;
+        if !opts.suid {
+            flags |= libc::MS_NOSUID;
+        }
+        if !opts.dev {
+            flags |= libc::MS_NODEV;
+        }
+        if opts.read_only {
+            flags |= libc::MS_RDONLY;
+        }
+        if opts.noexec {
+            flags |= libc::MS_NOEXEC;
+        }
+        if opts.noatime {
+            flags |= libc::MS_NOATIME;
+        }
+        let source = crate::fs::path_cstr(&opts.source)?;
+        let data = CString::new(data).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        platform::mount(&source, &mountpoint, c"fuse.ownfs", flags, &data)
+            .map_err(|e| context(e, format!("mount on {}", mp.display())))?;
+        log::info!("mounted {} on {}", opts.source.display(), mp.display());
+        Ok(FuseMount {
+            device,
+            mountpoint,
+            path: mp.clone(),
+            session: None,
+        })
+    }
+
+    fn mount_unprivileged(opts: &MountOptions, mountpoint: CString) -> io::Result<Self> {
+        let fsname = opts.source.to_string_lossy();
+        let mut session = FuseSession::new(&opts.mountpoint, &fsname, "ownfs", opts.read_only)
+            .map_err(|e| io::Error::other(format!("fuse session: {e}")))?;
+        session.set_allow_other(opts.allow_other);
+        session
+            .mount()
+            .map_err(|e| io::Error::other(format!("fusermount3 on {}: {e}", opts.mountpoint.display())))?;
+        let file = session
+            .get_fuse_file()
+            .ok_or_else(|| io::Error::other("fusermount3 returned no device"))?;
+        let device: OwnedFd = file.try_clone()?.into();
+        platform::set_blocking(device.as_fd())?;
+        Ok(FuseMount {
+            device,
+            mountpoint,
+            path: opts.mountpoint.clone(),
+            session: Some(session),
+        })
+    }
+
+    pub fn mountpoint(&self) -> &Path {
+        &self.path
+    }
+
+    /// Unmounts; falls back to a lazy unmount while files are still open.
+    pub fn unmount(&mut self) -> io::Result<()> {
+        if let Some(mut s) = self.session.take() {
+            return s
+                .umount()
+                .map_err(|e| io::Error::other(format!("fusermount3 -u: {e}")));
+        }
+        match platform::umount(&self.mountpoint, false) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                log::warn!("{} is busy; detaching it", self.path.display());
+                platform::umount(&self.mountpoint, true)
+            }
+            // Already gone (unmounted from outside).
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Starts `threads` workers, each reading its own cloned device fd.
+    pub fn serve<F>(&self, server: Arc<Server<F>>, threads: usize) -> io::Result<Workers>
+    where
+        F: FileSystem + Send + Sync + 'static,
+    {
+        let alive = Arc::new(AtomicUsize::new(0));
+        let mut handles = Vec::new();
+        for i in 0..threads.max(1) {
+            let fd = if i == 0 {
+                self.device.try_clone()?
+            } else {
+                platform::clone_fuse_device(self.device.as_fd())
+                    .map_err(|e| context(e, "FUSE_DEV_IOC_CLONE"))?
+            };
+            let server = server.clone();
+            let alive = alive.clone();
+            alive.fetch_add(1, Ordering::SeqCst);
+            let h = std::thread::Builder::new()
+                .name(format!("ownfs-fuse-{i}"))
+                .spawn(move || {
+                    worker_loop(&fd, &server);
+                    alive.fetch_sub(1, Ordering::SeqCst);
+                })?;
+            handles.push(h);
+        }
+        Ok(Workers { alive, handles })
+    }
+}
+
+pub struct Workers {
+    alive: Arc<AtomicUsize>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    /// True once every worker saw the connection end (unmounted from outside).
+    pub fn all_stopped(&self) -> bool {
+        self.alive.load(Ordering::SeqCst) == 0
+    }
+
+    pub fn join(self) {
+        for h in self.handles {
+            let _ = h.join();
+        }
+    }
+}
+
+fn worker_loop<F: FileSystem + Sync>(fd: &OwnedFd, server: &Server<F>) {
+    let mut rbuf = vec![0u8; BUFFER_SIZE];
+    let mut wbuf = vec![0u8; BUFFER_SIZE];
+    loop {
+        let n = match platform::read_fd(fd.as_fd(), &mut rbuf) {
+            Ok(n) => n,
+            Err(e) => match e.raw_os_error() {
+                // Interrupted requests and signals: just read the next one.
+                Some(libc::ENOENT) | Some(libc::EINTR) | Some(libc::EAGAIN) => continue,
+                Some(libc::ENODEV) => {
+                    log::debug!("FUSE connection closed");
+                    return;
+                }
+                _ => {
+                    log::error!("reading /dev/fuse: {e}");
+                    return;
+                }
+            },
+        };
+        let reader = match Reader::<()>::from_fuse_buffer(FuseBuf::new(&mut rbuf[..n])) {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("bad FUSE buffer: {e:?}");
+                continue;
+            }
+        };
+        let writer = match FuseDevWriter::<()>::new(fd.as_raw_fd(), &mut wbuf) {
+            Ok(w) => w,
+            Err(e) => {
+                log::error!("FUSE reply buffer: {e:?}");
+                continue;
+            }
+        };
+        if let Err(e) = server.handle_message(reader, writer.into(), None, None) {
+            // Usually a reply to a request the caller already abandoned (ENOENT).
+            log::debug!("handling FUSE request: {e:?}");
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Transports deliver FUSE requests to a `FileSystem` and carry replies back.
+//! They know nothing of the filesystem behind them.
+
+pub mod fusedev;
