@@ -13,7 +13,11 @@ use ownfs::platform;
 use ownfs::transport::fusedev::{FuseMount, MountOptions};
 
 #[derive(Parser)]
-#[command(name = "ownfs", version, about = "Passthrough file server with exact POSIX ownership")]
+#[command(
+    name = "ownfs",
+    version,
+    about = "Passthrough file server with exact POSIX ownership"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -116,7 +120,10 @@ fn apply_options(args: &mut MountArgs, mount: &mut MountOptions) -> Result<(), S
                     .map_err(|_| format!("bad cache={v} (never, auto or always)"))?;
             }
             // fstab-only options that mount(8) may pass along.
-            ("defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "_netdev" | "nofail", None) => {}
+            (
+                "defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "_netdev" | "nofail",
+                None,
+            ) => {}
             (k, _) if k.starts_with("x-") || k.starts_with("comment=") => {}
             _ => return Err(format!("unknown mount option '{opt}'")),
         }

@@ -158,29 +158,43 @@ thread_local! {
 
 impl Applied {
     fn apply(&mut self, uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
-        if let Some(cur) = &self.applied {
-            if cur.uid == uid && cur.gid == gid && cur.groups == groups {
-                return Ok(());
-            }
+        let (same_uid, same_gid, same_groups) = match &self.applied {
+            Some(cur) => (cur.uid == uid, cur.gid == gid, cur.groups == groups),
+            None => (false, false, false),
+        };
+        if same_uid && same_gid && same_groups {
+            return Ok(());
         }
         self.switches += 1;
         // Mark unknown first: a failure half-way must never look like success.
-        self.applied = None;
+        let mut ident = self.applied.take().unwrap_or(Identity {
+            uid,
+            gid,
+            groups: Vec::new(),
+        });
+        // Only the parts that differ: each of these commits a new kernel cred.
         let res = (|| {
-            platform::set_thread_groups(groups)?;
-            platform::set_thread_fsgid(gid)?;
-            platform::set_thread_fsuid(uid)
+            if !same_groups {
+                platform::set_thread_groups(groups)?;
+            }
+            if !same_gid {
+                platform::set_thread_fsgid(gid)?;
+            }
+            if !same_uid {
+                platform::set_thread_fsuid(uid)?;
+            }
+            Ok::<(), io::Error>(())
         })();
         if let Err(e) = res {
             log::error!("cannot switch to uid {uid} gid {gid} groups {groups:?}: {e}");
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
-        let mut ident = Identity {
-            uid,
-            gid,
-            groups: Vec::new(),
-        };
-        ident.groups.extend_from_slice(groups);
+        ident.uid = uid;
+        ident.gid = gid;
+        if !same_groups {
+            ident.groups.clear();
+            ident.groups.extend_from_slice(groups);
+        }
         self.applied = Some(ident);
         Ok(())
     }

@@ -92,7 +92,10 @@ fn parse_groups(status: &[u8], groups: &mut Vec<u32>) -> io::Result<()> {
         .split(|&b| b == b'\n')
         .find_map(|l| l.strip_prefix(b"Groups:"))
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Groups: line"))?;
-    for word in line.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty()) {
+    for word in line
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty())
+    {
         let gid = std::str::from_utf8(word)
             .ok()
             .and_then(|w| w.parse::<u32>().ok())
@@ -109,7 +112,11 @@ mod tests {
     #[test]
     fn parses_groups_line() {
         let mut g = Vec::new();
-        parse_groups(b"Name:\tx\nGid:\t1\t1\t1\t1\nGroups:\t4 24 100 \nNgid:\t0\n", &mut g).unwrap();
+        parse_groups(
+            b"Name:\tx\nGid:\t1\t1\t1\t1\nGroups:\t4 24 100 \nNgid:\t0\n",
+            &mut g,
+        )
+        .unwrap();
         assert_eq!(g, vec![4, 24, 100]);
         parse_groups(b"Groups:\t\n", &mut g).unwrap();
         assert!(g.is_empty());

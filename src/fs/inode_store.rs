@@ -127,10 +127,7 @@ impl InodeStore {
         let Some(data) = maps.by_id.get(&id) else {
             return;
         };
-        let left = data
-            .lookups
-            .load(Ordering::Relaxed)
-            .saturating_sub(count);
+        let left = data.lookups.load(Ordering::Relaxed).saturating_sub(count);
         data.lookups.store(left, Ordering::Relaxed);
         if left == 0 {
             let key = data.key;

@@ -190,13 +190,16 @@ impl Passthrough {
                 // chmod in the writer's name; the host refuses that to a non-owner.
                 let current = platform::fstat(inode.fd())?.st_mode & 0o7777;
                 let kill_bits = libc::S_ISUID | libc::S_ISGID;
-                let only_clears = mode != current
-                    && mode & !current == 0
-                    && (current & !mode) & !kill_bits == 0;
+                let only_clears =
+                    mode != current && mode & !current == 0 && (current & !mode) & !kill_bits == 0;
                 if !only_clears || platform::access_fd(inode.fd(), libc::W_OK as u32).is_err() {
                     return Err(e);
                 }
-                log::debug!("clearing set-id bits of inode {} for uid {}", inode.id, ctx.uid);
+                log::debug!(
+                    "clearing set-id bits of inode {} for uid {}",
+                    inode.id,
+                    ctx.uid
+                );
                 let _server = self.cfg.creds.as_server()?;
                 platform::chmod_fd(inode.fd(), mode)
             }
@@ -375,7 +378,13 @@ impl FileSystem for Passthrough {
         platform::readlink_fd(data.fd())
     }
 
-    fn symlink(&self, ctx: &Context, linkname: &CStr, parent: u64, name: &CStr) -> io::Result<Entry> {
+    fn symlink(
+        &self,
+        ctx: &Context,
+        linkname: &CStr,
+        parent: u64,
+        name: &CStr,
+    ) -> io::Result<Entry> {
         check_new_name(name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -399,7 +408,14 @@ impl FileSystem for Passthrough {
         self.do_lookup(&dir, name)
     }
 
-    fn mkdir(&self, ctx: &Context, parent: u64, name: &CStr, mode: u32, _umask: u32) -> io::Result<Entry> {
+    fn mkdir(
+        &self,
+        ctx: &Context,
+        parent: u64,
+        name: &CStr,
+        mode: u32,
+        _umask: u32,
+    ) -> io::Result<Entry> {
         check_new_name(name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -475,7 +491,12 @@ impl FileSystem for Passthrough {
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
         let fd = self.open_with_fallback(args.flags, |f| {
-            platform::openat(dir.fd(), name, f | libc::O_CREAT | libc::O_NOFOLLOW, args.mode)
+            platform::openat(
+                dir.fd(),
+                name,
+                f | libc::O_CREAT | libc::O_NOFOLLOW,
+                args.mode,
+            )
         })?;
         // Pin the very inode we created, not whatever the name points to by now.
         let path_fd = platform::reopen(std::os::fd::AsFd::as_fd(&fd), libc::O_PATH)?;
@@ -560,13 +581,26 @@ impl FileSystem for Passthrough {
         platform::fstatvfs(data.fd())
     }
 
-    fn setxattr(&self, ctx: &Context, inode: u64, name: &CStr, value: &[u8], flags: u32) -> io::Result<()> {
+    fn setxattr(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        name: &CStr,
+        value: &[u8],
+        flags: u32,
+    ) -> io::Result<()> {
         let data = self.inodes.get(inode)?;
         let _c = self.caller(ctx)?;
         platform::setxattr(data.fd(), name, value, flags as i32)
     }
 
-    fn getxattr(&self, ctx: &Context, inode: u64, name: &CStr, size: u32) -> io::Result<GetxattrReply> {
+    fn getxattr(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        name: &CStr,
+        size: u32,
+    ) -> io::Result<GetxattrReply> {
         let data = self.inodes.get(inode)?;
         let _c = self.caller(ctx)?;
         if size == 0 {
@@ -598,7 +632,12 @@ impl FileSystem for Passthrough {
         platform::removexattr(data.fd(), name)
     }
 
-    fn opendir(&self, ctx: &Context, inode: u64, _flags: u32) -> io::Result<(Option<u64>, OpenOptions)> {
+    fn opendir(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        _flags: u32,
+    ) -> io::Result<(Option<u64>, OpenOptions)> {
         let data = self.inodes.get(inode)?;
         if !data.is_dir() {
             return Err(err(libc::ENOTDIR));
@@ -682,7 +721,14 @@ impl FileSystem for Passthrough {
         platform::access_fd(data.fd(), mask)
     }
 
-    fn lseek(&self, _ctx: &Context, inode: u64, handle: u64, offset: u64, whence: u32) -> io::Result<u64> {
+    fn lseek(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        handle: u64,
+        offset: u64,
+        whence: u32,
+    ) -> io::Result<u64> {
         let h = self.handles.get(handle, inode)?;
         platform::lseek(h.fd(), offset as i64, whence as i32)
     }

@@ -328,10 +328,8 @@ pub fn set_times(fd: BorrowedFd<'_>, atime: TimeSpec, mtime: TimeSpec) -> io::Re
 
 pub fn fallocate(fd: BorrowedFd<'_>, mode: u32, offset: u64, len: u64) -> io::Result<()> {
     // SAFETY: valid descriptor.
-    cvt(unsafe {
-        libc::fallocate64(fd.as_raw_fd(), mode as i32, offset as i64, len as i64)
-    })
-    .map(drop)
+    cvt(unsafe { libc::fallocate64(fd.as_raw_fd(), mode as i32, offset as i64, len as i64) })
+        .map(drop)
 }
 
 pub fn lseek(fd: BorrowedFd<'_>, offset: i64, whence: libc::c_int) -> io::Result<u64> {
@@ -422,7 +420,10 @@ pub fn parse_dirent(buf: &[u8]) -> Option<(RawDirent<'_>, usize)> {
     }
     let dtype = buf[18];
     let raw_name = &buf[HDR..reclen];
-    let name_len = raw_name.iter().position(|&b| b == 0).unwrap_or(raw_name.len());
+    let name_len = raw_name
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(raw_name.len());
     Some((
         RawDirent {
             ino,
@@ -518,10 +519,8 @@ pub fn set_thread_fsgid(gid: u32) -> io::Result<()> {
 /// (glibc's setgroups broadcasts the change to every thread of the process).
 pub fn set_thread_groups(groups: &[u32]) -> io::Result<()> {
     // SAFETY: `groups` is a valid array of gid_t of the given length.
-    cvt(unsafe {
-        libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) as libc::c_int
-    })
-    .map(drop)
+    cvt(unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) as libc::c_int })
+        .map(drop)
 }
 
 pub fn geteuid() -> u32 {

@@ -51,7 +51,8 @@ fn context(e: io::Error, what: impl std::fmt::Display) -> io::Error {
 impl FuseMount {
     pub fn mount(opts: &MountOptions) -> io::Result<Self> {
         let mp = &opts.mountpoint;
-        let meta = std::fs::metadata(mp).map_err(|e| context(e, format!("mountpoint {}", mp.display())))?;
+        let meta = std::fs::metadata(mp)
+            .map_err(|e| context(e, format!("mountpoint {}", mp.display())))?;
         if !meta.is_dir() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -62,7 +63,10 @@ impl FuseMount {
         if platform::is_mount_root(&mountpoint)? {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
-                format!("mountpoint {} is busy: something is already mounted there", mp.display()),
+                format!(
+                    "mountpoint {} is busy: something is already mounted there",
+                    mp.display()
+                ),
             ));
         }
         if platform::geteuid() != 0 {
@@ -115,9 +119,9 @@ impl FuseMount {
         let mut session = FuseSession::new(&opts.mountpoint, &fsname, "ownfs", opts.read_only)
             .map_err(|e| io::Error::other(format!("fuse session: {e}")))?;
         session.set_allow_other(opts.allow_other);
-        session
-            .mount()
-            .map_err(|e| io::Error::other(format!("fusermount3 on {}: {e}", opts.mountpoint.display())))?;
+        session.mount().map_err(|e| {
+            io::Error::other(format!("fusermount3 on {}: {e}", opts.mountpoint.display()))
+        })?;
         let file = session
             .get_fuse_file()
             .ok_or_else(|| io::Error::other("fusermount3 returned no device"))?;
