@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use fuse_backend_rs::api::server::Server;
 
 use ownfs::creds::{CredentialPolicy, GroupSource};
+use ownfs::fs::overlay::Rootless;
 use ownfs::fs::{CachePolicy, Config, Passthrough};
 use ownfs::platform;
 use ownfs::transport::fusedev::{FuseMount, MountOptions};
@@ -50,9 +51,25 @@ struct MountArgs {
     /// Mount options, comma separated (mount(8) style; see README).
     #[arg(short = 'o', value_delimiter = ',')]
     options: Vec<String>,
+    /// Virtualize ownership instead of applying it on the host (on by default without CAP_CHOWN).
+    #[arg(long)]
+    rootless: bool,
+    /// Mount as root, then drop for good to UID:GID before serving (implies --rootless).
+    #[arg(long, value_name = "UID:GID", value_parser = parse_ids)]
+    run_as: Option<(u32, u32)>,
+    /// In rootless mode, host files owned by the server appear owned by UID:GID.
+    #[arg(long, value_name = "UID:GID", value_parser = parse_ids, default_value = "0:0")]
+    default_owner: (u32, u32),
     /// Detach once mounted (used by the mount.fuse3 helper form).
     #[arg(long, hide = true)]
     daemon: bool,
+}
+
+fn parse_ids(s: &str) -> Result<(u32, u32), String> {
+    let (u, g) = s.split_once(':').ok_or("expected UID:GID")?;
+    let u = u.parse().map_err(|_| format!("bad uid '{u}'"))?;
+    let g = g.parse().map_err(|_| format!("bad gid '{g}'"))?;
+    Ok((u, g))
 }
 
 fn default_threads() -> usize {
@@ -150,6 +167,7 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
         read_only: false,
         noexec: false,
         noatime: false,
+        owner: args.run_as,
     };
     apply_options(&mut args, &mut mount_opts)?;
 
@@ -167,22 +185,59 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
     platform::set_umask(0);
     platform::block_termination_signals().map_err(|e| format!("signal mask: {e}"))?;
 
-    let switch = platform::geteuid() == 0;
-    if !switch {
-        log::warn!("not running as root: requests run with the server's own credentials");
+    let rootless = args.rootless || args.run_as.is_some() || !platform::has_cap_chown();
+    if rootless {
+        if !mount_opts.default_permissions {
+            log::warn!("rootless mounts always use default_permissions");
+        }
+        // The client kernel checks permissions against the virtual attributes.
+        mount_opts.default_permissions = true;
     }
+    let mut mount = FuseMount::mount(&mount_opts).map_err(|e| e.to_string())?;
+    let channels = match mount.channels(args.threads) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = mount.unmount();
+            return Err(format!("opening worker channels: {e}"));
+        }
+    };
+    if let Some((uid, gid)) = args.run_as {
+        if let Err(e) = platform::drop_privileges(uid, gid) {
+            let _ = mount.unmount();
+            return Err(format!("dropping to {uid}:{gid}: {e}"));
+        }
+        log::info!("running as {uid}:{gid}");
+    }
+    let switch = !rootless && platform::geteuid() == 0;
+    let rootless_cfg = rootless.then(|| Rootless {
+        default_uid: args.default_owner.0,
+        default_gid: args.default_owner.1,
+        server_uid: platform::geteuid(),
+        server_gid: platform::getegid(),
+        try_host_chown: platform::has_cap_chown(),
+    });
     let cfg = Config {
         root: src.clone(),
         cache: args.cache,
         writeback: args.writeback,
         creds: CredentialPolicy::new(switch, GroupSource::Proc),
+        rootless: rootless_cfg,
     };
-    let fs = Passthrough::new(cfg).map_err(|e| format!("opening {}: {e}", src.display()))?;
-    let mut mount = FuseMount::mount(&mount_opts).map_err(|e| e.to_string())?;
+    let fs = match Passthrough::new(cfg) {
+        Ok(fs) => fs,
+        Err(e) => {
+            let _ = mount.unmount();
+            return Err(format!("opening {}: {e}", src.display()));
+        }
+    };
     let server = Arc::new(Server::new(fs));
-    let workers = mount
-        .serve(server, args.threads)
-        .map_err(|e| format!("starting workers: {e}"))?;
+    let workers = match mount.serve(server, channels) {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = mount.unmount();
+            return Err(format!("starting workers: {e}"));
+        }
+    };
     if let Some(ready) = ready {
         ready.notify();
     }

@@ -8,14 +8,26 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
+use super::record::Record;
 use crate::platform::InodeKey;
 
 pub const ROOT_ID: u64 = 1;
 
+/// The ownership record of an inode as last read, valid while the host ctime is unchanged.
+#[derive(Default)]
+pub struct OverlayCache {
+    pub ctime: Option<(i64, i64)>,
+    pub record: Option<Record>,
+    /// A record of a version we do not know: shown as absent, never overwritten.
+    pub foreign: bool,
+}
+
 pub struct InodeData {
     pub id: u64,
+    /// Serialises record read-modify-write and caches the record (rootless mode).
+    pub overlay: Mutex<OverlayCache>,
     pub key: InodeKey,
     /// `S_IFMT` bits of the host inode.
     pub file_type: u32,
@@ -57,6 +69,7 @@ impl InodeStore {
         let mut maps = Maps::default();
         let root = Arc::new(InodeData {
             id: ROOT_ID,
+            overlay: Mutex::default(),
             key: root_key,
             file_type,
             fd: root_fd,
@@ -84,25 +97,26 @@ impl InodeStore {
 
     /// Records one client lookup of the host inode behind `fd`. Returns the node id,
     /// reusing the existing one (and dropping `fd`) when the inode is already known.
-    pub fn insert_or_ref(&self, fd: OwnedFd, key: InodeKey, file_type: u32) -> u64 {
+    pub fn insert_or_ref(&self, fd: OwnedFd, key: InodeKey, file_type: u32) -> Arc<InodeData> {
         let mut maps = self.maps.write().unwrap_or_else(|e| e.into_inner());
         if let Some(&id) = maps.by_key.get(&key) {
             if let Some(data) = maps.by_id.get(&id) {
                 data.lookups.fetch_add(1, Ordering::Relaxed);
-                return id;
+                return data.clone();
             }
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let data = Arc::new(InodeData {
             id,
+            overlay: Mutex::default(),
             key,
             file_type,
             fd,
             lookups: AtomicU64::new(1),
         });
         maps.by_key.insert(key, id);
-        maps.by_id.insert(id, data);
-        id
+        maps.by_id.insert(id, data.clone());
+        data
     }
 
     /// Drops `count` client references; the inode leaves the table at zero.

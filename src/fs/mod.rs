@@ -3,6 +3,8 @@
 
 mod handles;
 mod inode_store;
+pub mod overlay;
+pub mod record;
 
 use std::ffi::CStr;
 use std::io;
@@ -22,6 +24,8 @@ use crate::creds::{CallerGuard, CredentialPolicy};
 use crate::platform::{self, stat64, statvfs64, TimeSpec};
 use handles::HandleTable;
 pub use inode_store::{InodeData, InodeStore, ROOT_ID};
+use overlay::{Overlay, Rootless, SymlinkStore, Virtual};
+use record::Kind;
 
 /// How long the client kernel may cache attributes and names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -41,10 +45,14 @@ pub struct Config {
     /// Offer WRITEBACK_CACHE when the kernel supports it.
     pub writeback: bool,
     pub creds: CredentialPolicy,
+    /// Ownership virtualization; `None` when the server applies owners on the host.
+    pub rootless: Option<Rootless>,
 }
 
 pub struct Passthrough {
     inodes: InodeStore,
+    overlay: Option<Overlay>,
+    root: Arc<InodeData>,
     handles: HandleTable,
     cfg: Config,
     timeout: Duration,
@@ -86,8 +94,19 @@ impl Passthrough {
             CachePolicy::Auto => Duration::from_secs(1),
             CachePolicy::Always => Duration::from_secs(86400),
         };
+        let inodes = InodeStore::new(fd, key, st.st_mode & libc::S_IFMT);
+        let root = inodes.get(ROOT_ID)?;
+        let overlay = match &cfg.rootless {
+            Some(rl) => Some(Overlay {
+                cfg: rl.clone(),
+                symlinks: SymlinkStore::load(root.fd())?,
+            }),
+            None => None,
+        };
         Ok(Passthrough {
-            inodes: InodeStore::new(fd, key, st.st_mode & libc::S_IFMT),
+            inodes,
+            overlay,
+            root,
             handles: HandleTable::default(),
             cfg,
             timeout,
@@ -118,6 +137,9 @@ impl Passthrough {
     /// whatever credentials the caller set, so search permission is the host's call.
     fn do_lookup(&self, parent: &InodeData, name: &CStr) -> io::Result<Entry> {
         check_name(name)?;
+        if self.hidden(parent.id, name.to_bytes()) {
+            return Err(err(libc::ENOENT));
+        }
         let fd = match name.to_bytes() {
             // `..` of the shared root is the root itself: nothing above it is reachable.
             b".." if parent.id == ROOT_ID => parent.fd().try_clone_to_owned()?,
@@ -127,13 +149,79 @@ impl Passthrough {
         self.register(fd)
     }
 
+    /// An `O_PATH` fd of `dir/name`, never following a symlink.
+    fn open_child(&self, dir: &InodeData, name: &CStr) -> io::Result<OwnedFd> {
+        platform::openat(dir.fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)
+    }
+
     /// Adds the host inode behind an `O_PATH` fd to the table and builds its entry.
     fn register(&self, fd: OwnedFd) -> io::Result<Entry> {
-        let (st, key) = platform::statx_identity(std::os::fd::AsFd::as_fd(&fd))?;
-        let id = self
+        let (mut st, key) = platform::statx_identity(std::os::fd::AsFd::as_fd(&fd))?;
+        let data = self
             .inodes
             .insert_or_ref(fd, key, st.st_mode & libc::S_IFMT);
-        Ok(self.entry(id, st))
+        if let Some(ov) = &self.overlay {
+            ov.virtualize(&data, &mut st);
+        }
+        Ok(self.entry(data.id, st))
+    }
+
+    /// Like `register`, then gives the new node its virtual owner, mode and type.
+    fn register_new(&self, fd: OwnedFd, want: Option<Virtual>) -> io::Result<Entry> {
+        let entry = self.register(fd)?;
+        if let (Some(ov), Some(want)) = (&self.overlay, want) {
+            let data = self.inodes.get(entry.inode)?;
+            let res = ov.init_new(self.root.fd(), &data, &want);
+            if let Err(e) = res {
+                self.inodes.forget(entry.inode, 1);
+                return Err(e);
+            }
+            return Ok(self.entry(entry.inode, self.stat_inode(&data)?.0));
+        }
+        Ok(entry)
+    }
+
+    /// Virtual attributes for a node that (uid, gid) creates in `parent`.
+    fn new_virtual(
+        &self,
+        ctx: &Context,
+        parent: &InodeData,
+        format: u32,
+        perms: u32,
+        rdev: u32,
+    ) -> io::Result<Option<Virtual>> {
+        let Some(ov) = &self.overlay else {
+            return Ok(None);
+        };
+        let (uid, gid, parent_sgid) = ov.new_owner(parent, ctx.uid, ctx.gid)?;
+        let mut perms = perms & 0o7777;
+        if parent_sgid && format == libc::S_IFDIR {
+            perms |= libc::S_ISGID;
+        }
+        let (rdev_major, rdev_minor) = overlay::split_rdev(rdev);
+        Ok(Some(Virtual {
+            uid,
+            gid,
+            perms,
+            kind: Kind {
+                format,
+                rdev_major,
+                rdev_minor,
+            },
+        }))
+    }
+
+    /// Names at the share root that belong to the server.
+    fn hidden(&self, parent: u64, name: &[u8]) -> bool {
+        parent == ROOT_ID && overlay::is_reserved_name(name)
+    }
+
+    fn check_new(&self, parent: u64, name: &CStr) -> io::Result<()> {
+        check_new_name(name)?;
+        if self.hidden(parent, name.to_bytes()) {
+            return Err(err(libc::EPERM));
+        }
+        Ok(())
     }
 
     fn host_open_flags(&self, flags: u32) -> i32 {
@@ -150,8 +238,8 @@ impl Passthrough {
         flags
     }
 
-    /// Opens with the promoted flags, falling back to the requested ones when the
-    /// writeback promotion of O_WRONLY to O_RDWR is refused.
+    /// Opens with the promoted flags; when the writeback promotion of O_WRONLY to
+    /// O_RDWR is refused, the caller's own O_WRONLY open is the permission check.
     fn open_with_fallback(
         &self,
         requested: u32,
@@ -164,7 +252,19 @@ impl Passthrough {
                     && (requested as i32) & libc::O_ACCMODE == libc::O_WRONLY
                     && flags & libc::O_ACCMODE == libc::O_RDWR =>
             {
-                open((flags & !libc::O_ACCMODE) | libc::O_WRONLY)
+                let wronly = open((flags & !libc::O_ACCMODE) | libc::O_WRONLY)?;
+                // The caller may write but not read. The writeback cache still reads
+                // partial pages back, so the server reopens the same inode read-write;
+                // the client kernel never hands those pages to a write-only opener.
+                let reopen_flags = flags & !(libc::O_TRUNC | libc::O_CREAT | libc::O_EXCL);
+                let _server = self.cfg.creds.as_server()?;
+                match platform::reopen(std::os::fd::AsFd::as_fd(&wronly), reopen_flags) {
+                    Ok(rw) => Ok(rw),
+                    Err(e) => {
+                        log::debug!("read-write reopen for writeback failed: {e}");
+                        Ok(wronly)
+                    }
+                }
             }
             r => r,
         }
@@ -180,7 +280,11 @@ impl Passthrough {
     }
 
     fn stat_inode(&self, inode: &InodeData) -> io::Result<(stat64, Duration)> {
-        Ok((platform::fstat(inode.fd())?, self.timeout))
+        let mut st = platform::fstat(inode.fd())?;
+        if let Some(ov) = &self.overlay {
+            ov.virtualize(inode, &mut st);
+        }
+        Ok((st, self.timeout))
     }
 
     fn set_mode(&self, ctx: &Context, inode: &InodeData, mode: u32) -> io::Result<()> {
@@ -207,6 +311,42 @@ impl Passthrough {
         }
     }
 
+    /// Rootless chmod/chown: the virtual view changes, the host keeps the server as owner.
+    fn setattr_virtual(
+        &self,
+        ov: &Overlay,
+        data: &InodeData,
+        attr: &stat64,
+        valid: SetattrValid,
+    ) -> io::Result<()> {
+        let mode = valid.contains(SetattrValid::MODE);
+        let uid = valid.contains(SetattrValid::UID).then_some(attr.st_uid);
+        let gid = valid.contains(SetattrValid::GID).then_some(attr.st_gid);
+        let owner = uid.is_some() || gid.is_some();
+        if !mode && !owner {
+            return Ok(());
+        }
+        ov.update(self.root.fd(), data, |v, _host| {
+            if mode {
+                v.perms = attr.st_mode & 0o7777;
+            }
+            if owner && ov.cfg.try_host_chown {
+                match platform::fchown(data.fd(), uid, gid) {
+                    Err(e) if e.raw_os_error() != Some(libc::EPERM) => return Err(e),
+                    _ => {}
+                }
+            }
+            v.uid = uid.unwrap_or(v.uid);
+            v.gid = gid.unwrap_or(v.gid);
+            Ok(())
+        })?;
+        if owner {
+            // chown changes ctime even when nothing else changed.
+            let _ = platform::fchown(data.fd(), None, None);
+        }
+        Ok(())
+    }
+
     fn readdir_common(
         &self,
         ctx: &Context,
@@ -214,7 +354,7 @@ impl Passthrough {
         handle: u64,
         size: u32,
         offset: u64,
-        mut emit: impl FnMut(&platform::RawDirent<'_>) -> io::Result<usize>,
+        mut emit: impl FnMut(&platform::RawDirent<'_>, std::os::fd::BorrowedFd<'_>) -> io::Result<usize>,
     ) -> io::Result<()> {
         if size == 0 {
             return Ok(());
@@ -252,7 +392,11 @@ impl Passthrough {
                     cur.pos = None;
                     return Err(err(libc::EIO));
                 };
-                let added = emit(&dent)?;
+                let added = if self.hidden(inode, dent.name) {
+                    1 // skipped, but consumed
+                } else {
+                    emit(&dent, h.fd())?
+                };
                 if added == 0 {
                     return Ok(());
                 }
@@ -262,6 +406,56 @@ impl Passthrough {
             cur.pos = Some(dent_next);
         }
     }
+}
+
+/// The parts of setattr that need no ownership logic: size and timestamps.
+fn set_size_and_times(
+    creds: &CredentialPolicy,
+    data: &InodeData,
+    handle: Option<&handles::HandleData>,
+    attr: &stat64,
+    valid: SetattrValid,
+) -> io::Result<()> {
+    if valid.contains(SetattrValid::SIZE) {
+        let size = u64::try_from(attr.st_size).map_err(|_| err(libc::EINVAL))?;
+        match handle {
+            // Permission was checked when the handle was opened.
+            Some(h) => platform::ftruncate(h.fd(), size)?,
+            None => platform::truncate_fd(data.fd(), size)?,
+        }
+    }
+    if valid.intersects(SetattrValid::ATIME | SetattrValid::MTIME) {
+        let pick = |set: SetattrValid, now: SetattrValid, sec: i64, nsec: i64| {
+            if valid.contains(now) {
+                TimeSpec::Now
+            } else if valid.contains(set) {
+                TimeSpec::At(sec, nsec)
+            } else {
+                TimeSpec::Omit
+            }
+        };
+        let atime = pick(
+            SetattrValid::ATIME,
+            SetattrValid::ATIME_NOW,
+            attr.st_atime,
+            attr.st_atime_nsec,
+        );
+        let mtime = pick(
+            SetattrValid::MTIME,
+            SetattrValid::MTIME_NOW,
+            attr.st_mtime,
+            attr.st_mtime_nsec,
+        );
+        // Only the kernel sends times with a file handle: the cmtime a writeback
+        // cache kept for a write or ftruncate through that open file. Opening it for
+        // writing was the permission check; explicit times would demand ownership.
+        let _server = match handle {
+            Some(_) => Some(creds.as_server()?),
+            None => None,
+        };
+        platform::set_times(data.fd(), atime, mtime)?;
+    }
+    Ok(())
 }
 
 pub fn path_cstr(path: &Path) -> io::Result<std::ffi::CString> {
@@ -330,46 +524,19 @@ impl FileSystem for Passthrough {
             None => None,
         };
         let _c = self.caller(ctx)?;
-        if valid.contains(SetattrValid::MODE) {
-            self.set_mode(ctx, &data, attr.st_mode & 0o7777)?;
-        }
-        if valid.intersects(SetattrValid::UID | SetattrValid::GID) {
-            let uid = valid.contains(SetattrValid::UID).then_some(attr.st_uid);
-            let gid = valid.contains(SetattrValid::GID).then_some(attr.st_gid);
-            platform::fchown(data.fd(), uid, gid)?;
-        }
-        if valid.contains(SetattrValid::SIZE) {
-            let size = u64::try_from(attr.st_size).map_err(|_| err(libc::EINVAL))?;
-            match &handle {
-                // Permission was checked when the handle was opened.
-                Some(h) => platform::ftruncate(h.fd(), size)?,
-                None => platform::truncate_fd(data.fd(), size)?,
+        if let Some(ov) = &self.overlay {
+            self.setattr_virtual(ov, &data, &attr, valid)?;
+        } else {
+            if valid.contains(SetattrValid::MODE) {
+                self.set_mode(ctx, &data, attr.st_mode & 0o7777)?;
+            }
+            if valid.intersects(SetattrValid::UID | SetattrValid::GID) {
+                let uid = valid.contains(SetattrValid::UID).then_some(attr.st_uid);
+                let gid = valid.contains(SetattrValid::GID).then_some(attr.st_gid);
+                platform::fchown(data.fd(), uid, gid)?;
             }
         }
-        if valid.intersects(SetattrValid::ATIME | SetattrValid::MTIME) {
-            let pick = |set: SetattrValid, now: SetattrValid, sec: i64, nsec: i64| {
-                if valid.contains(now) {
-                    TimeSpec::Now
-                } else if valid.contains(set) {
-                    TimeSpec::At(sec, nsec)
-                } else {
-                    TimeSpec::Omit
-                }
-            };
-            let atime = pick(
-                SetattrValid::ATIME,
-                SetattrValid::ATIME_NOW,
-                attr.st_atime,
-                attr.st_atime_nsec,
-            );
-            let mtime = pick(
-                SetattrValid::MTIME,
-                SetattrValid::MTIME_NOW,
-                attr.st_mtime,
-                attr.st_mtime_nsec,
-            );
-            platform::set_times(data.fd(), atime, mtime)?;
-        }
+        set_size_and_times(&self.cfg.creds, &data, handle.as_deref(), &attr, valid)?;
         self.stat_inode(&data)
     }
 
@@ -385,11 +552,12 @@ impl FileSystem for Passthrough {
         parent: u64,
         name: &CStr,
     ) -> io::Result<Entry> {
-        check_new_name(name)?;
+        self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
+        let want = self.new_virtual(ctx, &dir, libc::S_IFLNK, 0o777, 0)?;
         platform::symlinkat(linkname, dir.fd(), name)?;
-        self.do_lookup(&dir, name)
+        self.register_new(self.open_child(&dir, name)?, want)
     }
 
     fn mknod(
@@ -401,11 +569,23 @@ impl FileSystem for Passthrough {
         rdev: u32,
         _umask: u32,
     ) -> io::Result<Entry> {
-        check_new_name(name)?;
+        self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
-        platform::mknodat(dir.fd(), name, mode, u64::from(rdev))?;
-        self.do_lookup(&dir, name)
+        let format = match mode & libc::S_IFMT {
+            0 => libc::S_IFREG,
+            f => f,
+        };
+        let want = self.new_virtual(ctx, &dir, format, mode, rdev)?;
+        if want.is_some() {
+            // Rootless: every special file is a host regular file with its type in the record.
+            let host_mode = (mode & 0o777) | overlay::FILE_FLOOR;
+            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+            drop(platform::openat(dir.fd(), name, flags, host_mode)?);
+        } else {
+            platform::mknodat(dir.fd(), name, mode, u64::from(rdev))?;
+        }
+        self.register_new(self.open_child(&dir, name)?, want)
     }
 
     fn mkdir(
@@ -416,22 +596,40 @@ impl FileSystem for Passthrough {
         mode: u32,
         _umask: u32,
     ) -> io::Result<Entry> {
-        check_new_name(name)?;
+        self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
-        platform::mkdirat(dir.fd(), name, mode)?;
-        self.do_lookup(&dir, name)
+        let want = self.new_virtual(ctx, &dir, libc::S_IFDIR, mode, 0)?;
+        let host_mode = match want {
+            Some(_) => (mode & 0o777) | overlay::DIR_FLOOR,
+            None => mode,
+        };
+        platform::mkdirat(dir.fd(), name, host_mode)?;
+        self.register_new(self.open_child(&dir, name)?, want)
     }
 
     fn unlink(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
-        check_new_name(name)?;
+        self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
-        platform::unlinkat(dir.fd(), name, false)
+        let Some(ov) = self.overlay.as_ref().filter(|o| !o.symlinks.is_empty()) else {
+            return platform::unlinkat(dir.fd(), name, false);
+        };
+        // The last name of a symlink with a sidecar record takes the record with it.
+        let victim = self
+            .open_child(&dir, name)
+            .and_then(|fd| platform::statx_identity(std::os::fd::AsFd::as_fd(&fd)))
+            .ok()
+            .filter(|(st, _)| st.st_mode & libc::S_IFMT == libc::S_IFLNK && st.st_nlink == 1);
+        platform::unlinkat(dir.fd(), name, false)?;
+        if let Some((_, key)) = victim {
+            ov.symlinks.forget(self.root.fd(), key.dev, key.ino)?;
+        }
+        Ok(())
     }
 
     fn rmdir(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
-        check_new_name(name)?;
+        self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
         platform::unlinkat(dir.fd(), name, true)
@@ -446,8 +644,8 @@ impl FileSystem for Passthrough {
         newname: &CStr,
         flags: u32,
     ) -> io::Result<()> {
-        check_new_name(oldname)?;
-        check_new_name(newname)?;
+        self.check_new(olddir, oldname)?;
+        self.check_new(newdir, newname)?;
         let old = self.inodes.get(olddir)?;
         let new = self.inodes.get(newdir)?;
         let _c = self.caller(ctx)?;
@@ -455,7 +653,7 @@ impl FileSystem for Passthrough {
     }
 
     fn link(&self, ctx: &Context, inode: u64, newparent: u64, newname: &CStr) -> io::Result<Entry> {
-        check_new_name(newname)?;
+        self.check_new(newparent, newname)?;
         let data = self.inodes.get(inode)?;
         let dir = self.inodes.get(newparent)?;
         let _c = self.caller(ctx)?;
@@ -487,20 +685,35 @@ impl FileSystem for Passthrough {
         name: &CStr,
         args: CreateIn,
     ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
-        check_new_name(name)?;
+        self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
-        let fd = self.open_with_fallback(args.flags, |f| {
-            platform::openat(
-                dir.fd(),
-                name,
-                f | libc::O_CREAT | libc::O_NOFOLLOW,
-                args.mode,
-            )
-        })?;
+        let mut want = self.new_virtual(ctx, &dir, libc::S_IFREG, args.mode, 0)?;
+        let (host_mode, excl) = match want {
+            // Rootless: only a file this call really creates gets the caller as owner.
+            Some(_) => ((args.mode & 0o777) | overlay::FILE_FLOOR, libc::O_EXCL),
+            None => (args.mode, 0),
+        };
+        let open = |extra: i32| {
+            self.open_with_fallback(args.flags, |f| {
+                let flags = f | libc::O_CREAT | libc::O_NOFOLLOW | extra;
+                platform::openat(dir.fd(), name, flags, host_mode)
+            })
+        };
+        let fd = match open(excl) {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EEXIST)
+                    && excl != 0
+                    && args.flags as i32 & libc::O_EXCL == 0 =>
+            {
+                want = None;
+                open(0)?
+            }
+            r => r?,
+        };
         // Pin the very inode we created, not whatever the name points to by now.
         let path_fd = platform::reopen(std::os::fd::AsFd::as_fd(&fd), libc::O_PATH)?;
-        let entry = self.register(path_fd)?;
+        let entry = self.register_new(path_fd, want)?;
         let h = self.handles.insert(entry.inode, fd, false);
         Ok((entry, Some(h), self.open_options(false), None))
     }
@@ -589,6 +802,9 @@ impl FileSystem for Passthrough {
         value: &[u8],
         flags: u32,
     ) -> io::Result<()> {
+        if name == overlay::RECORD_XATTR {
+            return Err(err(libc::EPERM));
+        }
         let data = self.inodes.get(inode)?;
         let _c = self.caller(ctx)?;
         platform::setxattr(data.fd(), name, value, flags as i32)
@@ -601,6 +817,9 @@ impl FileSystem for Passthrough {
         name: &CStr,
         size: u32,
     ) -> io::Result<GetxattrReply> {
+        if name == overlay::RECORD_XATTR {
+            return Err(err(libc::ENODATA));
+        }
         let data = self.inodes.get(inode)?;
         let _c = self.caller(ctx)?;
         if size == 0 {
@@ -616,17 +835,41 @@ impl FileSystem for Passthrough {
     fn listxattr(&self, ctx: &Context, inode: u64, size: u32) -> io::Result<ListxattrReply> {
         let data = self.inodes.get(inode)?;
         let _c = self.caller(ctx)?;
-        if size == 0 {
-            let n = platform::listxattr(data.fd(), &mut [])?;
-            return Ok(ListxattrReply::Count(n as u32));
+        // Read the whole list so the record's name can be left out, sizes included.
+        let mut buf = Vec::new();
+        loop {
+            let need = platform::listxattr(data.fd(), &mut [])?;
+            buf.resize(need, 0);
+            match platform::listxattr(data.fd(), &mut buf) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    break;
+                }
+                // The list grew in between: ask again.
+                Err(e) if e.raw_os_error() == Some(libc::ERANGE) => continue,
+                Err(e) => return Err(e),
+            }
         }
-        let mut buf = vec![0u8; size as usize];
-        let n = platform::listxattr(data.fd(), &mut buf)?;
-        buf.truncate(n);
-        Ok(ListxattrReply::Names(buf))
+        let hidden = overlay::RECORD_XATTR.to_bytes_with_nul();
+        let names: Vec<u8> = buf
+            .split_inclusive(|&b| b == 0)
+            .filter(|n| *n != hidden)
+            .flatten()
+            .copied()
+            .collect();
+        if size == 0 {
+            Ok(ListxattrReply::Count(names.len() as u32))
+        } else if names.len() > size as usize {
+            Err(err(libc::ERANGE))
+        } else {
+            Ok(ListxattrReply::Names(names))
+        }
     }
 
     fn removexattr(&self, ctx: &Context, inode: u64, name: &CStr) -> io::Result<()> {
+        if name == overlay::RECORD_XATTR {
+            return Err(err(libc::EPERM));
+        }
         let data = self.inodes.get(inode)?;
         let _c = self.caller(ctx)?;
         platform::removexattr(data.fd(), name)
@@ -657,11 +900,15 @@ impl FileSystem for Passthrough {
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
     ) -> io::Result<()> {
-        self.readdir_common(ctx, inode, handle, size, offset, |d| {
+        self.readdir_common(ctx, inode, handle, size, offset, |d, dirfd| {
+            let dtype = match &self.overlay {
+                Some(ov) => ov.dtype(dirfd, d.name, d.dtype),
+                None => d.dtype,
+            };
             add_entry(DirEntry {
                 ino: d.ino,
                 offset: d.next_offset,
-                type_: u32::from(d.dtype),
+                type_: u32::from(dtype),
                 name: d.name,
             })
         })
@@ -679,11 +926,15 @@ impl FileSystem for Passthrough {
         let dir = self.inodes.get(inode)?;
         // Attributes of entries need search permission on the directory: look up as the caller.
         let _c = self.caller(ctx)?;
-        self.readdir_common(ctx, inode, handle, size, offset, |d| {
+        self.readdir_common(ctx, inode, handle, size, offset, |d, dirfd| {
+            let dtype = match &self.overlay {
+                Some(ov) => ov.dtype(dirfd, d.name, d.dtype),
+                None => d.dtype,
+            };
             let dirent = DirEntry {
                 ino: d.ino,
                 offset: d.next_offset,
-                type_: u32::from(d.dtype),
+                type_: u32::from(dtype),
                 name: d.name,
             };
             let entry = match d.name {

@@ -718,3 +718,77 @@ pub fn daemonize() -> io::Result<DaemonReady> {
     }
     Ok(DaemonReady { pipe: wr })
 }
+
+/// Birth time of the inode behind `fd`, or `None` where the filesystem keeps none.
+pub fn birth_time(fd: BorrowedFd<'_>) -> io::Result<Option<(i64, u32)>> {
+    let mut stx = MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: empty path with AT_EMPTY_PATH stats `fd` itself; valid out-pointer.
+    cvt(unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            EMPTY.as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_BTIME,
+            stx.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: statx succeeded.
+    let stx = unsafe { stx.assume_init() };
+    Ok((stx.stx_mask & libc::STATX_BTIME != 0)
+        .then_some((stx.stx_btime.tv_sec, stx.stx_btime.tv_nsec)))
+}
+
+/// lgetxattr of `dir/name` without opening it (for readdir of emulated special files).
+pub fn getxattr_at(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    xname: &CStr,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    let mut path = ProcFdPath::new(dir).as_cstr().to_bytes().to_vec();
+    path.push(b'/');
+    path.extend_from_slice(name);
+    let path =
+        std::ffi::CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: valid C strings; `buf` is writable for its length.
+    cvt_size(unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            xname.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    })
+}
+
+/// True if the effective capability set holds CAP_CHOWN.
+pub fn has_cap_chown() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return geteuid() == 0;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        // Bit 0 is CAP_CHOWN.
+        .map(|caps| caps & 1 != 0)
+        .unwrap_or(false)
+}
+
+/// Drops the whole process to `uid:gid` for good: no supplementary groups, real, effective
+/// and saved ids all changed, so no capability survives. Call before starting threads.
+pub fn drop_privileges(uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: an empty group list; process-wide on purpose (single-threaded here).
+    cvt(unsafe { libc::setgroups(0, std::ptr::null()) })?;
+    // SAFETY: no memory effects.
+    cvt(unsafe { libc::setresgid(gid, gid, gid) })?;
+    // SAFETY: no memory effects.
+    cvt(unsafe { libc::setresuid(uid, uid, uid) })?;
+    let (mut r, mut e, mut s) = (0, 0, 0);
+    // SAFETY: valid out-pointers.
+    cvt(unsafe { libc::getresuid(&mut r, &mut e, &mut s) })?;
+    if (r, e, s) != (uid, uid, uid) || (uid != 0 && has_cap_chown()) {
+        return Err(io::Error::other("privileges were not fully dropped"));
+    }
+    Ok(())
+}

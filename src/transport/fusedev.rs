@@ -33,6 +33,9 @@ pub struct MountOptions {
     pub read_only: bool,
     pub noexec: bool,
     pub noatime: bool,
+    /// uid:gid recorded as the mount's owner (`user_id`/`group_id`): the identity the
+    /// server will run as, so it may unmount through fusermount3. Default: the mounter.
+    pub owner: Option<(u32, u32)>,
 }
 
 /// A mounted FUSE connection.
@@ -73,11 +76,12 @@ impl FuseMount {
             return Self::mount_unprivileged(opts, mountpoint);
         }
         let device = platform::open_fuse_device().map_err(|e| context(e, "open /dev/fuse"))?;
+        let (uid, gid) = opts
+            .owner
+            .unwrap_or((platform::geteuid(), platform::getegid()));
         let mut data = format!(
-            "fd={},rootmode=40000,user_id={},group_id={}",
+            "fd={},rootmode=40000,user_id={uid},group_id={gid}",
             platform::raw(device.as_fd()),
-            platform::geteuid(),
-            platform::getegid()
         );
         if opts.default_permissions {
             data.push_str(",default_permissions");
@@ -146,6 +150,21 @@ impl FuseMount {
                 .umount()
                 .map_err(|e| io::Error::other(format!("fusermount3 -u: {e}")));
         }
+        if platform::geteuid() != 0 {
+            // Privileges were dropped after mounting: the setuid helper unmounts for us.
+            let status = std::process::Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(&self.path)
+                .status()?;
+            return if status.success() {
+                Ok(())
+            } else {
+                Err(io::Error::other(format!(
+                    "fusermount3 -u exited with {status}"
+                )))
+            };
+        }
         match platform::umount(&self.mountpoint, false) {
             Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
@@ -158,20 +177,29 @@ impl FuseMount {
         }
     }
 
-    /// Starts `threads` workers, each reading its own cloned device fd.
-    pub fn serve<F>(&self, server: Arc<Server<F>>, threads: usize) -> io::Result<Workers>
+    /// One device fd per worker thread (FUSE_DEV_IOC_CLONE). Done before privileges
+    /// are dropped, since opening /dev/fuse may need them.
+    pub fn channels(&self, threads: usize) -> io::Result<Vec<OwnedFd>> {
+        (0..threads.max(1))
+            .map(|i| {
+                if i == 0 {
+                    self.device.try_clone()
+                } else {
+                    platform::clone_fuse_device(self.device.as_fd())
+                        .map_err(|e| context(e, "FUSE_DEV_IOC_CLONE"))
+                }
+            })
+            .collect()
+    }
+
+    /// Starts one worker per channel.
+    pub fn serve<F>(&self, server: Arc<Server<F>>, channels: Vec<OwnedFd>) -> io::Result<Workers>
     where
         F: FileSystem + Send + Sync + 'static,
     {
         let alive = Arc::new(AtomicUsize::new(0));
         let mut handles = Vec::new();
-        for i in 0..threads.max(1) {
-            let fd = if i == 0 {
-                self.device.try_clone()?
-            } else {
-                platform::clone_fuse_device(self.device.as_fd())
-                    .map_err(|e| context(e, "FUSE_DEV_IOC_CLONE"))?
-            };
+        for (i, fd) in channels.into_iter().enumerate() {
             let server = server.clone();
             let alive = alive.clone();
             alive.fetch_add(1, Ordering::SeqCst);

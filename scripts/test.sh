@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The project's single test command (also what CI runs, via .ci/run):
+# dependencies, formatting, lints, unit and integration tests, then the
+# pjdfstest POSIX compliance suite on ownfs mounts. Stops at the first failure.
+# Needs root: the integration tests and pjdfstest mount FUSE file systems.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+started=$SECONDS
+section_start=""
+section() {
+    if [[ -n $section_start ]]; then
+        printf '(%ds)\n' $((SECONDS - section_start))
+    fi
+    section_start=$SECONDS
+    printf '\n==== %s ====\n' "$*"
+}
+
+section "dependencies (scripts/deps.sh)"
+scripts/deps.sh
+
+section "cargo fmt --check"
+cargo fmt --check
+
+section "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+section "cargo test --release -- --test-threads=1"
+cargo test --release -- --test-threads=1
+
+section "pjdfstest (pjdfstest/run.sh)"
+pjdfstest/run.sh --no-deps
+
+printf '(%ds)\n\n==== all checks passed in %ds ====\n' $((SECONDS - section_start)) $((SECONDS - started))

@@ -1,0 +1,481 @@
+//! Ownership virtualization for rootless servers.
+//!
+//! A server that cannot chown records the intended owner, permission bits and file
+//! type in the host inode's `user.ownfs.stat` xattr (symlinks, which cannot carry
+//! user xattrs on Linux, in a hidden sidecar file) and applies it to every reply.
+//! Records are diffs against the host-derived default, never against what the
+//! client currently sees, and an empty diff removes the record.
+
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::io::{self, Read, Write};
+use std::os::fd::BorrowedFd;
+use std::sync::{Mutex, MutexGuard};
+
+use super::inode_store::{InodeData, OverlayCache};
+use super::record::{DecodeError, Kind, Record};
+use crate::platform::{self, stat64};
+
+pub const RECORD_XATTR: &CStr = c"user.ownfs.stat";
+/// Hidden at the share root: clients can neither see nor create these names.
+pub const SIDECAR_NAME: &CStr = c".ownfs-symlinks";
+const SIDECAR_TMP: &CStr = c".ownfs-symlinks.tmp";
+const SIDECAR_MAGIC: &[u8; 8] = b"OWNFSYM1";
+
+/// Host permission floors: the server must always be able to read and write what it serves.
+pub const FILE_FLOOR: u32 = 0o600;
+pub const DIR_FLOOR: u32 = 0o700;
+
+#[derive(Clone, Debug)]
+pub struct Rootless {
+    /// Host objects owned by the server appear as this owner.
+    pub default_uid: u32,
+    pub default_gid: u32,
+    pub server_uid: u32,
+    pub server_gid: u32,
+    /// The server holds CAP_CHOWN: try the host chown first and record only on EPERM.
+    pub try_host_chown: bool,
+}
+
+/// What the client should see for an inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Virtual {
+    pub uid: u32,
+    pub gid: u32,
+    pub perms: u32,
+    pub kind: Kind,
+}
+
+pub fn is_reserved_name(name: &[u8]) -> bool {
+    name.starts_with(SIDECAR_NAME.to_bytes())
+}
+
+fn floor_of(format: u32) -> u32 {
+    match format {
+        libc::S_IFDIR => DIR_FLOOR,
+        libc::S_IFLNK => 0,
+        _ => FILE_FLOOR,
+    }
+}
+
+/// The Linux dev_t split of FUSE's 32-bit rdev.
+pub fn split_rdev(rdev: u32) -> (u32, u32) {
+    (
+        (rdev >> 8) & 0xfff,
+        (rdev & 0xff) | ((rdev >> 12) & 0xfff00),
+    )
+}
+
+impl Rootless {
+    fn host_default(&self, host: &stat64) -> Virtual {
+        Virtual {
+            uid: if host.st_uid == self.server_uid {
+                self.default_uid
+            } else {
+                host.st_uid
+            },
+            gid: if host.st_gid == self.server_gid {
+                self.default_gid
+            } else {
+                host.st_gid
+            },
+            perms: host.st_mode & 0o7777,
+            kind: Kind {
+                format: host.st_mode & libc::S_IFMT,
+                rdev_major: libc::major(host.st_rdev),
+                rdev_minor: libc::minor(host.st_rdev),
+            },
+        }
+    }
+
+    /// The client's view of a host stat under `record`.
+    pub fn view(&self, host: &stat64, record: Option<&Record>) -> Virtual {
+        let mut v = self.host_default(host);
+        if let Some(r) = record {
+            v.uid = r.uid.unwrap_or(v.uid);
+            v.gid = r.gid.unwrap_or(v.gid);
+            v.perms = r.mode.unwrap_or(v.perms);
+            if let Some(k) = r.kind {
+                v.kind = k;
+            }
+        }
+        v
+    }
+
+    /// Rewrites `st` in place to the client's view.
+    pub fn apply(&self, st: &mut stat64, record: Option<&Record>) {
+        let v = self.view(st, record);
+        let host_format = st.st_mode & libc::S_IFMT;
+        st.st_uid = v.uid;
+        st.st_gid = v.gid;
+        st.st_mode = v.kind.format | v.perms;
+        if v.kind.format != host_format {
+            st.st_rdev = libc::makedev(v.kind.rdev_major, v.kind.rdev_minor);
+        }
+    }
+
+    /// The smallest record that makes `host` look like `want`.
+    pub fn diff(&self, host: &stat64, want: &Virtual) -> Record {
+        let d = self.host_default(host);
+        Record {
+            uid: (want.uid != d.uid).then_some(want.uid),
+            gid: (want.gid != d.gid).then_some(want.gid),
+            mode: (want.perms != d.perms).then_some(want.perms),
+            kind: (want.kind.format != d.kind.format).then_some(want.kind),
+        }
+    }
+}
+
+fn lock(c: &Mutex<OverlayCache>) -> MutexGuard<'_, OverlayCache> {
+    c.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn ctime_of(st: &stat64) -> (i64, i64) {
+    (st.st_ctime, st.st_ctime_nsec)
+}
+
+/// Reads the record of a non-symlink inode from its xattr.
+fn read_xattr_record(fd: BorrowedFd<'_>, id: u64, cache: &mut OverlayCache) {
+    let mut buf = [0u8; 256];
+    cache.record = None;
+    cache.foreign = false;
+    match platform::getxattr(fd, RECORD_XATTR, &mut buf) {
+        Ok(n) => match Record::decode(&buf[..n]) {
+            Ok(r) => cache.record = Some(r),
+            Err(DecodeError::UnknownVersion(v)) => {
+                log::warn!("inode {id}: ownership record version {v} is unknown; left untouched");
+                cache.foreign = true;
+            }
+            Err(DecodeError::Short) => {
+                log::warn!("inode {id}: truncated ownership record ignored");
+            }
+        },
+        Err(e) if e.raw_os_error() == Some(libc::ERANGE) => {
+            log::warn!("inode {id}: oversized ownership record; left untouched");
+            cache.foreign = true;
+        }
+        // ENODATA: no record. Anything else (EACCES on a foreign-owned file): none we can use.
+        Err(_) => {}
+    }
+}
+
+/// Records of symlinks, which cannot carry `user.*` xattrs on Linux. Keyed by (dev, ino)
+/// and validated by birth time, so a reused inode number never inherits a record.
+/// Persisted by writing a new file and renaming it over the old one.
+pub struct SymlinkStore {
+    map: Mutex<SymlinkMap>,
+}
+
+/// (dev, ino) → (birth time, record).
+type SymlinkMap = HashMap<(u64, u64), ((i64, u32), Record)>;
+
+impl SymlinkStore {
+    pub fn load(root: BorrowedFd<'_>) -> io::Result<Self> {
+        let mut map = HashMap::new();
+        match platform::openat(root, SIDECAR_NAME, libc::O_RDONLY | libc::O_NOFOLLOW, 0) {
+            Ok(fd) => {
+                let mut data = Vec::new();
+                std::fs::File::from(fd).read_to_end(&mut data)?;
+                parse_sidecar(&data, &mut map);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(SymlinkStore {
+            map: Mutex::new(map),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
+    fn get(&self, inode: &InodeData) -> Option<Record> {
+        let btime = platform::birth_time(inode.fd()).ok()?.unwrap_or((0, 0));
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&(inode.key.dev, inode.key.ino))
+            .filter(|(b, _)| *b == btime)
+            .map(|(_, r)| *r)
+    }
+
+    fn set(&self, root: BorrowedFd<'_>, inode: &InodeData, rec: &Record) -> io::Result<()> {
+        let btime = platform::birth_time(inode.fd())?.unwrap_or((0, 0));
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (inode.key.dev, inode.key.ino);
+        if rec.is_empty() {
+            if map.remove(&key).is_none() {
+                return Ok(());
+            }
+        } else {
+            map.insert(key, (btime, *rec));
+        }
+        persist(root, &map)
+    }
+
+    pub fn forget(&self, root: BorrowedFd<'_>, dev: u64, ino: u64) -> io::Result<()> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.remove(&(dev, ino)).is_some() {
+            persist(root, &map)?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_sidecar(data: &[u8], map: &mut SymlinkMap) {
+    const ENTRY: usize = 8 + 8 + 8 + 4 + super::record::LEN;
+    let Some(body) = data.strip_prefix(SIDECAR_MAGIC) else {
+        if !data.is_empty() {
+            log::warn!("symlink record file has an unknown format; ignored");
+        }
+        return;
+    };
+    for e in body.chunks_exact(ENTRY) {
+        let u64_at = |i: usize| u64::from_le_bytes(e[i..i + 8].try_into().unwrap_or([0; 8]));
+        let btime_ns = u32::from_le_bytes(e[24..28].try_into().unwrap_or([0; 4]));
+        if let Ok(rec) = Record::decode(&e[28..]) {
+            map.insert((u64_at(0), u64_at(8)), ((u64_at(16) as i64, btime_ns), rec));
+        }
+    }
+}
+
+fn persist(root: BorrowedFd<'_>, map: &SymlinkMap) -> io::Result<()> {
+    let mut data = SIDECAR_MAGIC.to_vec();
+    for (&(dev, ino), &((bs, bns), rec)) in map {
+        data.extend_from_slice(&dev.to_le_bytes());
+        data.extend_from_slice(&ino.to_le_bytes());
+        data.extend_from_slice(&bs.to_le_bytes());
+        data.extend_from_slice(&bns.to_le_bytes());
+        data.extend_from_slice(&rec.encode());
+    }
+    let fd = platform::openat(
+        root,
+        SIDECAR_TMP,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW,
+        0o600,
+    )?;
+    let mut f = std::fs::File::from(fd);
+    f.write_all(&data)?;
+    f.sync_data()?;
+    drop(f);
+    // Atomic replace: after a crash the file holds either the old or the new set.
+    platform::renameat2(root, SIDECAR_TMP, root, SIDECAR_NAME, 0)
+}
+
+/// Record access for the passthrough; every function expects rootless mode.
+pub struct Overlay {
+    pub cfg: Rootless,
+    pub symlinks: SymlinkStore,
+}
+
+impl Overlay {
+    /// The record matching `host` (an fstat of `inode` just taken), from cache when
+    /// the host ctime has not moved.
+    fn current(&self, inode: &InodeData, host: &stat64, cache: &mut OverlayCache) {
+        let ctime = ctime_of(host);
+        if cache.ctime == Some(ctime) {
+            return;
+        }
+        if inode.is_symlink() {
+            cache.record = self.symlinks.get(inode);
+            cache.foreign = false;
+        } else {
+            read_xattr_record(inode.fd(), inode.id, cache);
+        }
+        cache.ctime = Some(ctime);
+    }
+
+    /// Rewrites a host stat of `inode` to the client's view.
+    pub fn virtualize(&self, inode: &InodeData, st: &mut stat64) {
+        let mut cache = lock(&inode.overlay);
+        self.current(inode, st, &mut cache);
+        self.cfg.apply(st, cache.record.as_ref());
+    }
+
+    /// The client's view of `inode` right now.
+    pub fn view_of(&self, inode: &InodeData) -> io::Result<Virtual> {
+        let host = platform::fstat(inode.fd())?;
+        let mut cache = lock(&inode.overlay);
+        self.current(inode, &host, &mut cache);
+        Ok(self.cfg.view(&host, cache.record.as_ref()))
+    }
+
+    /// Read-modify-write of the virtual attributes under the inode's lock.
+    /// `change` edits the current view and may change the host (chmod, chown) itself.
+    pub fn update(
+        &self,
+        root: BorrowedFd<'_>,
+        inode: &InodeData,
+        change: impl FnOnce(&mut Virtual, &stat64) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut cache = lock(&inode.overlay);
+        let host = platform::fstat(inode.fd())?;
+        self.current(inode, &host, &mut cache);
+        if cache.foreign {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        let mut want = self.cfg.view(&host, cache.record.as_ref());
+        change(&mut want, &host)?;
+        self.store(root, inode, &want, &mut cache)
+    }
+
+    /// Makes the host inode carry `want`: host permission bits (with the floor, without
+    /// set-id bits) and the record for the rest.
+    pub fn store(
+        &self,
+        root: BorrowedFd<'_>,
+        inode: &InodeData,
+        want: &Virtual,
+        cache: &mut OverlayCache,
+    ) -> io::Result<()> {
+        let mut host = platform::fstat(inode.fd())?;
+        if !inode.is_symlink() && host.st_uid == self.cfg.server_uid {
+            let host_perms = (want.perms & 0o777) | floor_of(host.st_mode & libc::S_IFMT);
+            if host.st_mode & 0o7777 != host_perms {
+                platform::chmod_fd(inode.fd(), host_perms)?;
+                host = platform::fstat(inode.fd())?;
+            }
+        }
+        let rec = self.cfg.diff(&host, want);
+        if inode.is_symlink() {
+            self.symlinks.set(root, inode, &rec)?;
+        } else if rec.is_empty() {
+            match platform::removexattr(inode.fd(), RECORD_XATTR) {
+                Err(e) if e.raw_os_error() != Some(libc::ENODATA) => return Err(e),
+                _ => {}
+            }
+        } else {
+            platform::setxattr(inode.fd(), RECORD_XATTR, &rec.encode(), 0)?;
+        }
+        let after = platform::fstat(inode.fd())?;
+        cache.ctime = Some(ctime_of(&after));
+        cache.record = (!rec.is_empty()).then_some(rec);
+        cache.foreign = false;
+        Ok(())
+    }
+
+    /// Sets the virtual attributes of a node this server just created.
+    pub fn init_new(
+        &self,
+        root: BorrowedFd<'_>,
+        inode: &InodeData,
+        want: &Virtual,
+    ) -> io::Result<()> {
+        let mut cache = lock(&inode.overlay);
+        self.store(root, inode, want, &mut cache)
+    }
+
+    /// Owner of a new node made by (uid, gid) in `parent`: a setgid directory passes on its group.
+    pub fn new_owner(
+        &self,
+        parent: &InodeData,
+        uid: u32,
+        gid: u32,
+    ) -> io::Result<(u32, u32, bool)> {
+        let pv = self.view_of(parent)?;
+        let sgid = pv.perms & libc::S_ISGID != 0;
+        Ok((uid, if sgid { pv.gid } else { gid }, sgid))
+    }
+
+    /// d_type of a readdir entry: emulated special files are host regular files.
+    pub fn dtype(&self, dir: BorrowedFd<'_>, name: &[u8], host_dtype: u8) -> u8 {
+        if host_dtype != libc::DT_REG {
+            return host_dtype;
+        }
+        let mut buf = [0u8; 256];
+        match platform::getxattr_at(dir, name, RECORD_XATTR, &mut buf) {
+            Ok(n) => match Record::decode(&buf[..n]) {
+                Ok(Record { kind: Some(k), .. }) => dtype_of(k.format),
+                _ => host_dtype,
+            },
+            Err(_) => host_dtype,
+        }
+    }
+}
+
+fn dtype_of(format: u32) -> u8 {
+    match format {
+        libc::S_IFDIR => libc::DT_DIR,
+        libc::S_IFLNK => libc::DT_LNK,
+        libc::S_IFCHR => libc::DT_CHR,
+        libc::S_IFBLK => libc::DT_BLK,
+        libc::S_IFIFO => libc::DT_FIFO,
+        libc::S_IFSOCK => libc::DT_SOCK,
+        _ => libc::DT_REG,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rl() -> Rootless {
+        Rootless {
+            default_uid: 0,
+            default_gid: 0,
+            server_uid: 1000,
+            server_gid: 1000,
+            try_host_chown: false,
+        }
+    }
+
+    fn host(uid: u32, gid: u32, mode: u32) -> stat64 {
+        let mut st = platform::zeroed_stat();
+        st.st_uid = uid;
+        st.st_gid = gid;
+        st.st_mode = mode;
+        st
+    }
+
+    #[test]
+    fn server_owned_files_show_the_default_owner() {
+        let mut st = host(1000, 1000, libc::S_IFREG | 0o644);
+        rl().apply(&mut st, None);
+        assert_eq!((st.st_uid, st.st_gid), (0, 0));
+        let mut other = host(1234, 55, libc::S_IFREG | 0o644);
+        rl().apply(&mut other, None);
+        assert_eq!((other.st_uid, other.st_gid), (1234, 55));
+    }
+
+    #[test]
+    fn diff_prunes_against_the_host_default_not_the_view() {
+        let st = host(1000, 1000, libc::S_IFREG | 0o644);
+        let r = rl();
+        let mut want = r.view(&st, None);
+        want.uid = 42;
+        let rec = r.diff(&st, &want);
+        assert_eq!(rec.uid, Some(42));
+        assert_eq!(rec.gid, None);
+        // chown back to 0:0 twice: the record empties, and the view stays 0:0.
+        want.uid = 0;
+        assert!(r.diff(&st, &want).is_empty());
+        assert!(r.diff(&st, &want).is_empty());
+        assert_eq!(r.view(&st, None).uid, 0);
+    }
+
+    #[test]
+    fn special_files_carry_type_and_rdev() {
+        let st = host(1000, 1000, libc::S_IFREG | 0o600);
+        let r = rl();
+        let mut want = r.view(&st, None);
+        want.kind = Kind {
+            format: libc::S_IFCHR,
+            rdev_major: 1,
+            rdev_minor: 3,
+        };
+        want.perms = 0o666;
+        let rec = r.diff(&st, &want);
+        let mut shown = st;
+        r.apply(&mut shown, Some(&rec));
+        assert_eq!(shown.st_mode, libc::S_IFCHR | 0o666);
+        assert_eq!(shown.st_rdev, libc::makedev(1, 3));
+    }
+
+    #[test]
+    fn splits_fuse_rdev() {
+        let dev = libc::makedev(0x123, 0x45678) as u32;
+        assert_eq!(split_rdev(dev), (0x123, 0x45678));
+    }
+}
