@@ -89,12 +89,6 @@ impl InodeStore {
         maps.by_id.get(&id).cloned().ok_or_else(ebadf)
     }
 
-    /// Runs `f` on the inode without touching its reference count: the stat path.
-    pub fn with<R>(&self, id: u64, f: impl FnOnce(&InodeData) -> R) -> io::Result<R> {
-        let maps = self.maps.read().unwrap_or_else(|e| e.into_inner());
-        maps.by_id.get(&id).map(|d| f(d)).ok_or_else(ebadf)
-    }
-
     /// Records one client lookup of the host inode behind `fd`. Returns the node id,
     /// reusing the existing one (and dropping `fd`) when the inode is already known.
     pub fn insert_or_ref(&self, fd: OwnedFd, key: InodeKey, file_type: u32) -> Arc<InodeData> {
