@@ -102,6 +102,12 @@ if [[ ! -e /dev/fuse ]]; then
     echo "deps: /dev/fuse is missing and could not be created" >&2
     exit 1
 fi
+# Debian's udev makes /dev/fuse 0666 so fusermount3 can serve plain users; a minimal
+# /dev (containers, CI sandboxes) may leave it 0600.
+if [[ $(stat -c %a /dev/fuse) != 666 ]]; then
+    log "making /dev/fuse usable by plain users (0666, as udev does)"
+    "${SUDO[@]}" chmod 0666 /dev/fuse
+fi
 
 # --- pjdfstest ----------------------------------------------------------------
 pjdfstest_ok() {

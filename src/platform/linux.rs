@@ -792,3 +792,46 @@ pub fn drop_privileges(uid: u32, gid: u32) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Lets child processes inherit `fd` (clears FD_CLOEXEC).
+pub fn set_inheritable(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_SETFD only updates descriptor flags.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) }).map(drop)
+}
+
+/// Receives one descriptor passed with SCM_RIGHTS over a Unix socket (fusermount3's protocol).
+pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // Room for one cmsghdr carrying one int, 8-byte aligned.
+    let mut cbuf = [0u64; 8];
+    // SAFETY: msghdr is plain data; all-zero is valid before we fill it in.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cbuf);
+    // SAFETY: msg points at live buffers for the iovec and the control data.
+    let n = cvt_size(unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) })?;
+    if n == 0 {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "no descriptor received"));
+    }
+    // SAFETY: CMSG_FIRSTHDR reads only within msg_control/msg_controllen set above.
+    let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    if cmsg.is_null() {
+        return Err(io::Error::other("no descriptor received"));
+    }
+    // SAFETY: cmsg is non-null and inside cbuf; fields are read as plain data.
+    let (level, kind, len) = unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type, (*cmsg).cmsg_len) };
+    // SAFETY: CMSG_LEN is a pure computation.
+    let want = unsafe { libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) } as usize;
+    if level != libc::SOL_SOCKET || kind != libc::SCM_RIGHTS || len < want {
+        return Err(io::Error::other("unexpected control message"));
+    }
+    // SAFETY: the kernel wrote one int after the header; read_unaligned copes with alignment.
+    let fd = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>()) };
+    owned(fd)
+}

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use fuse_backend_rs::api::filesystem::FileSystem;
 use fuse_backend_rs::api::server::Server;
-use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, FuseSession, Reader};
+use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, Reader};
 
 use crate::platform;
 
@@ -43,8 +43,6 @@ pub struct FuseMount {
     device: OwnedFd,
     mountpoint: CString,
     path: PathBuf,
-    /// Present when mounted through fusermount3 (not root): it unmounts on drop.
-    session: Option<FuseSession>,
 }
 
 fn context(e: io::Error, what: impl std::fmt::Display) -> io::Error {
@@ -114,28 +112,55 @@ impl FuseMount {
             device,
             mountpoint,
             path: mp.clone(),
-            session: None,
         })
     }
 
+    /// Without root, the setuid helper fusermount3 mounts and passes the device fd
+    /// back over a socket named in `_FUSE_COMMFD` (libfuse's protocol).
     fn mount_unprivileged(opts: &MountOptions, mountpoint: CString) -> io::Result<Self> {
-        let fsname = opts.source.to_string_lossy();
-        let mut session = FuseSession::new(&opts.mountpoint, &fsname, "ownfs", opts.read_only)
-            .map_err(|e| io::Error::other(format!("fuse session: {e}")))?;
-        session.set_allow_other(opts.allow_other);
-        session.mount().map_err(|e| {
-            io::Error::other(format!("fusermount3 on {}: {e}", opts.mountpoint.display()))
-        })?;
-        let file = session
-            .get_fuse_file()
-            .ok_or_else(|| io::Error::other("fusermount3 returned no device"))?;
-        let device: OwnedFd = file.try_clone()?.into();
-        platform::set_blocking(device.as_fd())?;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        platform::set_inheritable(theirs.as_fd())?;
+        let mut o = format!(
+            "fsname={},subtype=ownfs",
+            opts.source.display().to_string().replace(',', "\\,")
+        );
+        for (on, name) in [
+            (opts.default_permissions, "default_permissions"),
+            (opts.allow_other, "allow_other"),
+            (opts.read_only, "ro"),
+            (opts.noexec, "noexec"),
+            (opts.noatime, "noatime"),
+        ] {
+            if on {
+                o.push(',');
+                o.push_str(name);
+            }
+        }
+        let status = std::process::Command::new("fusermount3")
+            .arg("-o")
+            .arg(&o)
+            .arg("--")
+            .arg(&opts.mountpoint)
+            .env("_FUSE_COMMFD", platform::raw(theirs.as_fd()).to_string())
+            .status()
+            .map_err(|e| context(e, "running fusermount3"))?;
+        drop(theirs);
+        if !status.success() {
+            return Err(io::Error::other(format!(
+                "fusermount3 could not mount {} ({status})",
+                opts.mountpoint.display()
+            )));
+        }
+        let device = platform::recv_fd(ours.as_fd()).map_err(|e| context(e, "fusermount3"))?;
+        log::info!(
+            "mounted {} on {} through fusermount3",
+            opts.source.display(),
+            opts.mountpoint.display()
+        );
         Ok(FuseMount {
             device,
             mountpoint,
             path: opts.mountpoint.clone(),
-            session: Some(session),
         })
     }
 
@@ -145,11 +170,6 @@ impl FuseMount {
 
     /// Unmounts; falls back to a lazy unmount while files are still open.
     pub fn unmount(&mut self) -> io::Result<()> {
-        if let Some(mut s) = self.session.take() {
-            return s
-                .umount()
-                .map_err(|e| io::Error::other(format!("fusermount3 -u: {e}")));
-        }
         if platform::geteuid() != 0 {
             // Privileges were dropped after mounting: the setuid helper unmounts for us.
             let status = std::process::Command::new("fusermount3")
