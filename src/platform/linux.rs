@@ -817,7 +817,10 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     // SAFETY: msg points at live buffers for the iovec and the control data.
     let n = cvt_size(unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) })?;
     if n == 0 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "no descriptor received"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "no descriptor received",
+        ));
     }
     // SAFETY: CMSG_FIRSTHDR reads only within msg_control/msg_controllen set above.
     let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
