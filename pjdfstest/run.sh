@@ -4,10 +4,17 @@
 #
 # usage: pjdfstest/run.sh [options] [MODE...] [-- PATTERN...]
 #
-# Modes (default: the three ownfs modes, run in parallel):
+# Modes (default: the four ownfs modes, run in parallel):
 #   default_permissions      ownfs mount SRC /mnt/wk
 #   no-default-permissions   ownfs mount SRC /mnt/wn --no-default-permissions
 #   writeback                ownfs mount SRC /mnt/ww --writeback
+#   rootless                 ownfs mount SRC /mnt/wr --run-as UID:GID, SRC owned by
+#                            UID:GID (default 4000:4000, which has no passwd entry):
+#                            ownership is virtualized; pjdfstest still runs as root
+#   pipe-root                fuse-pipe: ownfs serve SRC --listen unix:SOCK (as root) and
+#                            ownfs client /mnt/wp --connect unix:SOCK
+#   pipe-rootless            fuse-pipe with ownfs serve SRC ... --run-as UID:GID (SRC owned
+#                            by UID:GID, as in rootless), client /mnt/wq
 #   native                   no FUSE: the suite runs on a host directory
 #                            (baseline for comparison; not in the default set)
 #
@@ -21,11 +28,12 @@
 #
 # Environment:
 #   OWNFS_BIN          ownfs binary (default target/release/ownfs)
-#   OWNFS_ARGS         extra arguments for `ownfs mount` in every mode
+#   OWNFS_ARGS         extra arguments for `ownfs mount` in every mode (not the pipe modes)
 #   RUST_LOG           ownfs log level (default warn); its log is MODE.ownfs.log
 #   PJDFSTEST_TIMEOUT  seconds allowed per pjdfstest pass (default 600; a pass takes ~5 s)
 #   OWNFS_PJD_WORK     where the source directories go (default /var/tmp/ownfs-pjd)
 #   PJDFSTEST_CONFIG   pjdfstest config (default pjdfstest/pjdfstest.toml)
+#   OWNFS_PJD_RUN_AS   UID:GID the rootless server drops to (default 4000:4000)
 #
 # Output: one summary line per mode, `pjdfstest[MODE]: N passed, N failed,
 # N skipped`, preceded by its wall time; full logs in target/pjdfstest/.
@@ -42,18 +50,34 @@ OWNFS="${OWNFS_BIN:-$REPO/target/release/ownfs}"
 LOGDIR="$REPO/target/pjdfstest"
 WORK="${OWNFS_PJD_WORK:-/var/tmp/ownfs-pjd}"
 TIMEOUT="${PJDFSTEST_TIMEOUT:-600}"
-ALL_MODES=(default_permissions no-default-permissions writeback)
+ALL_MODES=(default_permissions no-default-permissions writeback rootless pipe-root pipe-rootless)
+RUN_AS="${OWNFS_PJD_RUN_AS:-4000:4000}"
+if [[ ! $RUN_AS =~ ^[0-9]+:[0-9]+$ ]] || [[ $RUN_AS == 0:* || $RUN_AS == *:0 ]]; then
+    echo "run.sh: OWNFS_PJD_RUN_AS must be UID:GID, not root (got '$RUN_AS')" >&2
+    exit 2
+fi
 
 # Short mountpoints: see check_path_length.
 declare -A MNT=(
     [default_permissions]=/mnt/wk
     [no-default-permissions]=/mnt/wn
     [writeback]=/mnt/ww
+    [rootless]=/mnt/wr
+    [pipe-root]=/mnt/wp
+    [pipe-rootless]=/mnt/wq
 )
 declare -A FLAGS=(
     [default_permissions]=""
     [no-default-permissions]="--no-default-permissions"
     [writeback]="--writeback"
+    [rootless]="--run-as $RUN_AS"
+    [pipe-root]=""
+    [pipe-rootless]=""
+)
+# Pipe modes: arguments of the `ownfs serve` side (FLAGS are the client's).
+declare -A SERVE_FLAGS=(
+    [pipe-root]=""
+    [pipe-rootless]="--run-as $RUN_AS"
 )
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -74,7 +98,7 @@ while (($#)); do
     --keep) keep=1 ;;
     -h | --help) usage; exit 0 ;;
     --) shift; patterns=("$@"); break ;;
-    default_permissions | no-default-permissions | writeback | native) modes+=("$1") ;;
+    default_permissions | no-default-permissions | writeback | rootless | pipe-root | pipe-rootless | native) modes+=("$1") ;;
     *) echo "run.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -174,6 +198,7 @@ expected_for() {
 # Runs in its own subshell. Writes $LOGDIR/$mode.log, $mode.ownfs.log and
 # $mode.result (shell assignments read back by the parent).
 server_pid=""
+pipe_pid=""
 pjd_pid=""
 mode_mnt=""
 mode_dir=""
@@ -212,6 +237,25 @@ cleanup_mode() {
         echo "ownfs exit status: $rc" >>"$mode_log"
         ((rc == 0)) || server_trouble+="ownfs exited with status $rc; "
         server_pid=""
+    fi
+    # Pipe modes: the host side goes after the client that talks to it.
+    if [[ -n $pipe_pid ]]; then
+        if alive "$pipe_pid"; then
+            kill -TERM "$pipe_pid" 2>/dev/null || true
+            for ((t = 0; t < 100; t++)); do
+                alive "$pipe_pid" || break
+                sleep 0.1
+            done
+            if alive "$pipe_pid"; then
+                echo "ownfs serve did not exit within 10 s of SIGTERM" >>"$mode_log"
+                server_trouble+="serve: no exit on SIGTERM; "
+                kill -KILL "$pipe_pid" 2>/dev/null || true
+            fi
+        fi
+        wait "$pipe_pid" 2>/dev/null && rc=0 || rc=$?
+        echo "ownfs serve exit status: $rc" >>"$mode_log"
+        ((rc == 0)) || server_trouble+="ownfs serve exited with status $rc; "
+        pipe_pid=""
     fi
     if [[ -n $mode_mnt ]] && is_mounted "$mode_mnt"; then
         echo "$mode_mnt still mounted after ownfs exited; forcing unmount" >>"$mode_log"
@@ -270,6 +314,10 @@ run_mode() {
     rm -rf --one-file-system "$dir"
     mkdir -p "$src" "$other"
     chmod 0755 "$WORK" "$dir" "$src"
+    if [[ $mode == rootless || $mode == pipe-rootless ]]; then
+        # The server drops to RUN_AS after mounting and must own what it serves.
+        chown "$RUN_AS" "$src"
+    fi
     mode_dir="$dir"
     check_path_length "$mnt" 2>>"$mode_log" || fail_setup "bad path length for $mnt"
 
@@ -307,12 +355,36 @@ run_mode() {
         path="$dir/bin:$PATH"
         mkdir -p "$mnt"
         local flags=()
-        # shellcheck disable=SC2206 # word splitting of the flag strings is intended
-        flags=(${FLAGS[$mode]} ${OWNFS_ARGS:-})
-        note "+ ownfs mount $src $mnt ${flags[*]}"
         mode_mnt="$mnt"
-        RUST_LOG="${RUST_LOG:-warn}" "$OWNFS" mount "$src" "$mnt" "${flags[@]}" \
-            </dev/null >"$server_log" 2>&1 &
+        if [[ $mode == pipe-* ]]; then
+            local sock="$dir/pipe.sock" serve_flags=()
+            # shellcheck disable=SC2206 # word splitting of the flag strings is intended
+            serve_flags=(${SERVE_FLAGS[$mode]})
+            note "+ ownfs serve $src --listen unix:$sock ${serve_flags[*]}"
+            RUST_LOG="${RUST_LOG:-warn}" "$OWNFS" serve "$src" --listen "unix:$sock" \
+                "${serve_flags[@]}" </dev/null >"$LOGDIR/$mode.serve.log" 2>&1 &
+            pipe_pid=$!
+            for ((t = 0; t < 100; t++)); do
+                [[ -S $sock ]] && break
+                alive "$pipe_pid" || break
+                sleep 0.1
+            done
+            if [[ ! -S $sock ]]; then
+                tail -n 20 "$LOGDIR/$mode.serve.log" >>"$mode_log" 2>/dev/null || true
+                fail_setup "ownfs serve did not listen on $sock within 10 s"
+            fi
+            # shellcheck disable=SC2206 # word splitting of the flag strings is intended
+            flags=(${FLAGS[$mode]})
+            note "+ ownfs client $mnt --connect unix:$sock ${flags[*]}"
+            RUST_LOG="${RUST_LOG:-warn}" "$OWNFS" client "$mnt" --connect "unix:$sock" \
+                "${flags[@]}" </dev/null >"$server_log" 2>&1 &
+        else
+            # shellcheck disable=SC2206 # word splitting of the flag strings is intended
+            flags=(${FLAGS[$mode]} ${OWNFS_ARGS:-})
+            note "+ ownfs mount $src $mnt ${flags[*]}"
+            RUST_LOG="${RUST_LOG:-warn}" "$OWNFS" mount "$src" "$mnt" "${flags[@]}" \
+                </dev/null >"$server_log" 2>&1 &
+        fi
         server_pid=$!
         local t ready=0
         for ((t = 0; t < 300; t++)); do
@@ -353,6 +425,11 @@ run_mode() {
         if [[ -n $server_pid ]] && ! alive "$server_pid"; then
             note "ownfs died during the run"
             server_trouble+="ownfs died during the run; "
+            return 1
+        fi
+        if [[ -n $pipe_pid ]] && ! alive "$pipe_pid"; then
+            note "ownfs serve died during the run"
+            server_trouble+="ownfs serve died during the run; "
             return 1
         fi
     }

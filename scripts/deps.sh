@@ -33,7 +33,8 @@ fi
 # util-linux:   mount, umount, findmnt (also used by pjdfstest's rmdir tests)
 # debianutils:  which (used by pjdfstest's etxtbsy tests)
 # coreutils:    timeout
-packages=(fuse3 libacl1-dev acl attr psmisc util-linux debianutils coreutils)
+# rsync, tar, python3: run through rootless mounts by tests/rootless.rs
+packages=(fuse3 libacl1-dev acl attr psmisc util-linux debianutils coreutils rsync tar python3)
 
 pkg_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'

@@ -5,8 +5,10 @@
 //! - [`creds`]: per-thread caller credentials.
 //! - [`fs`]: the passthrough `FileSystem`.
 //! - [`transport`]: ways to reach it (local `/dev/fuse` mount).
+//! - [`tools`]: offline views of a rootless share (owner listing, tar export).
 
 pub mod creds;
 pub mod fs;
 pub mod platform;
+pub mod tools;
 pub mod transport;

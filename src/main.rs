@@ -28,6 +28,52 @@ struct Cli {
 enum Command {
     /// Mount SRC on MNT through /dev/fuse and serve it in the foreground.
     Mount(MountArgs),
+    /// List the entries of a rootless share that carry an ownership record.
+    Owners(OwnersArgs),
+    /// Write a rootless share as a tar archive with the owners, modes and types clients see.
+    ExportTar(ExportTarArgs),
+    /// Host side of fuse-pipe: serve SRC to guests that connect to the socket.
+    Serve(ServeArgs),
+    /// Guest side of fuse-pipe: mount MNT, forwarding every operation to a server.
+    Client(ClientArgs),
+}
+
+/// Who served a rootless share, for the offline tools.
+#[derive(Args, Clone)]
+struct ShareIds {
+    /// Host files owned by the server appear owned by UID:GID (as `mount --default-owner`).
+    #[arg(long, value_name = "UID:GID", value_parser = parse_ids, default_value = "0:0")]
+    default_owner: (u32, u32),
+    /// The UID:GID the server ran as [default: the owner of SRC].
+    #[arg(long, value_name = "UID:GID", value_parser = parse_ids)]
+    server_owner: Option<(u32, u32)>,
+}
+
+impl ShareIds {
+    fn options(&self) -> ownfs::tools::Options {
+        ownfs::tools::Options {
+            default_owner: self.default_owner,
+            server_owner: self.server_owner,
+        }
+    }
+}
+
+#[derive(Args, Clone)]
+struct OwnersArgs {
+    /// Host directory a rootless server shared.
+    src: PathBuf,
+    #[command(flatten)]
+    ids: ShareIds,
+}
+
+#[derive(Args, Clone)]
+struct ExportTarArgs {
+    /// Host directory a rootless server shared.
+    src: PathBuf,
+    /// Archive to write (`-`: standard output).
+    out: PathBuf,
+    #[command(flatten)]
+    ids: ShareIds,
 }
 
 #[derive(Args, Clone)]
@@ -85,6 +131,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(helper_form_args(std::env::args_os().collect()));
     let result = match cli.command {
         Command::Mount(args) => run_mount(args),
+        Command::Owners(args) => run_owners(args),
+        Command::ExportTar(args) => run_export_tar(args),
+        Command::Serve(args) => run_serve(args),
+        Command::Client(args) => run_client(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -99,7 +149,11 @@ fn main() -> ExitCode {
 /// rewrite that form into `ownfs mount --daemon SRC MNT -o OPTS`.
 fn helper_form_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
-    let is_subcommand = matches!(first, "mount" | "help") || first.starts_with('-');
+    let is_subcommand = first == "help"
+        || first.starts_with('-')
+        || <Cli as clap::CommandFactory>::command()
+            .get_subcommands()
+            .any(|c| c.get_name() == first);
     if args.len() > 2 && !is_subcommand {
         args.insert(1, "mount".into());
         args.insert(2, "--daemon".into());
@@ -202,6 +256,10 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
         }
     };
     if let Some((uid, gid)) = args.run_as {
+        if let Err(e) = mount.keep_unmount_helper() {
+            let _ = mount.unmount();
+            return Err(format!("starting the unmount helper: {e}"));
+        }
         if let Err(e) = platform::drop_privileges(uid, gid) {
             let _ = mount.unmount();
             return Err(format!("dropping to {uid}:{gid}: {e}"));
@@ -222,6 +280,7 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
         writeback: args.writeback,
         creds: CredentialPolicy::new(switch, GroupSource::Proc),
         rootless: rootless_cfg,
+        posix_acl: mount_opts.default_permissions,
     };
     let fs = match Passthrough::new(cfg) {
         Ok(fs) => fs,
@@ -246,7 +305,7 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
         if let Some(sig) = platform::wait_termination_signal(200) {
             log::info!("signal {sig}: unmounting {}", mount.mountpoint().display());
             if let Err(e) = mount.unmount() {
-                log::error!("unmount {}: {e}", mount.mountpoint().display());
+                return Err(format!("unmount {}: {e}", mount.mountpoint().display()));
             }
             break;
         }
@@ -256,6 +315,225 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
         }
     }
     // Workers see the connection end once the mount is gone; don't wait on stuck ones.
+    for _ in 0..25 {
+        if workers.all_stopped() {
+            workers.join();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(40));
+    }
+    Ok(())
+}
+
+fn run_owners(args: OwnersArgs) -> Result<(), String> {
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let res = ownfs::tools::owners::list(&args.src, &args.ids.options(), &mut out)
+        .and_then(|_| out.flush());
+    match res {
+        // `ownfs owners SRC | head` is fine.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.map(drop).map_err(|e| e.to_string()),
+    }
+}
+
+fn run_export_tar(args: ExportTarArgs) -> Result<(), String> {
+    let n = ownfs::tools::tar::export(&args.src, &args.out, &args.ids.options())
+        .map_err(|e| e.to_string())?;
+    log::info!("{n} entries written to {}", args.out.display());
+    Ok(())
+}
+
+// ---- fuse-pipe (docs/protocol.md): `serve` on the host, `client` in the guest ----
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// Host directory to share.
+    src: PathBuf,
+    /// unix:PATH, or vsock:PORT (vsock:CID:PORT binds one CID). Firecracker delivers a
+    /// guest's connection to vsock port P at the host socket {uds_path}_{P}.
+    #[arg(long, value_name = "ADDR")]
+    listen: ownfs::transport::pipe::Address,
+    /// Virtualize ownership instead of applying it on the host (on by default without CAP_CHOWN).
+    #[arg(long)]
+    rootless: bool,
+    /// Bind, then drop for good to UID:GID before serving (implies --rootless).
+    #[arg(long, value_name = "UID:GID", value_parser = parse_ids)]
+    run_as: Option<(u32, u32)>,
+    /// In rootless mode, host files owned by the server appear owned by UID:GID.
+    #[arg(long, value_name = "UID:GID", value_parser = parse_ids, default_value = "0:0")]
+    default_owner: (u32, u32),
+    /// Worker threads per connection.
+    #[arg(long, default_value_t = 4)]
+    threads: usize,
+    /// Attribute and entry caching in the client kernel.
+    #[arg(long, value_enum, default_value_t = CachePolicy::Auto)]
+    cache: CachePolicy,
+}
+
+#[derive(Args, Clone)]
+struct ClientArgs {
+    /// Where to mount the share.
+    mnt: PathBuf,
+    /// The server: vsock:CID:PORT (the host is CID 2) or unix:PATH.
+    #[arg(long, value_name = "ADDR")]
+    connect: ownfs::transport::pipe::Address,
+    /// FUSE worker threads (each has one request in flight).
+    #[arg(long, default_value_t = default_threads().max(4))]
+    threads: usize,
+    /// Leave permission checks to the host alone (ignored if the server is rootless).
+    #[arg(long)]
+    no_default_permissions: bool,
+    /// Let the client kernel cache writes (WRITEBACK_CACHE).
+    #[arg(long)]
+    writeback: bool,
+    /// Seconds a request waits while the server is unreachable before it fails with EIO
+    /// (also the limit for the first connection).
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    timeout: u64,
+}
+
+fn run_serve(args: ServeArgs) -> Result<(), String> {
+    use ownfs::transport::pipe::{server, wire, Listener};
+    let src = &args.src;
+    let meta = std::fs::metadata(src).map_err(|e| format!("source {}: {e}", src.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("source {} is not a directory", src.display()));
+    }
+    let src = src
+        .canonicalize()
+        .map_err(|e| format!("source {}: {e}", src.display()))?;
+    match platform::raise_nofile_limit() {
+        Ok(n) => log::debug!("RLIMIT_NOFILE raised to {n}"),
+        Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {e}"),
+    }
+    // The client kernel already applied the caller's umask.
+    platform::set_umask(0);
+    platform::block_termination_signals().map_err(|e| format!("signal mask: {e}"))?;
+    let listener =
+        Listener::bind(&args.listen).map_err(|e| format!("listening on {}: {e}", args.listen))?;
+    let socket_path = listener.path().map(|p| p.to_path_buf());
+    if let Some((uid, gid)) = args.run_as {
+        platform::drop_privileges(uid, gid).map_err(|e| format!("dropping to {uid}:{gid}: {e}"))?;
+        log::info!("running as {uid}:{gid}");
+    }
+    let rootless = args.rootless || args.run_as.is_some() || !platform::has_cap_chown();
+    let switch = !rootless && platform::geteuid() == 0;
+    let cfg = Config {
+        root: src.clone(),
+        cache: args.cache,
+        // Used only when a client asks for it at init.
+        writeback: true,
+        creds: CredentialPolicy::new(switch, GroupSource::Forwarded),
+        rootless: rootless.then(|| Rootless {
+            default_uid: args.default_owner.0,
+            default_gid: args.default_owner.1,
+            server_uid: platform::geteuid(),
+            server_gid: platform::getegid(),
+            try_host_chown: platform::has_cap_chown(),
+        }),
+        // ACLs are the guest kernel's business; the host enforces them per request.
+        posix_acl: false,
+    };
+    let fs = Passthrough::new(cfg).map_err(|e| format!("opening {}: {e}", src.display()))?;
+    let mut caps = wire::CAP_WRITEBACK;
+    if rootless {
+        caps |= wire::CAP_ROOTLESS;
+    }
+    let opts = server::ServeOptions {
+        workers: args.threads.max(1),
+        caps,
+        ..Default::default()
+    };
+    let server = server::PipeServer::new(Arc::new(fs), opts);
+    let acceptor = std::thread::Builder::new()
+        .name("ownfs-pipe-accept".into())
+        .spawn(move || server.run(&listener))
+        .map_err(|e| format!("starting the accept thread: {e}"))?;
+    log::info!(
+        "serving {} on {}{}",
+        src.display(),
+        args.listen,
+        if rootless { " (rootless)" } else { "" }
+    );
+    let result = loop {
+        if let Some(sig) = platform::wait_termination_signal(200) {
+            log::info!("signal {sig}: stopping");
+            break Ok(());
+        }
+        if acceptor.is_finished() {
+            break match acceptor.join() {
+                Ok(Err(e)) => Err(format!("accepting connections: {e}")),
+                _ => Err("the accept thread stopped".to_string()),
+            };
+        }
+    };
+    if let Some(p) = socket_path {
+        let _ = std::fs::remove_file(p);
+    }
+    result
+}
+
+fn run_client(args: ClientArgs) -> Result<(), String> {
+    use ownfs::transport::pipe::{client, wire};
+    match platform::raise_nofile_limit() {
+        Ok(n) => log::debug!("RLIMIT_NOFILE raised to {n}"),
+        Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {e}"),
+    }
+    platform::block_termination_signals().map_err(|e| format!("signal mask: {e}"))?;
+    let conn = client::Connection::start(client::ClientOptions {
+        addr: args.connect.clone(),
+        timeout: std::time::Duration::from_secs(args.timeout.max(1)),
+        writeback: args.writeback,
+    })
+    .map_err(|e| format!("{}: {e}", args.connect))?;
+    let rootless = conn.server_caps() & wire::CAP_ROOTLESS != 0;
+    if rootless && args.no_default_permissions {
+        log::warn!("the server is rootless: using default_permissions");
+    }
+    let mount_opts = MountOptions {
+        source: PathBuf::from(args.connect.to_string()),
+        mountpoint: args.mnt.clone(),
+        // A rootless server's owners are virtual: only the client kernel can check them.
+        default_permissions: !args.no_default_permissions || rootless,
+        allow_other: true,
+        suid: false,
+        dev: false,
+        read_only: false,
+        noexec: false,
+        noatime: false,
+        owner: None,
+    };
+    let mut mount = FuseMount::mount(&mount_opts).map_err(|e| e.to_string())?;
+    let channels = match mount.channels(args.threads) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = mount.unmount();
+            return Err(format!("opening worker channels: {e}"));
+        }
+    };
+    let server = Arc::new(Server::new(client::RemoteFs::new(conn, args.writeback)));
+    let workers = match mount.serve(server, channels) {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = mount.unmount();
+            return Err(format!("starting workers: {e}"));
+        }
+    };
+    loop {
+        if let Some(sig) = platform::wait_termination_signal(200) {
+            log::info!("signal {sig}: unmounting {}", mount.mountpoint().display());
+            if let Err(e) = mount.unmount() {
+                return Err(format!("unmount {}: {e}", mount.mountpoint().display()));
+            }
+            break;
+        }
+        if workers.all_stopped() {
+            log::info!("{} was unmounted", mount.mountpoint().display());
+            break;
+        }
+    }
     for _ in 0..25 {
         if workers.all_stopped() {
             workers.join();

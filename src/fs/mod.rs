@@ -47,6 +47,10 @@ pub struct Config {
     pub creds: CredentialPolicy,
     /// Ownership virtualization; `None` when the server applies owners on the host.
     pub rootless: Option<Rootless>,
+    /// Offer FUSE_POSIX_ACL: the client kernel then enforces ACLs and refreshes the mode
+    /// an ACL change implies. The kernel turns default_permissions on with it, so only
+    /// set it on mounts that have default_permissions anyway.
+    pub posix_acl: bool,
 }
 
 pub struct Passthrough {
@@ -209,6 +213,17 @@ impl Passthrough {
                 rdev_minor,
             },
         }))
+    }
+
+    /// Extended attributes clients may not touch, with the errno a write gets:
+    /// our own record, and in rootless mode POSIX ACLs, which would bypass the
+    /// virtual mode (the server owns every host file, so the host never denies).
+    fn refused_xattr(&self, name: &CStr) -> Option<i32> {
+        if name == overlay::RECORD_XATTR {
+            return Some(libc::EPERM);
+        }
+        let acl = name.to_bytes().starts_with(b"system.posix_acl_");
+        (acl && self.overlay.is_some()).then_some(libc::EOPNOTSUPP)
     }
 
     /// Names at the share root that belong to the server.
@@ -477,6 +492,9 @@ impl FileSystem for Passthrough {
             | FsOptions::ATOMIC_O_TRUNC
             | FsOptions::EXPORT_SUPPORT
             | FsOptions::HAS_IOCTL_DIR;
+        if self.cfg.posix_acl {
+            want |= FsOptions::POSIX_ACL;
+        }
         if self.cfg.writeback && capable.contains(FsOptions::WRITEBACK_CACHE) {
             want |= FsOptions::WRITEBACK_CACHE;
             self.writeback.store(true, Ordering::Relaxed);
@@ -804,8 +822,20 @@ impl FileSystem for Passthrough {
         value: &[u8],
         flags: u32,
     ) -> io::Result<()> {
-        if name == overlay::RECORD_XATTR {
-            return Err(err(libc::EPERM));
+        if let Some(ov) = &self.overlay {
+            if name == c"system.posix_acl_access" {
+                // An ACL that only restates the mode (cp -p, tar) becomes a chmod of the
+                // virtual mode; richer ACLs cannot be enforced here and are refused.
+                let bits = overlay::acl_mode_bits(value).ok_or_else(|| err(libc::EOPNOTSUPP))?;
+                let data = self.inodes.get(inode)?;
+                return ov.update(self.root.fd(), &data, |v, _| {
+                    v.perms = (v.perms & 0o7000) | bits;
+                    Ok(())
+                });
+            }
+        }
+        if let Some(errno) = self.refused_xattr(name) {
+            return Err(err(errno));
         }
         let data = self.inodes.get(inode)?;
         let _c = self.caller(ctx)?;
@@ -819,7 +849,7 @@ impl FileSystem for Passthrough {
         name: &CStr,
         size: u32,
     ) -> io::Result<GetxattrReply> {
-        if name == overlay::RECORD_XATTR {
+        if self.refused_xattr(name).is_some() {
             return Err(err(libc::ENODATA));
         }
         let data = self.inodes.get(inode)?;
@@ -852,10 +882,12 @@ impl FileSystem for Passthrough {
                 Err(e) => return Err(e),
             }
         }
-        let hidden = overlay::RECORD_XATTR.to_bytes_with_nul();
         let names: Vec<u8> = buf
             .split_inclusive(|&b| b == 0)
-            .filter(|n| *n != hidden)
+            .filter(|n| {
+                let name = CStr::from_bytes_with_nul(n).unwrap_or(c"");
+                self.refused_xattr(name).is_none()
+            })
             .flatten()
             .copied()
             .collect();
@@ -869,8 +901,11 @@ impl FileSystem for Passthrough {
     }
 
     fn removexattr(&self, ctx: &Context, inode: u64, name: &CStr) -> io::Result<()> {
-        if name == overlay::RECORD_XATTR {
-            return Err(err(libc::EPERM));
+        match self.refused_xattr(name) {
+            // Rootless shares hold no ACLs, so there is none to remove.
+            Some(libc::EOPNOTSUPP) => return Err(err(libc::ENODATA)),
+            Some(errno) => return Err(err(errno)),
+            None => {}
         }
         let data = self.inodes.get(inode)?;
         let _c = self.caller(ctx)?;

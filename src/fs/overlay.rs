@@ -163,93 +163,126 @@ fn read_xattr_record(fd: BorrowedFd<'_>, id: u64, cache: &mut OverlayCache) {
 /// and validated by birth time, so a reused inode number never inherits a record.
 /// Persisted by writing a new file and renaming it over the old one.
 pub struct SymlinkStore {
-    map: Mutex<SymlinkMap>,
+    state: Mutex<Sidecar>,
 }
 
 /// (dev, ino) → (birth time, record).
 type SymlinkMap = HashMap<(u64, u64), ((i64, u32), Record)>;
 
+#[derive(Default)]
+struct Sidecar {
+    records: SymlinkMap,
+    /// Entries whose record version we do not know, kept verbatim on every rewrite.
+    foreign: Vec<u8>,
+    /// The file has a format we do not know: never rewritten.
+    frozen: bool,
+}
+
+const SIDECAR_ENTRY: usize = 8 + 8 + 8 + 4 + super::record::LEN;
+
 impl SymlinkStore {
     pub fn load(root: BorrowedFd<'_>) -> io::Result<Self> {
-        let mut map = HashMap::new();
+        let mut state = Sidecar::default();
         match platform::openat(root, SIDECAR_NAME, libc::O_RDONLY | libc::O_NOFOLLOW, 0) {
             Ok(fd) => {
                 let mut data = Vec::new();
                 std::fs::File::from(fd).read_to_end(&mut data)?;
-                parse_sidecar(&data, &mut map);
+                parse_sidecar(&data, &mut state);
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
             Err(e) => return Err(e),
         }
         Ok(SymlinkStore {
-            map: Mutex::new(map),
+            state: Mutex::new(state),
         })
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
+    fn lock(&self) -> MutexGuard<'_, Sidecar> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn get(&self, inode: &InodeData) -> Option<Record> {
-        let btime = platform::birth_time(inode.fd()).ok()?.unwrap_or((0, 0));
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&(inode.key.dev, inode.key.ino))
+    pub fn is_empty(&self) -> bool {
+        self.lock().records.is_empty()
+    }
+
+    /// The record of the symlink behind `fd`, whose host identity is (`dev`, `ino`),
+    /// if its birth time still matches.
+    pub fn lookup(&self, fd: BorrowedFd<'_>, dev: u64, ino: u64) -> Option<Record> {
+        let btime = platform::birth_time(fd).ok()?.unwrap_or((0, 0));
+        self.lock()
+            .records
+            .get(&(dev, ino))
             .filter(|(b, _)| *b == btime)
             .map(|(_, r)| *r)
     }
 
+    fn get(&self, inode: &InodeData) -> Option<Record> {
+        self.lookup(inode.fd(), inode.key.dev, inode.key.ino)
+    }
+
     fn set(&self, root: BorrowedFd<'_>, inode: &InodeData, rec: &Record) -> io::Result<()> {
         let btime = platform::birth_time(inode.fd())?.unwrap_or((0, 0));
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.lock();
+        if state.frozen {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
         let key = (inode.key.dev, inode.key.ino);
         if rec.is_empty() {
-            if map.remove(&key).is_none() {
+            if state.records.remove(&key).is_none() {
                 return Ok(());
             }
         } else {
-            map.insert(key, (btime, *rec));
+            state.records.insert(key, (btime, *rec));
         }
-        persist(root, &map)
+        persist(root, &state)
     }
 
     pub fn forget(&self, root: BorrowedFd<'_>, dev: u64, ino: u64) -> io::Result<()> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if map.remove(&(dev, ino)).is_some() {
-            persist(root, &map)?;
+        let mut state = self.lock();
+        if !state.frozen && state.records.remove(&(dev, ino)).is_some() {
+            persist(root, &state)?;
         }
         Ok(())
     }
 }
 
-fn parse_sidecar(data: &[u8], map: &mut SymlinkMap) {
-    const ENTRY: usize = 8 + 8 + 8 + 4 + super::record::LEN;
+fn parse_sidecar(data: &[u8], state: &mut Sidecar) {
     let Some(body) = data.strip_prefix(SIDECAR_MAGIC) else {
         if !data.is_empty() {
-            log::warn!("symlink record file has an unknown format; ignored");
+            log::warn!("symlink record file has an unknown format; left untouched");
+            state.frozen = true;
         }
         return;
     };
-    for e in body.chunks_exact(ENTRY) {
+    for e in body.chunks_exact(SIDECAR_ENTRY) {
         let u64_at = |i: usize| u64::from_le_bytes(e[i..i + 8].try_into().unwrap_or([0; 8]));
         let btime_ns = u32::from_le_bytes(e[24..28].try_into().unwrap_or([0; 4]));
-        if let Ok(rec) = Record::decode(&e[28..]) {
-            map.insert((u64_at(0), u64_at(8)), ((u64_at(16) as i64, btime_ns), rec));
+        match Record::decode(&e[28..]) {
+            Ok(rec) => {
+                let key = (u64_at(0), u64_at(8));
+                state
+                    .records
+                    .insert(key, ((u64_at(16) as i64, btime_ns), rec));
+            }
+            Err(DecodeError::UnknownVersion(v)) => {
+                log::warn!("symlink record of unknown version {v} kept as is");
+                state.foreign.extend_from_slice(e);
+            }
+            Err(DecodeError::Short) => {}
         }
     }
 }
 
-fn persist(root: BorrowedFd<'_>, map: &SymlinkMap) -> io::Result<()> {
+fn persist(root: BorrowedFd<'_>, state: &Sidecar) -> io::Result<()> {
     let mut data = SIDECAR_MAGIC.to_vec();
-    for (&(dev, ino), &((bs, bns), rec)) in map {
+    for (&(dev, ino), &((bs, bns), rec)) in &state.records {
         data.extend_from_slice(&dev.to_le_bytes());
         data.extend_from_slice(&ino.to_le_bytes());
         data.extend_from_slice(&bs.to_le_bytes());
         data.extend_from_slice(&bns.to_le_bytes());
         data.extend_from_slice(&rec.encode());
     }
+    data.extend_from_slice(&state.foreign);
     let fd = platform::openat(
         root,
         SIDECAR_TMP,
@@ -395,6 +428,37 @@ impl Overlay {
     }
 }
 
+/// The permission bits of a `system.posix_acl_access` value that holds only the
+/// owner, group and other entries (a mode in ACL form); `None` for any richer ACL.
+pub fn acl_mode_bits(value: &[u8]) -> Option<u32> {
+    const VERSION: u32 = 2;
+    const USER_OBJ: u16 = 0x01;
+    const GROUP_OBJ: u16 = 0x04;
+    const OTHER: u16 = 0x20;
+    let (head, entries) = value.split_at_checked(4)?;
+    if u32::from_le_bytes(head.try_into().ok()?) != VERSION || entries.len() % 8 != 0 {
+        return None;
+    }
+    let mut bits = 0;
+    let mut seen = 0u16;
+    for e in entries.chunks_exact(8) {
+        let tag = u16::from_le_bytes([e[0], e[1]]);
+        let perm = u32::from(u16::from_le_bytes([e[2], e[3]]) & 7);
+        let shift = match tag {
+            USER_OBJ => 6,
+            GROUP_OBJ => 3,
+            OTHER => 0,
+            _ => return None,
+        };
+        if seen & tag != 0 {
+            return None;
+        }
+        seen |= tag;
+        bits |= perm << shift;
+    }
+    (seen == USER_OBJ | GROUP_OBJ | OTHER).then_some(bits)
+}
+
 fn dtype_of(format: u32) -> u8 {
     match format {
         libc::S_IFDIR => libc::DT_DIR,
@@ -404,6 +468,27 @@ fn dtype_of(format: u32) -> u8 {
         libc::S_IFIFO => libc::DT_FIFO,
         libc::S_IFSOCK => libc::DT_SOCK,
         _ => libc::DT_REG,
+    }
+}
+
+/// What the record xattr of a host inode holds, read the way the server reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoredRecord {
+    /// No record, or one too short to use (ignored, as the server does).
+    Absent,
+    Known(Record),
+    /// A version this build does not know: shown as absent, never overwritten.
+    Foreign,
+}
+
+/// The record xattr of the non-symlink inode behind `fd` (`ino` only names it in warnings).
+pub fn stored_record(fd: BorrowedFd<'_>, ino: u64) -> StoredRecord {
+    let mut cache = OverlayCache::default();
+    read_xattr_record(fd, ino, &mut cache);
+    match (cache.record, cache.foreign) {
+        (_, true) => StoredRecord::Foreign,
+        (Some(r), false) => StoredRecord::Known(r),
+        (None, false) => StoredRecord::Absent,
     }
 }
 
@@ -471,6 +556,30 @@ mod tests {
         r.apply(&mut shown, Some(&rec));
         assert_eq!(shown.st_mode, libc::S_IFCHR | 0o666);
         assert_eq!(shown.st_rdev, libc::makedev(1, 3));
+    }
+
+    #[test]
+    fn minimal_acls_are_modes() {
+        let acl = |entries: &[(u16, u16)]| {
+            let mut v = 2u32.to_le_bytes().to_vec();
+            for &(tag, perm) in entries {
+                v.extend_from_slice(&tag.to_le_bytes());
+                v.extend_from_slice(&perm.to_le_bytes());
+                v.extend_from_slice(&u32::MAX.to_le_bytes());
+            }
+            v
+        };
+        assert_eq!(
+            acl_mode_bits(&acl(&[(1, 6), (4, 4), (0x20, 0)])),
+            Some(0o640)
+        );
+        // A named user entry (tag 2) needs real ACL enforcement.
+        assert_eq!(
+            acl_mode_bits(&acl(&[(1, 6), (2, 4), (4, 4), (0x10, 4), (0x20, 0)])),
+            None
+        );
+        assert_eq!(acl_mode_bits(&acl(&[(1, 6), (4, 4)])), None);
+        assert_eq!(acl_mode_bits(&[1, 2, 3]), None);
     }
 
     #[test]

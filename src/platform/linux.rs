@@ -838,3 +838,143 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     let fd = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>()) };
     owned(fd)
 }
+
+// ---- fuse-pipe transport ----
+
+/// An all-zero statvfs, for filesystems that build one from fields (the pipe client).
+pub fn zeroed_statvfs() -> statvfs64 {
+    // SAFETY: statvfs64 is plain old data; all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+fn vsock_addr(cid: u32, port: u32) -> libc::sockaddr_vm {
+    // SAFETY: sockaddr_vm is plain old data; all-zero is valid before we fill it in.
+    let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+    addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+    addr.svm_cid = cid;
+    addr.svm_port = port;
+    addr
+}
+
+fn vsock_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; the result is checked and owned by `owned`.
+    owned(unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })
+}
+
+/// A listening AF_VSOCK stream socket on `port` (`cid` is usually VMADDR_CID_ANY).
+pub fn vsock_listen(cid: u32, port: u32, backlog: i32) -> io::Result<OwnedFd> {
+    let fd = vsock_socket()?;
+    let addr = vsock_addr(cid, port);
+    // SAFETY: addr is a valid sockaddr_vm and the length matches it.
+    cvt(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_vm).cast(),
+            std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+        )
+    })?;
+    // SAFETY: plain syscall on a socket we own.
+    cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
+    Ok(fd)
+}
+
+/// Accepts one connection on a listening AF_VSOCK socket; returns it and the peer's CID.
+pub fn vsock_accept(listener: BorrowedFd<'_>) -> io::Result<(OwnedFd, u32)> {
+    let mut addr = vsock_addr(0, 0);
+    let mut len = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
+    // SAFETY: addr/len describe a writable sockaddr_vm; the new fd is checked and owned.
+    let fd = owned(unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            (&mut addr as *mut libc::sockaddr_vm).cast(),
+            &mut len,
+            libc::SOCK_CLOEXEC,
+        )
+    })?;
+    Ok((fd, addr.svm_cid))
+}
+
+/// Connects an AF_VSOCK stream socket to `cid:port`.
+pub fn vsock_connect(cid: u32, port: u32) -> io::Result<OwnedFd> {
+    let fd = vsock_socket()?;
+    let addr = vsock_addr(cid, port);
+    loop {
+        // SAFETY: addr is a valid sockaddr_vm and the length matches it.
+        let r = unsafe {
+            libc::connect(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_vm).cast(),
+                std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+            )
+        };
+        match cvt(r) {
+            Ok(_) => return Ok(fd),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A forked process that keeps root only to unmount one mountpoint on request, so a
+/// server that dropped its privileges can still unmount cleanly.
+pub struct UnmountHelper {
+    pipe: OwnedFd,
+    pid: libc::pid_t,
+}
+
+impl UnmountHelper {
+    /// Asks the helper to unmount (lazily if busy) and waits for its verdict.
+    pub fn unmount(self) -> io::Result<()> {
+        // SAFETY: writes one byte from a valid buffer to a descriptor we own.
+        let n = unsafe { libc::write(self.pipe.as_raw_fd(), b"u".as_ptr().cast(), 1) };
+        if n != 1 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child; valid out-pointer.
+        cvt(unsafe { libc::waitpid(self.pid, &mut status, 0) })?;
+        if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "unmount helper failed (status {status})"
+            )))
+        }
+    }
+}
+
+/// Forks the unmount helper for `target`. Must run before any thread exists.
+pub fn spawn_unmount_helper(target: &CStr) -> io::Result<UnmountHelper> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid two-element array.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 returned two fresh descriptors that we now own.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: single-threaded here (documented precondition); the child only makes
+    // async-signal-safe calls before _exit.
+    let pid = cvt(unsafe { libc::fork() })?;
+    if pid == 0 {
+        // SAFETY: the child keeps only the pipe (as stdin) and stderr: no /dev/fuse fd
+        // may outlive the server, or the connection would never end.
+        let code = unsafe {
+            libc::dup2(rd.as_raw_fd(), 0);
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            let mut byte = 0u8;
+            if libc::read(0, (&mut byte as *mut u8).cast(), 1) == 1 {
+                if libc::umount2(target.as_ptr(), 0) == 0
+                    || libc::umount2(target.as_ptr(), libc::MNT_DETACH) == 0
+                {
+                    0
+                } else {
+                    1
+                }
+            } else {
+                0 // the server went away without asking
+            }
+        };
+        // SAFETY: ends the child without running the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    drop(rd);
+    Ok(UnmountHelper { pipe: wr, pid })
+}

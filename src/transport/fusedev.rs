@@ -43,6 +43,8 @@ pub struct FuseMount {
     device: OwnedFd,
     mountpoint: CString,
     path: PathBuf,
+    /// Set before privileges are dropped: unmounts on our behalf.
+    helper: Option<platform::UnmountHelper>,
 }
 
 fn context(e: io::Error, what: impl std::fmt::Display) -> io::Error {
@@ -112,6 +114,7 @@ impl FuseMount {
             device,
             mountpoint,
             path: mp.clone(),
+            helper: None,
         })
     }
 
@@ -161,6 +164,7 @@ impl FuseMount {
             device,
             mountpoint,
             path: opts.mountpoint.clone(),
+            helper: None,
         })
     }
 
@@ -168,8 +172,18 @@ impl FuseMount {
         &self.path
     }
 
+    /// Keeps a root helper that can unmount after this process drops its privileges.
+    /// Call while still root and single-threaded.
+    pub fn keep_unmount_helper(&mut self) -> io::Result<()> {
+        self.helper = Some(platform::spawn_unmount_helper(&self.mountpoint)?);
+        Ok(())
+    }
+
     /// Unmounts; falls back to a lazy unmount while files are still open.
     pub fn unmount(&mut self) -> io::Result<()> {
+        if let Some(helper) = self.helper.take() {
+            return helper.unmount();
+        }
         if platform::geteuid() != 0 {
             // Privileges were dropped after mounting: the setuid helper unmounts for us.
             let status = std::process::Command::new("fusermount3")

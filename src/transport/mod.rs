@@ -2,3 +2,4 @@
 //! They know nothing of the filesystem behind them.
 
 pub mod fusedev;
+pub mod pipe;

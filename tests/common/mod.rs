@@ -343,27 +343,57 @@ impl Mount {
 
     /// Like [`Mount::new`] but returns the reason instead of panicking.
     pub fn start(extra: &[&str]) -> Result<Mount, String> {
+        Self::start_with(extra, |_| {})
+    }
+
+    /// Like [`Mount::start`], but calls `prepare(SRC)` before the server starts
+    /// (e.g. to give SRC to the uid of `--run-as`).
+    pub fn start_with(extra: &[&str], prepare: impl FnOnce(&Path)) -> Result<Mount, String> {
         let scratch = Scratch::new("mnt");
         let src = scratch.dir("s/src");
         let mnt = scratch.dir("m/mnt");
-        let stderr_path = scratch.path("server.stderr");
-        let stdout_path = scratch.path("server.stdout");
-        let child = server_command(&src, &mnt, extra)
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&stdout_path).expect("stdout file"))
-            .stderr(fs::File::create(&stderr_path).expect("stderr file"))
-            .spawn()
-            .map_err(|e| format!("spawn {}: {e}", ownfs_bin().display()))?;
+        prepare(&src);
         let mut m = Mount {
             src,
             mnt,
-            child: Some(child),
-            stderr_path,
+            child: None,
+            stderr_path: scratch.path("server.stderr"),
             args: extra.iter().map(|s| s.to_string()).collect(),
             scratch,
         };
-        m.wait_ready()?;
+        m.spawn_server()?;
         Ok(m)
+    }
+
+    /// Starts the server on `src` and `mnt` and waits until it is mounted. Its
+    /// output is appended to the files of earlier servers of this `Mount`.
+    fn spawn_server(&mut self) -> Result<(), String> {
+        let append = |p: PathBuf| {
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&p)
+                .unwrap_or_else(|e| panic!("open {}: {e}", p.display()))
+        };
+        let stdout = append(self.scratch.path("server.stdout"));
+        let stderr = append(self.stderr_path.clone());
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let child = server_command(&self.src, &self.mnt, &args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", ownfs_bin().display()))?;
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    /// Stops the server (as on drop: SIGTERM, then a forced lazy unmount of
+    /// whatever is left, e.g. after the server was killed) and starts a new
+    /// one with the same arguments on the same SRC and MNT.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.shutdown();
+        self.spawn_server()
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {

@@ -1,0 +1,871 @@
+//! fuse-pipe end to end: `ownfs serve SRC --listen unix:SOCK` on the "host" side,
+//! `ownfs client MNT --connect unix:SOCK` on the "guest" side, both on this machine.
+//!
+//! Covers plain operations, forwarded supplementary groups, a rootless server, the
+//! server being killed and restarted under a running workload, and malformed input
+//! on the socket while a good client keeps working. Every wait is bounded.
+
+mod common;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::{self, sleep};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use common::*;
+use ownfs::transport::pipe::wire::{self, Hello, Welcome, HELLO_LEN, WELCOME_FIXED_LEN};
+
+/// A group the test caller may be in; no /etc/group entry needed.
+const G: u32 = 424_401;
+/// Primary group of the test caller.
+const P: u32 = 424_402;
+/// The test caller.
+const U: u32 = 424_501;
+
+/// A pipe server and a client mount of it, on fresh directories.
+struct Pipe {
+    src: PathBuf,
+    mnt: PathBuf,
+    sock: PathBuf,
+    server: Option<Child>,
+    client: Option<Child>,
+    server_args: Vec<String>,
+    client_args: Vec<String>,
+    server_log: PathBuf,
+    client_log: PathBuf,
+    scratch: Scratch,
+}
+
+fn log_file(p: &Path) -> File {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
+        .unwrap_or_else(|e| panic!("open {}: {e}", p.display()))
+}
+
+impl Pipe {
+    fn start(server_args: &[&str], client_args: &[&str]) -> Pipe {
+        Self::start_with(server_args, client_args, |_| {})
+    }
+
+    /// `prepare(SRC)` runs before the server starts.
+    fn start_with(server_args: &[&str], client_args: &[&str], prepare: impl FnOnce(&Path)) -> Pipe {
+        let scratch = Scratch::new("pipe");
+        let src = scratch.dir("s/src");
+        let mnt = scratch.dir("m/mnt");
+        prepare(&src);
+        let mut p = Pipe {
+            src,
+            mnt,
+            sock: scratch.path("pipe.sock"),
+            server: None,
+            client: None,
+            server_args: server_args.iter().map(|s| s.to_string()).collect(),
+            client_args: client_args.iter().map(|s| s.to_string()).collect(),
+            server_log: scratch.path("serve.log"),
+            client_log: scratch.path("client.log"),
+            scratch,
+        };
+        p.start_server();
+        p.start_client();
+        p
+    }
+
+    fn start_server(&mut self) {
+        let _ = fs::remove_file(&self.sock);
+        let child = Command::new(ownfs_bin())
+            .arg("serve")
+            .arg(&self.src)
+            .arg("--listen")
+            .arg(format!("unix:{}", self.sock.display()))
+            .args(&self.server_args)
+            .env("RUST_LOG", server_log_level_pipe())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(&self.server_log))
+            .spawn()
+            .expect("spawn ownfs serve");
+        self.server = Some(child);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !fs::symlink_metadata(&self.sock).is_ok_and(|m| m.file_type().is_socket()) {
+            if let Some(st) = self.server.as_mut().unwrap().try_wait().unwrap() {
+                panic!("ownfs serve exited ({st}):\n{}", self.server_stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ownfs serve did not listen within {READY_TIMEOUT:?}:\n{}",
+                self.server_stderr()
+            );
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn start_client(&mut self) {
+        let child = Command::new(ownfs_bin())
+            .arg("client")
+            .arg(&self.mnt)
+            .arg("--connect")
+            .arg(format!("unix:{}", self.sock.display()))
+            .args(&self.client_args)
+            .env("RUST_LOG", server_log_level_pipe())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(&self.client_log))
+            .spawn()
+            .expect("spawn ownfs client");
+        self.client = Some(child);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !ownfs_mounted_at(&self.mnt) {
+            if let Some(st) = self.client.as_mut().unwrap().try_wait().unwrap() {
+                panic!("ownfs client exited ({st}):\n{}", self.client_stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ownfs client did not mount within {READY_TIMEOUT:?}:\n{}",
+                self.client_stderr()
+            );
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn server_stderr(&self) -> String {
+        fs::read_to_string(&self.server_log).unwrap_or_default()
+    }
+
+    fn client_stderr(&self) -> String {
+        fs::read_to_string(&self.client_log).unwrap_or_default()
+    }
+
+    fn kill_server(&mut self) {
+        let mut child = self.server.take().expect("server running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    fn server_alive(&mut self) -> bool {
+        matches!(self.server.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+fn server_log_level_pipe() -> String {
+    std::env::var("OWNFS_IT_LOG").unwrap_or_else(|_| "info".to_string())
+}
+
+fn stop(child: Option<Child>, mnt: Option<&Path>) {
+    let Some(mut child) = child else { return };
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    }
+    if wait_timeout(&mut child, STOP_TIMEOUT).is_none() {
+        eprintln!("pid {} ignored SIGTERM; killing it", child.id());
+        if let Some(m) = mnt {
+            force_unmount(m);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        stop(self.client.take(), Some(&self.mnt));
+        force_unmount(&self.mnt);
+        stop(self.server.take(), None);
+        if thread::panicking() || std::env::var_os("OWNFS_IT_LOG").is_some() {
+            eprintln!("---- ownfs serve ----\n{}", self.server_stderr());
+            eprintln!("---- ownfs client ----\n{}", self.client_stderr());
+        }
+        let _ = &self.scratch;
+    }
+}
+
+/// Runs `f` on a thread and gives up after `limit` (the thread is left behind).
+fn bounded<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{what} did not finish within {limit:?}"))
+}
+
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Operations
+// ---------------------------------------------------------------------------
+
+#[test]
+fn operations_through_the_pipe() {
+    let p = Pipe::start(&[], &[]);
+    let m = &p.mnt;
+    let s = &p.src;
+
+    fs::write(m.join("a"), b"hello\n").unwrap();
+    assert_eq!(fs::read(s.join("a")).unwrap(), b"hello\n");
+    assert_eq!(fs::read(m.join("a")).unwrap(), b"hello\n");
+
+    // Large data both ways, across the 1 MiB request size.
+    let data = pattern(5 * 1024 * 1024 + 123, 7);
+    fs::write(m.join("big"), &data).unwrap();
+    assert!(fs::read(s.join("big")).unwrap() == data, "SRC/big differs");
+    assert!(fs::read(m.join("big")).unwrap() == data, "MNT/big differs");
+    let mut f = OpenOptions::new().read(true).open(m.join("big")).unwrap();
+    let mut buf = vec![0u8; 10];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, 3 * 1024 * 1024 + 5).unwrap();
+    assert_eq!(buf, data[3 * 1024 * 1024 + 5..][..10]);
+    f.read_exact(&mut buf).unwrap();
+    assert_eq!(buf, data[..10]);
+
+    // Namespace operations.
+    fs::create_dir(m.join("d")).unwrap();
+    fs::rename(m.join("a"), m.join("d/b")).unwrap();
+    fs::hard_link(m.join("d/b"), m.join("c")).unwrap();
+    symlink("d/b", m.join("l")).unwrap();
+    assert_eq!(fs::read_link(m.join("l")).unwrap(), Path::new("d/b"));
+    assert_eq!(fs::read(m.join("l")).unwrap(), b"hello\n");
+    assert_eq!(fs::metadata(m.join("c")).unwrap().nlink(), 2);
+    assert!(fs::symlink_metadata(s.join("l"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    nix::unistd::mkfifo(
+        &m.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .unwrap();
+    assert!(fs::symlink_metadata(s.join("fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert_errno(fs::create_dir(m.join("d")), libc::EEXIST, "mkdir over d");
+    assert_errno(fs::remove_dir(m.join("d")), libc::ENOTEMPTY, "rmdir d");
+    assert_errno(fs::read(m.join("nope")), libc::ENOENT, "read nope");
+    fs::remove_file(m.join("c")).unwrap();
+    fs::remove_file(m.join("d/b")).unwrap();
+    fs::remove_dir(m.join("d")).unwrap();
+
+    // Attributes.
+    let f = File::create(m.join("t")).unwrap();
+    f.set_len(12345).unwrap();
+    assert_eq!(fs::metadata(s.join("t")).unwrap().len(), 12345);
+    chmod(&m.join("t"), 0o4751);
+    assert_eq!(mode_of(&s.join("t")), 0o4751);
+    std::os::unix::fs::chown(m.join("t"), Some(U), Some(P)).unwrap();
+    assert_eq!(owner(&s.join("t")), (U, P));
+    assert_eq!(owner(&m.join("t")), (U, P));
+    let mtime = fs::metadata(s.join("t")).unwrap().mtime();
+    let t = nix::sys::time::TimeSpec::new(1_000_000, 42);
+    nix::sys::stat::utimensat(
+        None,
+        &m.join("t"),
+        &t,
+        &t,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
+    let md = fs::metadata(m.join("t")).unwrap();
+    assert_eq!((md.mtime(), md.mtime_nsec()), (1_000_000, 42));
+    assert_ne!(md.mtime(), mtime);
+
+    // Extended attributes.
+    xattr_roundtrip(&m.join("t"));
+
+    // A directory bigger than one readdir buffer, read twice.
+    fs::create_dir(m.join("many")).unwrap();
+    let mut want = Vec::new();
+    for i in 0..600 {
+        let name = format!("entry-with-a-fairly-long-name-{i:05}");
+        File::create(m.join("many").join(&name)).unwrap();
+        want.push(name);
+    }
+    want.sort();
+    for _ in 0..2 {
+        let mut got: Vec<String> = fs::read_dir(m.join("many"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        got.sort();
+        assert_eq!(got, want);
+    }
+
+    // statfs comes from the host file system.
+    let a = nix::sys::statvfs::statvfs(m).unwrap();
+    let b = nix::sys::statvfs::statvfs(s).unwrap();
+    assert_eq!(a.blocks(), b.blocks());
+    assert_eq!(a.fragment_size(), b.fragment_size());
+}
+
+fn xattr_roundtrip(p: &Path) {
+    let c = cstr(p);
+    let name = c"user.pipe";
+    // SAFETY: valid C strings and buffers of the given sizes.
+    let r = unsafe { libc::setxattr(c.as_ptr(), name.as_ptr(), b"v1".as_ptr().cast(), 2, 0) };
+    assert_eq!(r, 0, "setxattr: {}", io::Error::last_os_error());
+    let mut buf = [0u8; 16];
+    // SAFETY: as above.
+    let n = unsafe { libc::getxattr(c.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), 16) };
+    assert_eq!(&buf[..n as usize], b"v1");
+    // SAFETY: as above; a size query.
+    let n = unsafe { libc::getxattr(c.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+    assert_eq!(n, 2);
+    // SAFETY: as above; XATTR_CREATE on an existing name fails.
+    let r = unsafe {
+        libc::setxattr(
+            c.as_ptr(),
+            name.as_ptr(),
+            b"v2".as_ptr().cast(),
+            2,
+            libc::XATTR_CREATE,
+        )
+    };
+    assert_eq!(r, -1);
+    assert_eq!(
+        io::Error::last_os_error().raw_os_error(),
+        Some(libc::EEXIST)
+    );
+    let mut list = [0u8; 256];
+    // SAFETY: as above.
+    let n = unsafe { libc::listxattr(c.as_ptr(), list.as_mut_ptr().cast(), 256) };
+    assert!(list[..n as usize]
+        .split(|b| *b == 0)
+        .any(|n| n == b"user.pipe"));
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::removexattr(c.as_ptr(), name.as_ptr()) }, 0);
+}
+
+#[test]
+fn concurrent_callers_share_one_connection() {
+    let p = Pipe::start(&[], &["--threads", "8"]);
+    let mnt = p.mnt.clone();
+    let results = bounded(
+        "8 concurrent workers",
+        Duration::from_secs(120),
+        move || {
+            let handles: Vec<_> = (0..8)
+                .map(|t| {
+                    let dir = mnt.join(format!("t{t}"));
+                    thread::spawn(move || -> io::Result<()> {
+                        fs::create_dir(&dir)?;
+                        for i in 0..150 {
+                            let f = dir.join(format!("f{i}"));
+                            let data = pattern(100 + i * 37, (t * 1000 + i) as u64);
+                            fs::write(&f, &data)?;
+                            if fs::read(&f)? != data {
+                                return Err(io::Error::other(format!("{} differs", f.display())));
+                            }
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("worker panicked"))
+                .collect::<Vec<_>>()
+        },
+    );
+    for r in results {
+        r.unwrap();
+    }
+    for t in 0..8 {
+        assert_eq!(
+            fs::read_dir(p.src.join(format!("t{t}"))).unwrap().count(),
+            150
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Credentials
+// ---------------------------------------------------------------------------
+
+fn supplementary_group_through_the_pipe(client_args: &[&str]) {
+    let p = Pipe::start(&[], client_args);
+    let d = p.src.join("d");
+    fs::create_dir(&d).unwrap();
+    std::os::unix::fs::chown(&d, Some(0), Some(G)).unwrap();
+    chmod(&d, 0o770);
+    let via = p.mnt.join("d");
+
+    let with_g = Caller::new(U, P).groups(&[G]).umask(0o022);
+    let without_g = Caller::new(U, P).groups(&[P]).umask(0o022);
+    with_g
+        .run(|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(via.join("f"))?;
+            f.write_all(b"from a supplementary group\n")
+        })
+        .expect("a caller in G only through its supplementary groups creates d/f");
+    assert_eq!(owner(&d.join("f")), (U, P), "owner of d/f on SRC");
+    assert_eq!(
+        owner(&via.join("f")),
+        (U, P),
+        "owner of d/f through the pipe"
+    );
+    with_g
+        .run(|| fs::create_dir(via.join("sub")))
+        .expect("mkdir d/sub with G");
+    assert_eq!(owner(&d.join("sub")), (U, P));
+
+    assert_errno(
+        without_g.run(|| File::create(via.join("g")).map(drop)),
+        libc::EACCES,
+        "a caller without G creating d/g",
+    );
+    assert!(
+        !d.join("g").exists(),
+        "d/g must not exist after a denied create"
+    );
+}
+
+#[test]
+fn supplementary_group_grants_access_default_permissions() {
+    supplementary_group_through_the_pipe(&[]);
+}
+
+#[test]
+fn supplementary_group_grants_access_no_default_permissions() {
+    // Only the server decides here: the groups must have been forwarded.
+    supplementary_group_through_the_pipe(&["--no-default-permissions"]);
+}
+
+#[test]
+fn rootless_server_virtualizes_ownership() {
+    let p = Pipe::start_with(
+        &["--run-as", "4000:4000"],
+        &["--no-default-permissions"],
+        |src| {
+            std::os::unix::fs::chown(src, Some(4000), Some(4000)).unwrap();
+        },
+    );
+    // A rootless server makes the client check permissions itself.
+    let entry = mounts_at(&p.mnt)
+        .into_iter()
+        .find(|e| e.fstype == FSTYPE)
+        .unwrap();
+    assert!(
+        entry.options.iter().any(|o| o == "default_permissions"),
+        "{:?}",
+        entry.options
+    );
+    chmod(&p.mnt, 0o777);
+    Caller::new(U, P)
+        .umask(0o022)
+        .run(|| fs::write(p.mnt.join("mine"), b"x"))
+        .expect("create as U");
+    assert_eq!(owner(&p.mnt.join("mine")), (U, P), "virtual owner");
+    assert_eq!(owner(&p.src.join("mine")), (4000, 4000), "host owner");
+}
+
+// ---------------------------------------------------------------------------
+// Server failure and restart
+// ---------------------------------------------------------------------------
+
+#[test]
+fn server_restart_during_a_workload() {
+    let mut p = Pipe::start(&[], &["--timeout", "10"]);
+    fs::create_dir(p.mnt.join("w")).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (dir, stop2) = (p.mnt.join("w"), stop.clone());
+    // Small file writes in a loop; every outcome is recorded.
+    let (tx, rx) = mpsc::channel::<Vec<(usize, Result<(), i32>, Duration)>>();
+    thread::spawn(move || {
+        let mut log = Vec::new();
+        let mut i = 0;
+        while !stop2.load(Ordering::Relaxed) || i < 50 {
+            let t = Instant::now();
+            let r = fs::write(dir.join(format!("f{i:05}")), format!("data {i}\n"))
+                .map_err(|e| e.raw_os_error().unwrap_or(-1));
+            log.push((i, r, t.elapsed()));
+            i += 1;
+            if stop2.load(Ordering::Relaxed) && log.iter().rev().take(20).all(|l| l.1.is_ok()) {
+                break;
+            }
+            if i > 200_000 {
+                break;
+            }
+        }
+        let _ = tx.send(log);
+    });
+    sleep(Duration::from_millis(700));
+    p.kill_server();
+    sleep(Duration::from_millis(300));
+    p.start_server();
+    sleep(Duration::from_millis(700));
+    stop.store(true, Ordering::Relaxed);
+    let log = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the workload hung after the server restart");
+
+    let failed: Vec<_> = log.iter().filter(|l| l.1.is_err()).collect();
+    eprintln!(
+        "{} writes, {} failed ({:?}), slowest {:?}",
+        log.len(),
+        failed.len(),
+        failed,
+        log.iter().map(|l| l.2).max()
+    );
+    for (i, r, _) in &failed {
+        let e = r.unwrap_err();
+        assert!(
+            e == libc::EIO || e == libc::ESTALE,
+            "write {i} failed with errno {e}, not EIO/ESTALE"
+        );
+    }
+    assert!(
+        failed.len() <= 5,
+        "{} writes failed: {failed:?}",
+        failed.len()
+    );
+    let slowest = log.iter().map(|l| l.2).max().unwrap();
+    assert!(
+        slowest < Duration::from_secs(12),
+        "a write took {slowest:?}"
+    );
+    // Writes went on after the restart, and everything that succeeded is on SRC.
+    assert!(log.len() > 60, "only {} writes", log.len());
+    for (i, r, _) in &log {
+        if r.is_ok() {
+            let got = fs::read_to_string(p.src.join(format!("w/f{i:05}"))).unwrap();
+            assert_eq!(got, format!("data {i}\n"));
+        }
+    }
+    assert!(
+        p.client_stderr().contains("restarted"),
+        "the client should notice the new server instance:\n{}",
+        p.client_stderr()
+    );
+}
+
+#[test]
+fn requests_fail_with_eio_while_the_server_is_gone() {
+    let mut p = Pipe::start(&[], &["--timeout", "2"]);
+    fs::write(p.mnt.join("f"), b"x").unwrap();
+    p.kill_server();
+    let path = p.mnt.join("g");
+    let t = Instant::now();
+    let r = bounded(
+        "a write while the server is down",
+        Duration::from_secs(20),
+        move || fs::write(path, b"y"),
+    );
+    assert_errno(r, libc::EIO, "write with the server gone");
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(6),
+        "took {took:?} for a 2 s timeout"
+    );
+    // And it recovers once a server is back.
+    p.start_server();
+    let path = p.mnt.join("f");
+    let r = bounded(
+        "a read after the restart",
+        Duration::from_secs(20),
+        move || fs::read(path),
+    );
+    assert_eq!(r.unwrap(), b"x");
+}
+
+// ---------------------------------------------------------------------------
+// Malformed input on the socket
+// ---------------------------------------------------------------------------
+
+fn raw(sock: &Path) -> UnixStream {
+    let s = UnixStream::connect(sock).expect("connect to the server socket");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+fn hello(version: u16) -> [u8; HELLO_LEN] {
+    Hello {
+        version,
+        caps: 0,
+        required: 0,
+        max_frame: wire::MAX_FRAME,
+    }
+    .encode()
+}
+
+/// Reads the server's welcome.
+fn welcome(s: &mut UnixStream) -> Welcome {
+    let mut fixed = [0u8; WELCOME_FIXED_LEN];
+    s.read_exact(&mut fixed).expect("welcome");
+    let (mut w, n) = Welcome::decode_fixed(&fixed).expect("welcome decodes");
+    let mut msg = vec![0u8; n];
+    s.read_exact(&mut msg).unwrap();
+    w.message = String::from_utf8_lossy(&msg).into_owned();
+    w
+}
+
+/// The server must close the connection: reading ends (EOF or reset) in bounded time.
+fn assert_closed(s: &mut UnixStream, what: &str) {
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("{what}: server kept the connection open ({e})"),
+        }
+        assert!(Instant::now() < deadline, "{what}: still open");
+    }
+}
+
+fn frame_header(len: u32, op: u16, flags: u16, id: u64) -> Vec<u8> {
+    let mut v = len.to_le_bytes().to_vec();
+    v.extend_from_slice(&op.to_le_bytes());
+    v.extend_from_slice(&flags.to_le_bytes());
+    v.extend_from_slice(&id.to_le_bytes());
+    v
+}
+
+#[test]
+fn bad_input_closes_only_that_connection() {
+    let mut p = Pipe::start(&[], &[]);
+    let check_good = |p: &Pipe, n: usize| {
+        let f = p.mnt.join(format!("good{n}"));
+        fs::write(&f, format!("{n}")).expect("the good client must keep working");
+        assert_eq!(fs::read_to_string(&f).unwrap(), format!("{n}"));
+    };
+    check_good(&p, 0);
+
+    // An idle half-open connection does not block anyone.
+    let mut idle = raw(&p.sock);
+    idle.write_all(&hello(wire::VERSION)[..10]).unwrap();
+
+    // Wrong magic: a refusal with a reason, then the server hangs up.
+    let mut s = raw(&p.sock);
+    let mut h = hello(wire::VERSION);
+    h[..8].copy_from_slice(b"NOTOWNFS");
+    s.write_all(&h).unwrap();
+    let w = welcome(&mut s);
+    assert_eq!(w.status, wire::status::BAD_MAGIC, "{w:?}");
+    assert_closed(&mut s, "bad magic");
+    check_good(&p, 1);
+
+    // Wrong version.
+    let mut s = raw(&p.sock);
+    s.write_all(&hello(wire::VERSION + 1)).unwrap();
+    let w = welcome(&mut s);
+    assert_eq!(w.status, wire::status::BAD_VERSION, "{w:?}");
+    assert!(w.message.contains("version"), "{w:?}");
+    assert_closed(&mut s, "bad version");
+    check_good(&p, 2);
+
+    // A capability the server lacks.
+    let mut s = raw(&p.sock);
+    let mut h = Hello::decode(&hello(wire::VERSION)).unwrap();
+    h.required = 1 << 30;
+    s.write_all(&h.encode()).unwrap();
+    assert_eq!(welcome(&mut s).status, wire::status::MISSING_CAPS);
+    assert_closed(&mut s, "missing capability");
+
+    let ready = |p: &Pipe| {
+        let mut s = raw(&p.sock);
+        s.write_all(&hello(wire::VERSION)).unwrap();
+        assert_eq!(welcome(&mut s).status, wire::status::OK);
+        s
+    };
+
+    // Oversized frame: refused from the length field alone.
+    let mut s = ready(&p);
+    s.write_all(&frame_header(wire::MAX_FRAME + 1, wire::op::WRITE, 0, 1))
+        .unwrap();
+    assert_closed(&mut s, "oversized frame");
+    let mut s = ready(&p);
+    s.write_all(&frame_header(u32::MAX, wire::op::LOOKUP, 0, 1))
+        .unwrap();
+    assert_closed(&mut s, "4 GiB frame");
+    check_good(&p, 3);
+
+    // Truncated frame: the length promises more than ever comes.
+    let mut s = ready(&p);
+    let mut f = frame_header(100, wire::op::LOOKUP, 0, 1);
+    f.extend_from_slice(&[0u8; 20]);
+    s.write_all(&f).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_closed(&mut s, "truncated frame");
+
+    // A frame whose body does not decode (a name length past the end).
+    let mut s = ready(&p);
+    let mut body = Vec::new();
+    for v in [0u32, 0, 1, 0] {
+        body.extend_from_slice(&v.to_le_bytes()); // uid gid pid ngroups
+    }
+    body.extend_from_slice(&1u64.to_le_bytes());
+    body.extend_from_slice(&500u16.to_le_bytes());
+    body.extend_from_slice(b"short");
+    let mut f = frame_header(12 + body.len() as u32, wire::op::LOOKUP, 0, 7);
+    f.extend_from_slice(&body);
+    s.write_all(&f).unwrap();
+    assert_closed(&mut s, "malformed body");
+
+    // A reply frame sent to the server, and an unknown operation.
+    let mut s = ready(&p);
+    s.write_all(&frame_header(12, wire::op::STATFS, wire::FLAG_REPLY, 1))
+        .unwrap();
+    assert_closed(&mut s, "reply frame");
+    let mut s = ready(&p);
+    s.write_all(&frame_header(12 + 16, 999, 0, 1)).unwrap();
+    s.write_all(&[0u8; 16]).unwrap();
+    assert_closed(&mut s, "unknown op");
+    check_good(&p, 4);
+
+    // Pure garbage, with and without a handshake, several rounds.
+    let mut x = 0x1234_5678_9abc_def1u64;
+    for round in 0..20 {
+        let mut s = if round % 2 == 0 {
+            ready(&p)
+        } else {
+            raw(&p.sock)
+        };
+        let junk: Vec<u8> = (0..64 + round * 97)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let _ = s.write_all(&junk);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        assert_closed(&mut s, &format!("garbage round {round}"));
+    }
+    check_good(&p, 5);
+
+    // A good raw client on the same server gets real answers meanwhile.
+    let mut s = ready(&p);
+    let frame = wire::Request::Statfs { node: 1 }.encode(42, &wire::Caller::default());
+    s.write_all(&frame).unwrap();
+    let mut hb = [0u8; wire::HEADER_LEN];
+    s.read_exact(&mut hb).unwrap();
+    let h = wire::Header::parse(&hb).unwrap();
+    assert_eq!((h.id, h.op, h.is_reply()), (42, wire::op::STATFS, true));
+    let mut body = vec![0u8; h.body_len()];
+    s.read_exact(&mut body).unwrap();
+    assert!(matches!(
+        wire::decode_reply(h.op, &body),
+        Ok(Ok(wire::ReplyData::Statfs(_)))
+    ));
+
+    drop(idle);
+    assert!(p.server_alive(), "the server must survive all of this");
+    let log = p.server_stderr();
+    assert!(log.contains("malformed frame"), "{log}");
+    assert!(log.contains("handshake failed"), "{log}");
+}
+
+// ---------------------------------------------------------------------------
+// Handshake failures seen from the client
+// ---------------------------------------------------------------------------
+
+/// A fake server answering every hello with `welcome`.
+fn fake_server(sock: PathBuf, welcome: Welcome) -> thread::JoinHandle<()> {
+    let l = UnixListener::bind(&sock).unwrap();
+    thread::spawn(move || {
+        for s in l.incoming().take(1) {
+            let mut s = s.unwrap();
+            let mut b = [0u8; HELLO_LEN];
+            if s.read_exact(&mut b).is_ok() {
+                let _ = s.write_all(&welcome.encode());
+            }
+        }
+    })
+}
+
+#[test]
+fn client_rejects_a_server_of_another_version() {
+    for (version, status, expect) in [
+        (wire::VERSION + 1, wire::status::OK, "version"),
+        (wire::VERSION, wire::status::BAD_VERSION, "refused"),
+    ] {
+        let scratch = Scratch::new("pipe-ver");
+        let sock = scratch.path("fake.sock");
+        let mnt = scratch.dir("mnt");
+        let server = fake_server(
+            sock.clone(),
+            Welcome {
+                version,
+                status,
+                caps: 0,
+                required: 0,
+                max_frame: wire::MAX_FRAME,
+                instance: 1,
+                message: "test server says no".into(),
+            },
+        );
+        let connect = format!("unix:{}", sock.display());
+        let (st, err) = run_ownfs_to_exit(
+            &[
+                "client".as_ref(),
+                mnt.as_os_str(),
+                "--connect".as_ref(),
+                connect.as_ref(),
+                "--timeout".as_ref(),
+                "20".as_ref(),
+            ],
+            &[&mnt],
+            Duration::from_secs(15),
+        );
+        assert!(!st.success(), "the client must refuse: {err}");
+        assert!(
+            err.contains(expect),
+            "stderr should say why ({expect}): {err}"
+        );
+        assert!(!ownfs_mounted_at(&mnt));
+        server.join().unwrap();
+    }
+}
+
+#[test]
+fn client_gives_up_when_no_server_answers() {
+    let scratch = Scratch::new("pipe-none");
+    let mnt = scratch.dir("mnt");
+    let connect = format!("unix:{}", scratch.path("nobody.sock").display());
+    let t = Instant::now();
+    let (st, err) = run_ownfs_to_exit(
+        &[
+            "client".as_ref(),
+            mnt.as_os_str(),
+            "--connect".as_ref(),
+            connect.as_ref(),
+            "--timeout".as_ref(),
+            "1".as_ref(),
+        ],
+        &[&mnt],
+        Duration::from_secs(15),
+    );
+    assert!(!st.success());
+    assert!(err.contains("cannot connect"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(10));
+}
