@@ -29,6 +29,7 @@
 # Environment:
 #   OWNFS_BIN          ownfs binary (default target/release/ownfs)
 #   OWNFS_ARGS         extra arguments for `ownfs mount` in every mode (not the pipe modes)
+#   OWNFS_PIPE_ARGS    extra arguments for `ownfs client` in the pipe modes
 #   RUST_LOG           ownfs log level (default warn); its log is MODE.ownfs.log
 #   PJDFSTEST_TIMEOUT  seconds allowed per pjdfstest pass (default 600; a pass takes ~5 s)
 #   OWNFS_PJD_WORK     where the source directories go (default /var/tmp/ownfs-pjd)
@@ -374,7 +375,7 @@ run_mode() {
                 fail_setup "ownfs serve did not listen on $sock within 10 s"
             fi
             # shellcheck disable=SC2206 # word splitting of the flag strings is intended
-            flags=(${FLAGS[$mode]})
+            flags=(${FLAGS[$mode]} ${OWNFS_PIPE_ARGS:-})
             note "+ ownfs client $mnt --connect unix:$sock ${flags[*]}"
             RUST_LOG="${RUST_LOG:-warn}" "$OWNFS" client "$mnt" --connect "unix:$sock" \
                 "${flags[@]}" </dev/null >"$server_log" 2>&1 &

@@ -485,6 +485,42 @@ fn rootless_server_virtualizes_ownership() {
     assert_eq!(owner(&p.src.join("mine")), (4000, 4000), "host owner");
 }
 
+#[test]
+fn writeback_cache_through_the_pipe() {
+    let p = Pipe::start(&[], &["--writeback"]);
+    chmod(&p.mnt, 0o777);
+    // A caller that may write but not read: the client kernel's page cache still
+    // reads partial pages back, which the server must allow (it knows the mode
+    // from the forwarded init).
+    let f = p.mnt.join("wo");
+    Caller::new(U, P)
+        .run(|| {
+            let mut w = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o200)
+                .open(&f)?;
+            w.write_all(b"hello world")?;
+            std::os::unix::fs::FileExt::write_all_at(&w, b"W", 6)?;
+            w.sync_all()
+        })
+        .expect("write-only writes under the writeback cache");
+    assert_eq!(fs::read(p.src.join("wo")).unwrap(), b"hello World");
+    let mut a = OpenOptions::new()
+        .append(true)
+        .open(p.mnt.join("wo"))
+        .unwrap();
+    a.write_all(b"!").unwrap();
+    drop(a);
+    assert_eq!(fs::read(p.mnt.join("wo")).unwrap(), b"hello World!");
+    assert_eq!(fs::read(p.src.join("wo")).unwrap(), b"hello World!");
+    assert!(
+        p.server_stderr().contains("WRITEBACK_CACHE"),
+        "the server should have been told about the writeback cache:\n{}",
+        p.server_stderr()
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Server failure and restart
 // ---------------------------------------------------------------------------

@@ -1,11 +1,12 @@
 //! Guest side of fuse-pipe: [`RemoteFs`] implements `FileSystem` by forwarding every
 //! call over one multiplexed [`Connection`].
 //!
-//! Many requests are in flight at once on the single stream: each carries an id, a
-//! reader thread hands every reply to the caller waiting for that id. When the
-//! stream breaks, a manager thread reconnects with backoff and resends what was in
-//! flight; a request waits at most `timeout` while the client is disconnected, then
-//! fails with EIO.
+//! Many requests are in flight at once on the single stream: each carries an id, and
+//! whichever waiting caller currently holds the read side hands every reply to the
+//! caller waiting for its id (leader/follower, so a lone caller reads its own reply
+//! without a thread hand-off). When the stream breaks, a manager thread reconnects
+//! with backoff and resends what was in flight; a request waits at most `timeout`
+//! while the client is disconnected, then fails with EIO.
 //!
 //! Node ids and handles of a server die with it. The client tags every id it hands
 //! its kernel with an epoch (bits 48..64) that changes when it reconnects to a new
@@ -107,8 +108,17 @@ struct Reply {
 }
 
 #[derive(Default)]
+struct Slot {
+    result: Option<io::Result<Reply>>,
+    /// Asked to take over reading replies.
+    nudged: bool,
+    /// Asleep on the condition variable.
+    waiting: bool,
+}
+
+#[derive(Default)]
 struct Waiter {
-    slot: Mutex<Option<io::Result<Reply>>>,
+    slot: Mutex<Slot>,
     cv: Condvar,
 }
 
@@ -124,7 +134,7 @@ struct Pending {
 struct Link {
     /// Write side of the current connection; `None` while disconnected.
     stream: Option<Stream>,
-    /// Counts connections; a reader only tears down its own.
+    /// Counts connections; only errors of the current one tear it down.
     generation: u64,
     epoch: u32,
     /// Instance id of the server last connected to (0: none yet).
@@ -137,11 +147,21 @@ struct Link {
     refused: bool,
 }
 
+/// Read side of the current connection. Whichever waiting caller holds it reads
+/// replies for everyone until its own arrives (leader/follower): the common case,
+/// one caller, then costs no thread hand-off at all.
+struct ReadSide {
+    r: BufReader<Stream>,
+    epoch: u32,
+    generation: u64,
+}
+
 /// One multiplexed, self-healing connection to a pipe server.
 pub struct Connection {
     opts: ClientOptions,
     link: Mutex<Link>,
     link_cv: Condvar,
+    reader: Mutex<Option<ReadSide>>,
     pending: Mutex<HashMap<u64, Pending>>,
     next_id: AtomicU64,
     epoch: AtomicU32,
@@ -153,6 +173,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Lock order: link, then pending, then a waiter's slot; the reader lock is never
+/// held while taking the link lock.
 impl Connection {
     /// Connects (retrying for up to `opts.timeout`) and starts the connection
     /// manager. Fails at once if the server refuses the handshake.
@@ -170,6 +192,7 @@ impl Connection {
                 refused: false,
             }),
             link_cv: Condvar::new(),
+            reader: Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             epoch: AtomicU32::new(0),
@@ -194,7 +217,7 @@ impl Connection {
                 let msg = link
                     .last_error
                     .clone()
-                    .unwrap_or_else(|| "no answer".to_string());
+                    .unwrap_or_else(|| "the connection attempt is still pending".to_string());
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
@@ -222,29 +245,25 @@ impl Connection {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// Reconnect loop: connect, handshake, replay, read until the stream breaks.
+    /// Reconnect loop: connect, handshake, replay, then wait until the connection
+    /// is lost; backoff from 20 ms doubling up to 1 s between failed attempts.
     fn manage(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(20);
         let mut failures = 0u32;
         loop {
             match self.establish() {
-                Ok((reader, generation, epoch)) => {
+                Ok(generation) => {
                     backoff = Duration::from_millis(20);
                     failures = 0;
-                    let err = self.read_replies(reader, epoch);
                     let mut link = lock(&self.link);
-                    if link.generation == generation {
-                        if let Some(s) = link.stream.take() {
-                            let _ = s.shutdown(Shutdown::Both);
-                        }
-                        link.disconnected_since.get_or_insert_with(Instant::now);
+                    while link.generation == generation && link.stream.is_some() {
+                        link = self.link_cv.wait(link).unwrap_or_else(|e| e.into_inner());
                     }
                     log::warn!(
-                        "connection to {} lost ({err}); reconnecting",
-                        self.opts.addr
+                        "connection to {} lost ({}); reconnecting",
+                        self.opts.addr,
+                        link.last_error.as_deref().unwrap_or("closed")
                     );
-                    link.last_error = Some(err.to_string());
-                    self.link_cv.notify_all();
                 }
                 Err((e, refused)) => {
                     failures += 1;
@@ -264,9 +283,8 @@ impl Connection {
         }
     }
 
-    /// Opens and installs a new connection; returns its read side, generation and epoch.
-    #[allow(clippy::type_complexity)]
-    fn establish(&self) -> Result<(Stream, u64, u32), (io::Error, bool)> {
+    /// Opens, replays and installs a new connection; returns its generation.
+    fn establish(&self) -> Result<u64, (io::Error, bool)> {
         let mut stream = connect(&self.opts.addr).map_err(|e| (e, false))?;
         let welcome = handshake(&mut stream)?;
         let flags = self.init_flags.load(Ordering::Acquire);
@@ -276,21 +294,32 @@ impl Connection {
             let frame = Request::Init { flags }.encode(id, &Caller::default());
             sync_call(&mut stream, id, op::INIT, &frame).map_err(|e| (e, false))?;
         }
-        let reader = stream.try_clone().map_err(|e| (e, false))?;
+        let read_half = stream.try_clone().map_err(|e| (e, false))?;
+
+        let (generation, epoch) = {
+            let mut link = lock(&self.link);
+            if link.instance != 0 && link.instance != welcome.instance {
+                link.epoch = link.epoch.wrapping_add(1) & EPOCH_MASK;
+                log::warn!(
+                    "server at {} restarted: node ids and open files of the old one are stale",
+                    self.opts.addr
+                );
+            }
+            link.instance = welcome.instance;
+            link.server_caps = welcome.caps;
+            link.generation += 1;
+            self.epoch.store(link.epoch, Ordering::Release);
+            (link.generation, link.epoch)
+        };
+        // Readable before anything is resent: the server blocks if its replies are
+        // not read.
+        *lock(&self.reader) = Some(ReadSide {
+            r: BufReader::with_capacity(32 * 1024, read_half),
+            epoch,
+            generation,
+        });
 
         let mut link = lock(&self.link);
-        if link.instance != 0 && link.instance != welcome.instance {
-            link.epoch = link.epoch.wrapping_add(1) & EPOCH_MASK;
-            log::warn!(
-                "server at {} restarted: node ids and open files of the old one are stale",
-                self.opts.addr
-            );
-        }
-        link.instance = welcome.instance;
-        link.server_caps = welcome.caps;
-        self.epoch.store(link.epoch, Ordering::Release);
-        let epoch = link.epoch;
-
         // Replay what is in flight, oldest first; what names ids of a dead server
         // instance fails with EIO (its outcome there is unknown).
         let mut resend = Vec::new();
@@ -312,6 +341,7 @@ impl Connection {
         resend.sort_by_key(|(id, _)| *id);
         if !resend.is_empty() {
             log::info!("resending {} requests", resend.len());
+            self.nudge_reader();
         }
         for (_, frame) in &resend {
             if let Err(e) = stream.write_all(frame) {
@@ -319,52 +349,101 @@ impl Connection {
                 return Err((e, false));
             }
         }
-        link.generation += 1;
         link.stream = Some(stream);
         link.disconnected_since = None;
         link.last_error = None;
         link.refused = false;
-        let generation = link.generation;
         self.link_cv.notify_all();
+        drop(link);
         log::info!("connected to {}", self.opts.addr);
-        Ok((reader, generation, epoch))
+        Ok(generation)
     }
 
-    /// Hands replies to their waiters until the stream ends; returns why it ended.
-    fn read_replies(&self, stream: Stream, epoch: u32) -> io::Error {
-        let mut r = BufReader::with_capacity(32 * 1024, &stream);
-        let err = loop {
-            let mut hb = [0u8; HEADER_LEN];
-            if let Err(e) = r.read_exact(&mut hb) {
-                break e;
+    /// Marks connection `generation` as lost (once) and wakes the manager.
+    fn lost(&self, generation: u64, why: &io::Error) {
+        let mut link = lock(&self.link);
+        if link.generation != generation {
+            return;
+        }
+        if let Some(s) = link.stream.take() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        link.disconnected_since.get_or_insert_with(Instant::now);
+        link.last_error = Some(why.to_string());
+        self.link_cv.notify_all();
+    }
+
+    /// As the reader: hands replies to their waiters until `me` has its own or the
+    /// stream fails (then the read side is dropped and the error returned).
+    fn read_until(&self, side: &mut Option<ReadSide>, me: &Waiter) -> Result<(), (io::Error, u64)> {
+        loop {
+            if lock(&me.slot).result.is_some() {
+                return Ok(());
             }
-            let h = match Header::parse(&hb) {
-                Ok(h) if h.is_reply() => h,
-                Ok(_) => break invalid("request frame from the server"),
-                Err(e) => break invalid(&format!("malformed frame: {e}")),
+            let Some(rs) = side.as_mut() else {
+                return Ok(());
             };
-            let mut body = vec![0u8; h.body_len()];
-            if let Err(e) = r.read_exact(&mut body) {
-                break e;
+            match read_reply_frame(&mut rs.r) {
+                Ok((h, body)) => {
+                    let p = lock(&self.pending).remove(&h.id);
+                    let Some(p) = p else {
+                        // Timed out, or a duplicate answer to a resent request.
+                        log::debug!("reply to unknown request {}", h.id);
+                        continue;
+                    };
+                    if p.op != h.op {
+                        fill(&p.waiter, Err(errno(libc::EIO)));
+                        let e = invalid(&format!(
+                            "reply with op {} to request {} of op {}",
+                            h.op, h.id, p.op
+                        ));
+                        let gen = rs.generation;
+                        let _ = rs.r.get_ref().shutdown(Shutdown::Both);
+                        *side = None;
+                        return Err((e, gen));
+                    }
+                    let epoch = rs.epoch;
+                    let mine = std::ptr::eq(Arc::as_ptr(&p.waiter), me);
+                    fill(&p.waiter, Ok(Reply { epoch, body }));
+                    if mine {
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    let gen = rs.generation;
+                    let _ = rs.r.get_ref().shutdown(Shutdown::Both);
+                    *side = None;
+                    return Err((e, gen));
+                }
             }
-            let mut pending = lock(&self.pending);
-            let Some(p) = pending.remove(&h.id) else {
-                // Timed out, or a duplicate answer to a resent request.
-                log::debug!("reply to unknown request {}", h.id);
+        }
+    }
+
+    /// Asks one waiting caller to take over reading (preferring one that sleeps).
+    fn nudge_reader(&self) {
+        let pending = lock(&self.pending);
+        let mut fallback = None;
+        for p in pending.values() {
+            let mut s = lock(&p.waiter.slot);
+            if s.result.is_some() {
                 continue;
-            };
-            drop(pending);
-            if p.op != h.op {
-                fill(&p.waiter, Err(errno(libc::EIO)));
-                break invalid(&format!(
-                    "reply with op {} to request {} of op {}",
-                    h.op, h.id, p.op
-                ));
             }
-            fill(&p.waiter, Ok(Reply { epoch, body }));
-        };
-        let _ = stream.shutdown(Shutdown::Both);
-        err
+            if s.waiting {
+                s.nudged = true;
+                p.waiter.cv.notify_one();
+                return;
+            }
+            if fallback.is_none() {
+                fallback = Some(p.waiter.clone());
+            }
+        }
+        if let Some(w) = fallback {
+            let mut s = lock(&w.slot);
+            s.nudged = true;
+            if s.waiting {
+                w.cv.notify_one();
+            }
+        }
     }
 
     fn deliver(&self, id: u64, outcome: io::Result<Reply>) {
@@ -380,6 +459,17 @@ impl Connection {
         if let Some(s) = &link.stream {
             let _ = s.shutdown(Shutdown::Both);
         }
+    }
+
+    /// Drops a stream a write failed on; the manager reconnects and resends.
+    fn write_failed(&self, link: &mut Link, what: &str, e: &io::Error) {
+        log::debug!("{what}: {e}");
+        if let Some(s) = link.stream.take() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        link.disconnected_since.get_or_insert_with(Instant::now);
+        link.last_error = Some(e.to_string());
+        self.link_cv.notify_all();
     }
 
     /// Registers request `id` and sends it if connected (else the manager will).
@@ -410,10 +500,7 @@ impl Connection {
         if let Some(s) = link.stream.as_mut() {
             if let Err(e) = s.write_all(&frame) {
                 // Stays pending: the manager resends it on the next connection.
-                log::debug!("sending request {id}: {e}");
-                let _ = s.shutdown(Shutdown::Both);
-                link.stream = None;
-                link.disconnected_since.get_or_insert_with(Instant::now);
+                self.write_failed(&mut link, &format!("sending request {id}"), &e);
             }
         }
         Ok(waiter)
@@ -424,30 +511,53 @@ impl Connection {
         let mut link = lock(&self.link);
         if let Some(s) = link.stream.as_mut() {
             if let Err(e) = s.write_all(frame) {
-                log::debug!("sending one-way frame: {e}");
-                let _ = s.shutdown(Shutdown::Both);
-                link.stream = None;
-                link.disconnected_since.get_or_insert_with(Instant::now);
+                self.write_failed(&mut link, "sending a one-way frame", &e);
             }
         }
     }
 
-    /// Waits for the reply to `id`. Gives up with EIO once the client has been
-    /// disconnected for `timeout` (counted from when the request was made at most).
+    /// Waits for the reply to `id`, reading replies for everyone while nobody else
+    /// does. Gives up with EIO once the client has been disconnected for `timeout`
+    /// (counted from when the request was made at most).
     fn wait(&self, id: u64, waiter: &Waiter, started: Instant) -> io::Result<Reply> {
         loop {
             {
-                let mut slot = lock(&waiter.slot);
-                if let Some(r) = slot.take() {
+                let mut s = lock(&waiter.slot);
+                if let Some(r) = s.result.take() {
                     return r;
                 }
-                slot = waiter
-                    .cv
-                    .wait_timeout(slot, Duration::from_millis(250))
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-                if let Some(r) = slot.take() {
-                    return r;
+                s.nudged = false;
+            }
+            let reader = match self.reader.try_lock() {
+                Ok(g) => Some(g),
+                Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut side) = reader {
+                if side.is_some() {
+                    let res = self.read_until(&mut side, waiter);
+                    drop(side);
+                    if let Err((e, generation)) = res {
+                        self.lost(generation, &e);
+                    }
+                    // Somebody else must read for the requests still in flight.
+                    self.nudge_reader();
+                    continue;
+                }
+            }
+            {
+                let mut s = lock(&waiter.slot);
+                if s.result.is_none() && !s.nudged {
+                    s.waiting = true;
+                    s = waiter
+                        .cv
+                        .wait_timeout(s, Duration::from_millis(250))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                    s.waiting = false;
+                }
+                if s.result.is_some() || s.nudged {
+                    continue;
                 }
             }
             let since = lock(&self.link).disconnected_since;
@@ -514,8 +624,26 @@ impl Connection {
 }
 
 fn fill(w: &Waiter, outcome: io::Result<Reply>) {
-    *lock(&w.slot) = Some(outcome);
-    w.cv.notify_one();
+    let mut s = lock(&w.slot);
+    s.result = Some(outcome);
+    // Only a sleeper needs the (system call) wake-up; `waiting` changes under the lock.
+    if s.waiting {
+        w.cv.notify_one();
+    }
+}
+
+/// Reads one reply frame.
+fn read_reply_frame(r: &mut impl Read) -> io::Result<(Header, Vec<u8>)> {
+    let mut hb = [0u8; HEADER_LEN];
+    r.read_exact(&mut hb)?;
+    let h = match Header::parse(&hb) {
+        Ok(h) if h.is_reply() => h,
+        Ok(_) => return Err(invalid("request frame from the server")),
+        Err(e) => return Err(invalid(&format!("malformed frame: {e}"))),
+    };
+    let mut body = vec![0u8; h.body_len()];
+    r.read_exact(&mut body)?;
+    Ok((h, body))
 }
 
 fn invalid(msg: &str) -> io::Error {

@@ -96,4 +96,26 @@ mod tests {
         assert_eq!(c.slots.len(), 1, "one slot per pid");
         assert!(c.get(0, 0, 0, t0).is_err(), "pid 0 has no /proc entry");
     }
+
+    /// The numbers behind the cache (docs/protocol.md):
+    /// `cargo test --release --lib pipe::groups -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn measure_cost() {
+        let me = std::process::id() as i32;
+        let n = 20_000;
+        let t = Instant::now();
+        for _ in 0..n {
+            read_proc_groups(me).unwrap();
+        }
+        let uncached = t.elapsed() / n;
+        let mut c = Cache::default();
+        let t0 = Instant::now();
+        let t = Instant::now();
+        for _ in 0..n {
+            c.get(me, 1, 2, t0).unwrap();
+        }
+        let cached = t.elapsed() / n;
+        eprintln!("groups of a caller: /proc read {uncached:?}, cache hit {cached:?}");
+    }
 }

@@ -268,9 +268,7 @@ where
                 return;
             }
             let next = {
-                let Ok(mut r) = conn.reader.lock() else {
-                    return;
-                };
+                let mut r = conn.reader.lock().unwrap_or_else(|e| e.into_inner());
                 if conn.closed.load(Ordering::Acquire) {
                     return;
                 }
@@ -290,7 +288,20 @@ where
                 self.forget(&caller, items);
                 continue;
             }
-            let frame = creds::with_forwarded_groups(&caller.groups, || match req {
+            let frame = self.answer(h, &caller, req);
+            let mut w = conn.writer.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = w.write_all(&frame) {
+                drop(w);
+                return conn.close(Some(e));
+            }
+        }
+    }
+
+    /// Runs one request and encodes its reply frame. A panic in the filesystem
+    /// becomes an EIO reply: one bad request must not take its connection down.
+    fn answer(&self, h: Header, caller: &Caller, req: Request) -> Vec<u8> {
+        let run = || {
+            creds::with_forwarded_groups(&caller.groups, || match req {
                 Request::Read {
                     node,
                     handle,
@@ -302,7 +313,7 @@ where
                     let limit = buf.len() + size as usize;
                     let mut w = VecWriter::append_to(std::mem::take(buf), limit);
                     let res = self.fs.read(
-                        &context(&caller),
+                        &context(caller),
                         node.into(),
                         handle.into(),
                         &mut w,
@@ -314,14 +325,14 @@ where
                     *buf = w.buf;
                     res.map(drop).map_err(|e| host::errno_to_wire(&e))
                 }),
-                req => wire::encode_reply(h.op, h.id, &self.dispatch(&caller, req)),
-            });
-            let Ok(mut w) = conn.writer.lock() else {
-                return;
-            };
-            if let Err(e) = w.write_all(&frame) {
-                drop(w);
-                return conn.close(Some(e));
+                req => wire::encode_reply(h.op, h.id, &self.dispatch(caller, req)),
+            })
+        };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+            Ok(frame) => frame,
+            Err(_) => {
+                log::error!("request {} (op {}) panicked; answering EIO", h.id, h.op);
+                wire::encode_reply(h.op, h.id, &Err(libc::EIO))
             }
         }
     }
@@ -736,5 +747,75 @@ fn open_in_flags(w: u32) -> u32 {
         fuse_backend_rs::abi::fuse_abi::FOPEN_IN_KILL_SUIDGID
     } else {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::stat64;
+
+    /// getattr panics; everything else is the trait's default.
+    struct Grumpy;
+
+    impl FileSystem for Grumpy {
+        type Inode = u64;
+        type Handle = u64;
+
+        fn getattr(
+            &self,
+            _ctx: &Context,
+            _inode: u64,
+            _handle: Option<u64>,
+        ) -> io::Result<(stat64, Duration)> {
+            panic!("getattr of a grumpy filesystem");
+        }
+    }
+
+    fn header(op: u16, id: u64) -> Header {
+        Header {
+            len: 12,
+            op,
+            flags: 0,
+            id,
+        }
+    }
+
+    #[test]
+    fn a_panicking_request_is_answered_with_eio() {
+        let server = PipeServer::new(Arc::new(Grumpy), ServeOptions::default());
+        let caller = Caller::default();
+        let frame = server.answer(
+            header(wire::op::GETATTR, 7),
+            &caller,
+            Request::Getattr {
+                node: 1,
+                handle: None,
+            },
+        );
+        let h = Header::parse(frame[..HEADER_LEN].try_into().unwrap()).unwrap();
+        assert_eq!((h.id, h.op, h.is_reply()), (7, wire::op::GETATTR, true));
+        assert_eq!(
+            wire::decode_reply(h.op, &frame[HEADER_LEN..]),
+            Ok(Err(libc::EIO))
+        );
+        // The server still answers the next request (the trait's default statfs).
+        let frame = server.answer(
+            header(wire::op::STATFS, 8),
+            &caller,
+            Request::Statfs { node: 1 },
+        );
+        let got = wire::decode_reply(wire::op::STATFS, &frame[HEADER_LEN..]).unwrap();
+        assert!(matches!(got, Ok(ReplyData::Statfs(s)) if s.namemax == 255));
+        // Unsupported operations come back as the filesystem's errno.
+        let frame = server.answer(
+            header(wire::op::READLINK, 9),
+            &caller,
+            Request::Readlink { node: 1 },
+        );
+        assert_eq!(
+            wire::decode_reply(wire::op::READLINK, &frame[HEADER_LEN..]),
+            Ok(Err(libc::ENOSYS))
+        );
     }
 }
