@@ -301,28 +301,7 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
         ready.notify();
     }
 
-    loop {
-        if let Some(sig) = platform::wait_termination_signal(200) {
-            log::info!("signal {sig}: unmounting {}", mount.mountpoint().display());
-            if let Err(e) = mount.unmount() {
-                return Err(format!("unmount {}: {e}", mount.mountpoint().display()));
-            }
-            break;
-        }
-        if workers.all_stopped() {
-            log::info!("{} was unmounted", mount.mountpoint().display());
-            break;
-        }
-    }
-    // Workers see the connection end once the mount is gone; don't wait on stuck ones.
-    for _ in 0..25 {
-        if workers.all_stopped() {
-            workers.join();
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(40));
-    }
-    Ok(())
+    mount.run_until_done(workers).map_err(|e| e.to_string())
 }
 
 fn run_owners(args: OwnersArgs) -> Result<(), String> {
@@ -521,25 +500,5 @@ fn run_client(args: ClientArgs) -> Result<(), String> {
             return Err(format!("starting workers: {e}"));
         }
     };
-    loop {
-        if let Some(sig) = platform::wait_termination_signal(200) {
-            log::info!("signal {sig}: unmounting {}", mount.mountpoint().display());
-            if let Err(e) = mount.unmount() {
-                return Err(format!("unmount {}: {e}", mount.mountpoint().display()));
-            }
-            break;
-        }
-        if workers.all_stopped() {
-            log::info!("{} was unmounted", mount.mountpoint().display());
-            break;
-        }
-    }
-    for _ in 0..25 {
-        if workers.all_stopped() {
-            workers.join();
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(40));
-    }
-    Ok(())
+    mount.run_until_done(workers).map_err(|e| e.to_string())
 }

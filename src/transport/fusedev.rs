@@ -211,6 +211,32 @@ impl FuseMount {
         }
     }
 
+    /// Serves until a termination signal (then unmounts) or an unmount from outside.
+    /// Termination signals must be blocked in every thread beforehand.
+    pub fn run_until_done(&mut self, workers: Workers) -> io::Result<()> {
+        loop {
+            if let Some(sig) = platform::wait_termination_signal(200) {
+                log::info!("signal {sig}: unmounting {}", self.path.display());
+                self.unmount()
+                    .map_err(|e| context(e, format!("unmount {}", self.path.display())))?;
+                break;
+            }
+            if workers.all_stopped() {
+                log::info!("{} was unmounted", self.path.display());
+                break;
+            }
+        }
+        // Workers see the connection end once the mount is gone; don't wait on stuck ones.
+        for _ in 0..25 {
+            if workers.all_stopped() {
+                workers.join();
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(40));
+        }
+        Ok(())
+    }
+
     /// One device fd per worker thread (FUSE_DEV_IOC_CLONE). Done before privileges
     /// are dropped, since opening /dev/fuse may need them.
     pub fn channels(&self, threads: usize) -> io::Result<Vec<OwnedFd>> {
