@@ -7,11 +7,13 @@
 #     and process utilities (apt-get update runs only if one is missing)
 #   - the dummy users/groups pjdfstest switches to: nobody:nogroup, tests:tests
 #   - user_allow_other in /etc/fuse.conf, and a usable /dev/fuse
-#   - pjdfstest 0.2.2 under .tools/ in the repository
+#   - pjdfstest 0.2.2 and fsx 0.3.2 (data-integrity exerciser) under .tools/ in
+#     the repository
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PJDFSTEST_VERSION="0.2.2"
+FSX_VERSION="0.3.2"
 TOOLS="$REPO/.tools"
 
 log() { printf 'deps: %s\n' "$*"; }
@@ -110,28 +112,33 @@ if [[ $(stat -c %a /dev/fuse) != 666 ]]; then
     "${SUDO[@]}" chmod 0666 /dev/fuse
 fi
 
-# --- pjdfstest ----------------------------------------------------------------
-pjdfstest_ok() {
-    [[ -x $TOOLS/bin/pjdfstest ]] &&
-        [[ "$("$TOOLS/bin/pjdfstest" --version 2>/dev/null)" == "pjdfstest $PJDFSTEST_VERSION" ]]
+# --- test tools: pjdfstest, fsx -----------------------------------------------
+# Each is a crates.io binary installed into .tools/ at a pinned version.
+tool_ok() { # name version
+    [[ -x $TOOLS/bin/$1 ]] &&
+        [[ "$("$TOOLS/bin/$1" --version 2>/dev/null)" == "$1 $2" ]]
 }
 
-if ! pjdfstest_ok; then
+install_tool() { # name version
+    local name=$1 version=$2
+    tool_ok "$name" "$version" && return 0
     mkdir -p "$TOOLS"
     # Serialise concurrent runs: one installs, the others wait and then see it.
     exec 9>"$TOOLS/.install.lock"
     flock 9
-    if ! pjdfstest_ok; then
-        log "installing pjdfstest $PJDFSTEST_VERSION into $TOOLS (about a minute)"
-        cargo install --locked --quiet pjdfstest --version "$PJDFSTEST_VERSION" \
-            --root "$TOOLS"
+    if ! tool_ok "$name" "$version"; then
+        log "installing $name $version into $TOOLS (about a minute)"
+        cargo install --locked --quiet "$name" --version "$version" --root "$TOOLS"
     fi
     flock -u 9
     exec 9>&-
-    pjdfstest_ok || {
-        echo "deps: pjdfstest $PJDFSTEST_VERSION not usable at $TOOLS/bin" >&2
+    tool_ok "$name" "$version" || {
+        echo "deps: $name $version not usable at $TOOLS/bin" >&2
         exit 1
     }
-fi
+}
+
+install_tool pjdfstest "$PJDFSTEST_VERSION"
+install_tool fsx "$FSX_VERSION"
 
 log "ok"

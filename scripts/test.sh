@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's single test command (also what CI runs, via .ci/run):
 # dependencies, formatting, lints, unit and integration tests, then the
-# pjdfstest POSIX compliance suite on ownfs mounts. Stops at the first failure.
+# pjdfstest POSIX compliance suite and the fsx data-integrity exerciser on ownfs
+# mounts. Stops at the first failure.
 # Needs root: the integration tests and pjdfstest mount FUSE file systems.
 set -euo pipefail
 
@@ -33,5 +34,9 @@ cargo test --release -- --test-threads=1
 section "pjdfstest (pjdfstest/run.sh)"
 # Serial: parallel modes on a 2-core machine starve the timing-sensitive tests (etxtbsy).
 pjdfstest/run.sh --no-deps --serial
+
+section "fsx data integrity (scripts/fsx.sh)"
+# Defaults: 120k operations in each of root, writeback, rootless and pipe; ~2.5 min.
+scripts/fsx.sh --no-deps
 
 printf '(%ds)\n\n==== all checks passed in %ds ====\n' $((SECONDS - section_start)) $((SECONDS - started))

@@ -1,0 +1,427 @@
+#!/usr/bin/env bash
+# Data-integrity test: runs fsx (the File System eXerciser, Rust port 0.3.2,
+# installed into .tools/ by scripts/deps.sh) on a file inside ownfs mounts.
+# fsx applies a pseudorandom, seed-reproducible sequence of writes, mmap
+# writes, truncates, fallocate/punch-hole, copy_file_range, ... and checks every
+# read and every file size against an in-memory model of the file. The
+# operation mix is scripts/fsx.toml.
+#
+# usage: scripts/fsx.sh [options] [MODE...]
+#
+# Modes (default: root writeback rootless pipe); each gets a fresh, empty
+# source directory and its own mount:
+#   root            ownfs mount SRC MNT
+#   writeback       ownfs mount SRC MNT --writeback
+#   rootless        ownfs mount SRC MNT --run-as UID:GID, SRC owned by UID:GID
+#                   (default 4000:4000)
+#   pipe            fuse-pipe: ownfs serve SRC --listen unix:SOCK (as root) and
+#                   ownfs client MNT --connect unix:SOCK
+#   pipe-rootless   as pipe, with ownfs serve ... --run-as UID:GID (not default)
+#
+# Options:
+#   --ops N        operations per mode, split evenly over the seeds
+#                  (default 120000)
+#   --seeds "S.."  fsx seeds, run one after another in each mode (default "1 2 3")
+#   --jobs N       modes run at the same time (default 2)
+#   --no-build     use the existing target/release/ownfs
+#   --no-deps      skip scripts/deps.sh
+#
+# A longer soak, e.g. before a release (about 8x the default; 15-30 min on
+# 2 cores for the 4 default modes; the default run takes about 2 min):
+#   scripts/fsx.sh --ops 1000000 --seeds "11 12 13 14"
+# Fresh seeds each time: scripts/fsx.sh --seeds "$RANDOM $RANDOM $RANDOM"
+#
+# Reproduce a failure: each FAILED line ends with the command that replays the
+# same operation sequence, `scripts/fsx.sh --ops OPS --seeds SEED MODE` with OPS
+# the operations of one fsx run.
+#
+# Environment:
+#   OWNFS_BIN       ownfs binary (default target/release/ownfs)
+#   RUST_LOG        ownfs log level (default warn)
+#   OWNFS_FSX_WORK  where the source directories and mountpoints go
+#                   (default /var/tmp/ownfs-fsx)
+#   OWNFS_FSX_RUN_AS  UID:GID of the rootless server (default 4000:4000)
+#   FSX_TIMEOUT     seconds allowed per fsx run (default 120 + 1 per 200 of its
+#                   operations)
+#   FSX_ARGS        extra fsx arguments, e.g. "-v"; "--inject 100" (fsx skips
+#                   operation 100, a simulated lost write) checks that the
+#                   harness reports a mismatch
+#
+# Output: one line per mode, `fsx[MODE]: N operations, M mismatches, seeds S1,S2`
+# (N counts the operations of the runs that completed; M is the number of runs
+# that found wrong data or a wrong file size; fsx stops at its first). On any
+# failure also `fsx[MODE]: FAILED seed S: ...` with the artifact directory
+# (target/fsx/MODE/seed-S: fsx's log with its operation history, the expected
+# contents FILE.fsxgood, the actual contents FILE.fsxbad, the ownfs logs), and
+# the exit status is 1. Mounts and servers are always cleaned up, also on
+# errors and on SIGINT/SIGTERM.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+FSX="$REPO/.tools/bin/fsx"
+FSX_CONFIG="$REPO/scripts/fsx.toml"
+OWNFS="${OWNFS_BIN:-$REPO/target/release/ownfs}"
+ARTIFACTS="$REPO/target/fsx"
+WORK="${OWNFS_FSX_WORK:-/var/tmp/ownfs-fsx}"
+RUN_AS="${OWNFS_FSX_RUN_AS:-4000:4000}"
+ALL_MODES=(root writeback rootless pipe pipe-rootless)
+DEFAULT_MODES=(root writeback rootless pipe)
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+die() {
+    echo "fsx.sh: $*" >&2
+    exit 2
+}
+
+ops=120000
+seeds_arg="1 2 3"
+jobs=2
+build=1
+deps=1
+modes=()
+while (($#)); do
+    case $1 in
+    --ops) ops=${2:-}; shift ;;
+    --seeds) seeds_arg=${2:-}; shift ;;
+    --jobs) jobs=${2:-}; shift ;;
+    --no-build) build=0 ;;
+    --no-deps) deps=0 ;;
+    -h | --help) usage; exit 0 ;;
+    -*) die "unknown option '$1' (try --help)" ;;
+    *)
+        [[ " ${ALL_MODES[*]} " == *" $1 "* ]] || die "unknown mode '$1' (try --help)"
+        modes+=("$1")
+        ;;
+    esac
+    shift
+done
+((${#modes[@]})) || modes=("${DEFAULT_MODES[@]}")
+read -r -a seeds <<<"$seeds_arg"
+[[ $ops =~ ^[1-9][0-9]*$ ]] || die "--ops needs a positive number"
+[[ $jobs =~ ^[1-9][0-9]*$ ]] || die "--jobs needs a positive number"
+((${#seeds[@]})) || die "--seeds needs at least one seed"
+for s in "${seeds[@]}"; do
+    [[ $s =~ ^[0-9]+$ ]] || die "seeds are unsigned integers (got '$s')"
+done
+if [[ ! $RUN_AS =~ ^[0-9]+:[0-9]+$ ]] || [[ $RUN_AS == 0:* || $RUN_AS == *:0 ]]; then
+    die "OWNFS_FSX_RUN_AS must be UID:GID, not root (got '$RUN_AS')"
+fi
+[[ $EUID -eq 0 ]] || die "must run as root (it mounts FUSE file systems)"
+
+fsx_args=()
+read -r -a fsx_args <<<"${FSX_ARGS:-}"
+
+# Operations per fsx run (rounded up, so the total is at least --ops).
+per_seed=$(((ops + ${#seeds[@]} - 1) / ${#seeds[@]}))
+timeout_s="${FSX_TIMEOUT:-$((120 + per_seed / 200))}"
+
+# --- helpers ------------------------------------------------------------------
+
+# The mount table is read from /proc/self/mountinfo: stat(2) on a hung FUSE
+# mount could block.
+is_mounted() {
+    awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo
+}
+fstype_of() {
+    awk -v m="$1" '$5 == m { for (i = 7; i <= NF; i++) if ($i == "-") { t = $(i + 1); break } }
+                   END { if (t == "") exit 1; print t }' /proc/self/mountinfo
+}
+# Running, and not a zombie?
+alive() {
+    local st
+    st="$(awk '/^State:/ { print $2 }' "/proc/$1/status" 2>/dev/null)" || return 1
+    [[ -n $st && $st != Z ]]
+}
+# Send SIGTERM to $1 and wait up to 10 s; SIGKILL if it is still there.
+# Returns the process's exit status.
+stop_process() {
+    local pid=$1 i rc=0
+    if alive "$pid"; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < 100; i++)); do
+            alive "$pid" || break
+            sleep 0.1
+        done
+        if alive "$pid"; then
+            echo "process $pid ignored SIGTERM for 10 s; killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    wait "$pid" 2>/dev/null || rc=$?
+    return "$rc"
+}
+# Unmount $1 however stuck its server is: abort the FUSE connection first.
+force_unmount() {
+    local mnt=$1 dev conn=/sys/fs/fuse/connections
+    is_mounted "$mnt" || return 0
+    timeout 10 umount "$mnt" 2>/dev/null && return 0
+    dev="$(awk -v m="$mnt" '$5 == m { d = $3 } END { print d }' /proc/self/mountinfo)"
+    if [[ $dev == 0:* ]]; then
+        if [[ ! -d $conn/${dev#0:} ]] && ! is_mounted "$conn"; then
+            mount -t fusectl fusectl "$conn" 2>/dev/null || true
+        fi
+        echo 1 >"$conn/${dev#0:}/abort" 2>/dev/null || true
+    fi
+    timeout 10 umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
+    ! is_mounted "$mnt"
+}
+
+# --- one mode (runs in a subshell) ----------------------------------------------
+
+mnt_of() { echo "$WORK/$1/mnt"; }
+
+server_pid=""
+serve_pid=""
+fsx_pid=""
+mode_mnt=""
+trouble=""
+
+# shellcheck disable=SC2317 # invoked by a trap
+cleanup_mode() {
+    local rc
+    if [[ -n $fsx_pid ]]; then
+        kill -TERM "$fsx_pid" 2>/dev/null || true
+        wait "$fsx_pid" 2>/dev/null || true
+        fsx_pid=""
+    fi
+    if [[ -n $server_pid ]]; then
+        rc=0
+        stop_process "$server_pid" >>"$mode_log" || rc=$?
+        echo "ownfs (mount/client) exit status: $rc" >>"$mode_log"
+        ((rc == 0)) || trouble+="ownfs exited with status $rc; "
+        server_pid=""
+    fi
+    # The fuse-pipe host side goes after the client that talks to it.
+    if [[ -n $serve_pid ]]; then
+        rc=0
+        stop_process "$serve_pid" >>"$mode_log" || rc=$?
+        echo "ownfs serve exit status: $rc" >>"$mode_log"
+        ((rc == 0)) || trouble+="ownfs serve exited with status $rc; "
+        serve_pid=""
+    fi
+    if [[ -n $mode_mnt ]] && is_mounted "$mode_mnt"; then
+        trouble+="$mode_mnt still mounted after ownfs exited; "
+        force_unmount "$mode_mnt" || trouble+="could not unmount $mode_mnt; "
+    fi
+    if [[ -n $mode_mnt ]] && ! is_mounted "$mode_mnt"; then
+        rm -rf --one-file-system "${WORK:?}/${mode:?}"
+    fi
+    mode_mnt=""
+}
+
+write_result() { # operations mismatches
+    {
+        printf 'r_ops=%d\nr_mismatches=%d\n' "$1" "$2"
+        printf 'r_failures=%q\n' "$failures"
+        printf 'r_trouble=%q\n' "$trouble"
+        printf 'r_wall=%d\n' $((SECONDS - mode_start))
+    } >"$result.tmp"
+    mv "$result.tmp" "$result"
+}
+
+run_mode() {
+    mode=$1
+    mode_start=$SECONDS
+    local dir="$WORK/$mode" src mnt sock t
+    local art="$ARTIFACTS/$mode"
+    src="$dir/src"
+    mnt="$(mnt_of "$mode")"
+    sock="$dir/pipe.sock"
+    mode_log="$art/harness.log"
+    result="$ARTIFACTS/$mode.result"
+    failures=""
+    rm -rf "$art" "$result"
+    mkdir -p "$art"
+    : >"$mode_log"
+
+    trap cleanup_mode EXIT
+    trap 'trouble+="interrupted; "; write_result 0 0; exit 130' INT TERM
+
+    setup_failed() {
+        trouble+="$*; "
+        cleanup_mode
+        write_result 0 0
+        exit 1
+    }
+
+    if is_mounted "$mnt"; then
+        [[ "$(fstype_of "$mnt")" == fuse.ownfs ]] ||
+            setup_failed "$mnt is mounted, and not by ownfs"
+        echo "removing a stale ownfs mount at $mnt" >>"$mode_log"
+        force_unmount "$mnt" || setup_failed "cannot unmount stale $mnt"
+    fi
+    rm -rf --one-file-system "$dir"
+    mkdir -p "$src" "$mnt"
+    chmod 0755 "$dir" "$src"
+    case $mode in
+    rootless | pipe-rootless) chown "$RUN_AS" "$src" ;;
+    esac
+    mode_mnt="$mnt"
+
+    local -a mount_flags=() serve_flags=()
+    case $mode in
+    writeback) mount_flags=(--writeback) ;;
+    rootless) mount_flags=(--run-as "$RUN_AS") ;;
+    pipe-rootless) serve_flags=(--run-as "$RUN_AS") ;;
+    esac
+    export RUST_LOG="${RUST_LOG:-warn}"
+    if [[ $mode == pipe* ]]; then
+        echo "+ ownfs serve $src --listen unix:$sock ${serve_flags[*]}" >>"$mode_log"
+        "$OWNFS" serve "$src" --listen "unix:$sock" "${serve_flags[@]}" \
+            </dev/null >"$art/ownfs-serve.log" 2>&1 &
+        serve_pid=$!
+        for ((t = 0; t < 100; t++)); do
+            [[ -S $sock ]] && break
+            alive "$serve_pid" || break
+            sleep 0.1
+        done
+        [[ -S $sock ]] || setup_failed "ownfs serve did not listen on $sock within 10 s"
+        echo "+ ownfs client $mnt --connect unix:$sock" >>"$mode_log"
+        "$OWNFS" client "$mnt" --connect "unix:$sock" \
+            </dev/null >"$art/ownfs.log" 2>&1 &
+    else
+        echo "+ ownfs mount $src $mnt ${mount_flags[*]}" >>"$mode_log"
+        "$OWNFS" mount "$src" "$mnt" "${mount_flags[@]}" \
+            </dev/null >"$art/ownfs.log" 2>&1 &
+    fi
+    server_pid=$!
+    for ((t = 0; t < 300; t++)); do
+        [[ "$(fstype_of "$mnt" 2>/dev/null)" == fuse.ownfs ]] && break
+        alive "$server_pid" || break
+        sleep 0.1
+    done
+    [[ "$(fstype_of "$mnt" 2>/dev/null)" == fuse.ownfs ]] ||
+        setup_failed "ownfs did not mount $mnt within 30 s"
+    grep -F " $mnt " /proc/self/mountinfo >>"$mode_log"
+
+    local seed rc done_ops=0 mismatches=0 file sart what
+    for seed in "${seeds[@]}"; do
+        file="fsx-$seed"
+        sart="$art/seed-$seed"
+        mkdir -p "$sart"
+        echo "+ fsx -f $FSX_CONFIG -N $per_seed -S $seed -P $sart ${fsx_args[*]} $mnt/$file" >>"$mode_log"
+        rc=0
+        # In the background so that the signal traps run at once.
+        (cd "$sart" && exec timeout -k 10 "$timeout_s" "$FSX" -f "$FSX_CONFIG" \
+            -N "$per_seed" -S "$seed" -P "$sart" "${fsx_args[@]}" "$mnt/$file") \
+            </dev/null >"$sart/fsx.log" 2>&1 &
+        fsx_pid=$!
+        wait "$fsx_pid" || rc=$?
+        fsx_pid=""
+        echo "fsx exit status: $rc" >>"$mode_log"
+        if ((rc == 0)) && grep -q 'All operations completed A-OK' "$sart/fsx.log"; then
+            done_ops=$((done_ops + per_seed))
+            rm -rf "$sart"
+            continue
+        fi
+        # Keep what the file really holds, next to fsx's expected .fsxgood.
+        cp "$src/$file" "$sart/$file.fsxbad" 2>/dev/null || true
+        if grep -Eq 'miscompare|Size error|short read|short write|Short read' "$sart/fsx.log"; then
+            mismatches=$((mismatches + 1))
+            what="data mismatch"
+        elif ((rc == 124 || rc == 137)); then
+            what="fsx timed out after ${timeout_s}s"
+        else
+            what="fsx failed (exit status $rc)"
+        fi
+        # The first error line says what went wrong (a panic's reason is on the
+        # line after it).
+        what+=": $(awk '/panicked at/ { p = $0; getline; print p " " $0; exit }
+                        /ERROR|error/ { print; exit }' "$sart/fsx.log" | cut -c1-300)"
+        failures+="seed $seed: $what (artifacts $sart; rerun: scripts/fsx.sh --ops $per_seed --seeds $seed $mode)"$'\n'
+        if ! alive "$server_pid" || { [[ -n $serve_pid ]] && ! alive "$serve_pid"; }; then
+            trouble+="ownfs died during fsx seed $seed; "
+            break
+        fi
+    done
+
+    cleanup_mode
+    # Each failure's artifact directory gets the server logs too.
+    for sart in "$art"/seed-*/; do
+        [[ -d $sart ]] || continue
+        cp "$art/ownfs.log" "$sart" 2>/dev/null || true
+        [[ -f $art/ownfs-serve.log ]] && cp "$art/ownfs-serve.log" "$sart"
+    done
+    write_result "$done_ops" "$mismatches"
+}
+
+# --- main -----------------------------------------------------------------------
+
+if ((deps)); then
+    "$REPO/scripts/deps.sh"
+fi
+if ((build)) && [[ -z ${OWNFS_BIN:-} ]]; then
+    echo "== cargo build --release"
+    (cd "$REPO" && cargo build --release --quiet)
+fi
+[[ -x $OWNFS ]] || die "$OWNFS not found"
+[[ -x $FSX ]] || die "$FSX not found (run scripts/deps.sh)"
+[[ -f $FSX_CONFIG ]] || die "$FSX_CONFIG not found"
+
+mkdir -p "$WORK" "$ARTIFACTS"
+chmod 0755 "$WORK"
+# One run at a time: the mountpoints are fixed.
+exec 8>"$WORK/.lock"
+flock -n 8 || die "another scripts/fsx.sh is running (lock $WORK/.lock)"
+
+children=()
+# shellcheck disable=SC2317 # invoked by a trap
+main_cleanup() {
+    local p m
+    for p in "${children[@]}"; do
+        kill -TERM "$p" 2>/dev/null || true
+    done
+    for p in "${children[@]}"; do
+        wait "$p" 2>/dev/null || true
+    done
+    children=()
+    # Safety net: nothing of ours stays mounted.
+    for m in "${modes[@]}"; do
+        if is_mounted "$(mnt_of "$m")"; then
+            echo "fsx.sh: forcing unmount of $(mnt_of "$m")" >&2
+            force_unmount "$(mnt_of "$m")" || echo "fsx.sh: could not unmount $(mnt_of "$m")" >&2
+        fi
+    done
+}
+trap main_cleanup EXIT
+trap 'echo "fsx.sh: interrupted" >&2; exit 130' INT TERM
+
+started=$SECONDS
+echo "== fsx: ${modes[*]}; $per_seed operations x seeds ${seeds[*]} per mode, $jobs at a time"
+running=0
+for m in "${modes[@]}"; do
+    if ((running >= jobs)); then
+        wait -n || true
+        running=$((running - 1))
+    fi
+    (run_mode "$m") &
+    children+=($!)
+    running=$((running + 1))
+done
+for p in "${children[@]}"; do
+    wait "$p" || true
+done
+children=()
+
+overall=0
+seed_list="$(
+    IFS=,
+    echo "${seeds[*]}"
+)"
+for m in "${modes[@]}"; do
+    r_ops=0 r_mismatches=0 r_failures="" r_trouble="harness error (no result file)" r_wall="?"
+    # shellcheck disable=SC1090
+    [[ -f $ARTIFACTS/$m.result ]] && source "$ARTIFACTS/$m.result"
+    while IFS= read -r line; do
+        [[ -n $line ]] || continue
+        echo "fsx[$m]: FAILED $line"
+        overall=1
+    done <<<"$r_failures"
+    if [[ -n $r_trouble ]]; then
+        echo "fsx[$m]: ERROR: ${r_trouble%; } (log $ARTIFACTS/$m/harness.log)"
+        overall=1
+    fi
+    echo "fsx[$m]: $r_ops operations, $r_mismatches mismatches, seeds $seed_list (${r_wall}s)"
+done
+echo "== fsx: $((SECONDS - started))s"
+exit "$overall"
