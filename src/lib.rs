@@ -9,6 +9,7 @@
 
 pub mod creds;
 pub mod fs;
+pub mod negotiate;
 pub mod platform;
 pub mod tools;
 pub mod transport;

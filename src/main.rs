@@ -38,6 +38,38 @@ enum Command {
     Client(ClientArgs),
 }
 
+/// How a server applies ownership: shared by `mount` and `serve`.
+#[derive(Args, Clone)]
+struct OwnershipArgs {
+    /// Virtualize ownership instead of applying it on the host (on by default without CAP_CHOWN).
+    #[arg(long)]
+    rootless: bool,
+    /// Drop for good to UID:GID once the mount or socket is set up, before serving
+    /// (implies --rootless).
+    #[arg(long, value_name = "UID:GID", value_parser = parse_ids)]
+    run_as: Option<(u32, u32)>,
+    /// In rootless mode, host files owned by the server appear owned by UID:GID.
+    #[arg(long, value_name = "UID:GID", value_parser = parse_ids, default_value = "0:0")]
+    default_owner: (u32, u32),
+}
+
+impl OwnershipArgs {
+    fn rootless(&self) -> bool {
+        self.rootless || self.run_as.is_some() || !platform::has_cap_chown()
+    }
+
+    /// The overlay settings, read after privileges were dropped.
+    fn config(&self, rootless: bool) -> Option<Rootless> {
+        rootless.then(|| Rootless {
+            default_uid: self.default_owner.0,
+            default_gid: self.default_owner.1,
+            server_uid: platform::geteuid(),
+            server_gid: platform::getegid(),
+            try_host_chown: platform::has_cap_chown(),
+        })
+    }
+}
+
 /// Who served a rootless share, for the offline tools.
 #[derive(Args, Clone)]
 struct ShareIds {
@@ -97,15 +129,8 @@ struct MountArgs {
     /// Mount options, comma separated (mount(8) style; see README).
     #[arg(short = 'o', value_delimiter = ',')]
     options: Vec<String>,
-    /// Virtualize ownership instead of applying it on the host (on by default without CAP_CHOWN).
-    #[arg(long)]
-    rootless: bool,
-    /// Mount as root, then drop for good to UID:GID before serving (implies --rootless).
-    #[arg(long, value_name = "UID:GID", value_parser = parse_ids)]
-    run_as: Option<(u32, u32)>,
-    /// In rootless mode, host files owned by the server appear owned by UID:GID.
-    #[arg(long, value_name = "UID:GID", value_parser = parse_ids, default_value = "0:0")]
-    default_owner: (u32, u32),
+    #[command(flatten)]
+    own: OwnershipArgs,
     /// Detach once mounted (used by the mount.fuse3 helper form).
     #[arg(long, hide = true)]
     daemon: bool,
@@ -221,7 +246,7 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
         read_only: false,
         noexec: false,
         noatime: false,
-        owner: args.run_as,
+        owner: args.own.run_as,
     };
     apply_options(&mut args, &mut mount_opts)?;
 
@@ -239,7 +264,7 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
     platform::set_umask(0);
     platform::block_termination_signals().map_err(|e| format!("signal mask: {e}"))?;
 
-    let rootless = args.rootless || args.run_as.is_some() || !platform::has_cap_chown();
+    let rootless = args.own.rootless();
     if rootless {
         if !mount_opts.default_permissions {
             log::warn!("rootless mounts always use default_permissions");
@@ -255,7 +280,7 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
             return Err(format!("opening worker channels: {e}"));
         }
     };
-    if let Some((uid, gid)) = args.run_as {
+    if let Some((uid, gid)) = args.own.run_as {
         if let Err(e) = mount.keep_unmount_helper() {
             let _ = mount.unmount();
             return Err(format!("starting the unmount helper: {e}"));
@@ -267,13 +292,7 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
         log::info!("running as {uid}:{gid}");
     }
     let switch = !rootless && platform::geteuid() == 0;
-    let rootless_cfg = rootless.then(|| Rootless {
-        default_uid: args.default_owner.0,
-        default_gid: args.default_owner.1,
-        server_uid: platform::geteuid(),
-        server_gid: platform::getegid(),
-        try_host_chown: platform::has_cap_chown(),
-    });
+    let rootless_cfg = args.own.config(rootless);
     let cfg = Config {
         root: src.clone(),
         cache: args.cache,
@@ -334,15 +353,8 @@ struct ServeArgs {
     /// guest's connection to vsock port P at the host socket {uds_path}_{P}.
     #[arg(long, value_name = "ADDR")]
     listen: ownfs::transport::pipe::Address,
-    /// Virtualize ownership instead of applying it on the host (on by default without CAP_CHOWN).
-    #[arg(long)]
-    rootless: bool,
-    /// Bind, then drop for good to UID:GID before serving (implies --rootless).
-    #[arg(long, value_name = "UID:GID", value_parser = parse_ids)]
-    run_as: Option<(u32, u32)>,
-    /// In rootless mode, host files owned by the server appear owned by UID:GID.
-    #[arg(long, value_name = "UID:GID", value_parser = parse_ids, default_value = "0:0")]
-    default_owner: (u32, u32),
+    #[command(flatten)]
+    own: OwnershipArgs,
     /// Worker threads per connection.
     #[arg(long, default_value_t = 4)]
     threads: usize,
@@ -393,11 +405,11 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
     let listener =
         Listener::bind(&args.listen).map_err(|e| format!("listening on {}: {e}", args.listen))?;
     let socket_path = listener.path().map(|p| p.to_path_buf());
-    if let Some((uid, gid)) = args.run_as {
+    if let Some((uid, gid)) = args.own.run_as {
         platform::drop_privileges(uid, gid).map_err(|e| format!("dropping to {uid}:{gid}: {e}"))?;
         log::info!("running as {uid}:{gid}");
     }
-    let rootless = args.rootless || args.run_as.is_some() || !platform::has_cap_chown();
+    let rootless = args.own.rootless();
     let switch = !rootless && platform::geteuid() == 0;
     let cfg = Config {
         root: src.clone(),
@@ -405,13 +417,7 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
         // Used only when a client asks for it at init.
         writeback: true,
         creds: CredentialPolicy::new(switch, GroupSource::Forwarded),
-        rootless: rootless.then(|| Rootless {
-            default_uid: args.default_owner.0,
-            default_gid: args.default_owner.1,
-            server_uid: platform::geteuid(),
-            server_gid: platform::getegid(),
-            try_host_chown: platform::has_cap_chown(),
-        }),
+        rootless: args.own.config(rootless),
         // ACLs are the guest kernel's business; the host enforces them per request.
         posix_acl: false,
     };

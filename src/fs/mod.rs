@@ -483,15 +483,7 @@ impl FileSystem for Passthrough {
     type Handle = u64;
 
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
-        let mut want = FsOptions::ASYNC_READ
-            | FsOptions::BIG_WRITES
-            | FsOptions::MAX_PAGES
-            | FsOptions::PARALLEL_DIROPS
-            | FsOptions::DO_READDIRPLUS
-            | FsOptions::READDIRPLUS_AUTO
-            | FsOptions::ATOMIC_O_TRUNC
-            | FsOptions::EXPORT_SUPPORT
-            | FsOptions::HAS_IOCTL_DIR;
+        let mut want = crate::negotiate::base_options() | FsOptions::HAS_IOCTL_DIR;
         if self.cfg.posix_acl {
             want |= FsOptions::POSIX_ACL;
         }

@@ -866,14 +866,7 @@ impl FileSystem for RemoteFs {
     type Handle = u64;
 
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
-        let mut want = FsOptions::ASYNC_READ
-            | FsOptions::BIG_WRITES
-            | FsOptions::MAX_PAGES
-            | FsOptions::PARALLEL_DIROPS
-            | FsOptions::DO_READDIRPLUS
-            | FsOptions::READDIRPLUS_AUTO
-            | FsOptions::ATOMIC_O_TRUNC
-            | FsOptions::EXPORT_SUPPORT;
+        let mut want = crate::negotiate::base_options();
         let server_wb = self.conn.server_caps() & wire::CAP_WRITEBACK != 0;
         if self.writeback && capable.contains(FsOptions::WRITEBACK_CACHE) {
             if server_wb {

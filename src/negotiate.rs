@@ -1,0 +1,16 @@
+//! FUSE capabilities every ownfs `FileSystem` asks the kernel for at INIT.
+
+use fuse_backend_rs::abi::fuse_abi::FsOptions;
+
+/// Parallel lookups and readdir, 1 MiB requests, readdirplus, atomic O_TRUNC and
+/// NFS-style export. Without these, fuse-backend-rs's defaults give 4 KiB writes.
+pub fn base_options() -> FsOptions {
+    FsOptions::ASYNC_READ
+        | FsOptions::BIG_WRITES
+        | FsOptions::MAX_PAGES
+        | FsOptions::PARALLEL_DIROPS
+        | FsOptions::DO_READDIRPLUS
+        | FsOptions::READDIRPLUS_AUTO
+        | FsOptions::ATOMIC_O_TRUNC
+        | FsOptions::EXPORT_SUPPORT
+}
