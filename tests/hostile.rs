@@ -1738,3 +1738,1461 @@ fn raw_fuse_hostile_client() {
         failures.join("\n")
     );
 }
+
+// ---------------------------------------------------------------------------
+// A panic inside the server, through the /dev/fuse message handler
+// ---------------------------------------------------------------------------
+
+/// getattr panics; everything else is the trait's default.
+struct Grumpy;
+
+impl fuse_backend_rs::api::filesystem::FileSystem for Grumpy {
+    type Inode = u64;
+    type Handle = u64;
+
+    fn getattr(
+        &self,
+        _ctx: &fuse_backend_rs::api::filesystem::Context,
+        _inode: u64,
+        _handle: Option<u64>,
+    ) -> std::io::Result<(libc::stat64, Duration)> {
+        panic!("getattr of a grumpy filesystem");
+    }
+}
+
+#[test]
+fn a_panic_while_serving_a_fuse_message_is_answered_with_eio() {
+    let mut raw = RawFuse::new(Grumpy);
+    let (unique, outcome) = raw.send(&getattr(ROOT));
+    match &outcome {
+        Outcome::Done(Handled::Panicked, replies) if replies.len() == 1 => {}
+        other => panic!("expected a caught panic and one reply, got {other:?}"),
+    }
+    let r = expect_one_reply(
+        unique,
+        match outcome {
+            Outcome::Done(_, replies) => Outcome::Done(Handled::Served, replies),
+            o => o,
+        },
+    )
+    .expect("a well-formed reply");
+    assert_eq!(r.errno, libc::EIO);
+    // The same server answers the next message (the trait's default statfs).
+    let r = raw.call(&statfs(ROOT)).expect("statfs after the panic");
+    assert_eq!(r.errno, 0);
+}
+
+// ---------------------------------------------------------------------------
+// fuse-pipe: frames down the socket of a running `ownfs serve`
+// ---------------------------------------------------------------------------
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command, Stdio};
+
+use ownfs::transport::pipe::wire::{
+    self, Caller, Header, Hello, ReplyData, Request, SetattrIn, Time, Welcome, XattrOut,
+    HEADER_LEN, HELLO_LEN, WELCOME_FIXED_LEN,
+};
+
+/// How long a reply may take before the case counts as a hang.
+const REPLY_LIMIT: Duration = Duration::from_secs(10);
+
+struct ServeProc {
+    child: Child,
+    sock: PathBuf,
+    log: PathBuf,
+    /// Socket and log live here, away from the canary's directory.
+    _run: Scratch,
+}
+
+impl ServeProc {
+    fn start(fx: &Fixture, rootless: bool) -> ServeProc {
+        let run = Scratch::new("hostile-pipe-run");
+        let sock = run.path("serve.sock");
+        let log = run.path("serve.log");
+        let mut cmd = Command::new(ownfs_bin());
+        cmd.arg("serve")
+            .arg(&fx.src)
+            .arg("--listen")
+            .arg(format!("unix:{}", sock.display()));
+        if rootless {
+            cmd.arg("--rootless");
+        }
+        let child = cmd
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn ownfs serve");
+        let mut p = ServeProc {
+            child,
+            sock,
+            log,
+            _run: run,
+        };
+        let deadline = std::time::Instant::now() + READY_TIMEOUT;
+        while UnixStream::connect(&p.sock).is_err() {
+            if let Some(st) = p.child.try_wait().unwrap() {
+                panic!("ownfs serve exited ({st}):\n{}", p.stderr());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ownfs serve did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        p
+    }
+
+    fn stderr(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for ServeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One raw connection that did the handshake.
+struct Conn {
+    s: UnixStream,
+    next_id: u64,
+}
+
+impl Conn {
+    fn open(sock: &Path) -> Conn {
+        let mut s = UnixStream::connect(sock).expect("connect");
+        s.set_read_timeout(Some(REPLY_LIMIT)).unwrap();
+        s.set_write_timeout(Some(REPLY_LIMIT)).unwrap();
+        let hello = Hello {
+            version: wire::VERSION,
+            caps: 0,
+            required: 0,
+            max_frame: wire::MAX_FRAME,
+        };
+        s.write_all(&hello.encode()).unwrap();
+        let mut fixed = [0u8; WELCOME_FIXED_LEN];
+        s.read_exact(&mut fixed).expect("welcome");
+        let (w, n): (Welcome, usize) = Welcome::decode_fixed(&fixed).expect("welcome decodes");
+        let mut msg = vec![0u8; n];
+        s.read_exact(&mut msg).unwrap();
+        assert_eq!(w.status, wire::status::OK);
+        let _ = HELLO_LEN;
+        Conn { s, next_id: 1 }
+    }
+
+    fn send(&mut self, frame: &[u8]) -> Result<(), String> {
+        self.s.write_all(frame).map_err(|e| format!("send: {e}"))
+    }
+
+    /// The next reply frame: its header and decoded result.
+    fn reply(&mut self) -> Result<(Header, Result<ReplyData, i32>), String> {
+        let mut hb = [0u8; HEADER_LEN];
+        self.s.read_exact(&mut hb).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => "hang".to_string(),
+            _ => format!("reading a reply: {e}"),
+        })?;
+        let h = Header::parse(&hb).map_err(|e| format!("reply header: {e:?}"))?;
+        let mut body = vec![0u8; h.body_len()];
+        self.s
+            .read_exact(&mut body)
+            .map_err(|e| format!("reply body: {e}"))?;
+        let r = wire::decode_reply(h.op, &body).map_err(|e| format!("reply body: {e:?}"))?;
+        Ok((h, r))
+    }
+
+    fn call(&mut self, req: &Request, caller: &Caller) -> Result<Result<ReplyData, i32>, String> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(&req.encode(id, caller))?;
+        let (h, r) = self.reply()?;
+        if h.id != id || !h.is_reply() {
+            return Err(format!("reply {h:?} to request {id}"));
+        }
+        Ok(r)
+    }
+
+    /// The server closed the connection (EOF or reset) within the limit.
+    fn closed(&mut self) -> bool {
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.s.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+            }
+        }
+    }
+}
+
+struct PipeSuite {
+    fx: Fixture,
+    server: ServeProc,
+    /// A well-behaved connection that must keep working throughout.
+    good: Conn,
+    /// The hostile connection (reopened after the server closes it).
+    bad: Conn,
+    caller: Caller,
+    mode: &'static str,
+    t: Tally,
+}
+
+impl PipeSuite {
+    fn new(rootless: bool) -> PipeSuite {
+        let fx = Fixture::new(if rootless {
+            "hostile-pipe-rl"
+        } else {
+            "hostile-pipe"
+        });
+        let server = ServeProc::start(&fx, rootless);
+        let good = Conn::open(&server.sock);
+        let bad = Conn::open(&server.sock);
+        let caller = Caller {
+            uid: 0,
+            gid: 0,
+            pid: 4242,
+            groups: Vec::new(),
+        };
+        let mut s = PipeSuite {
+            fx,
+            server,
+            good,
+            bad,
+            caller,
+            mode: if rootless { "rootless" } else { "root" },
+            t: Tally::default(),
+        };
+        let init = Request::Init { flags: 0 };
+        for c in [&mut s.good, &mut s.bad] {
+            assert!(matches!(c.call(&init, &Caller::default()), Ok(Ok(_))));
+        }
+        s
+    }
+
+    fn fail(&mut self, what: &str, why: String) {
+        self.t
+            .failures
+            .push(format!("[pipe {}] {what}: {why}", self.mode));
+    }
+
+    fn case(&mut self, what: &str, req: Request, expect: Expect) -> Option<ReplyData> {
+        self.t.cases += 1;
+        let caller = self.caller.clone();
+        let got = match expect {
+            Expect::Silent => {
+                // Nothing comes back: the next reply is the probe's.
+                let id = self.bad.next_id;
+                self.bad.next_id += 1;
+                let r = self.bad.send(&req.encode(id, &caller));
+                r.and_then(|()| self.bad.call(&Request::Statfs { node: ROOT }, &caller))
+                    .map(|r| r.map(|_| ReplyData::None))
+            }
+            _ => self.bad.call(&req, &caller),
+        };
+        let mut out = None;
+        match got {
+            Err(e) if e == "hang" => {
+                self.t.hangs += 1;
+                self.fail(what, "no reply within the limit".into());
+                self.bad = Conn::open(&self.server.sock);
+            }
+            Err(e) => {
+                self.fail(what, e);
+                self.bad = Conn::open(&self.server.sock);
+            }
+            Ok(r) => {
+                let good = match expect {
+                    Expect::Ok | Expect::Silent => r.is_ok(),
+                    Expect::Err(list) => matches!(r, Err(e) if list.contains(&e)),
+                    Expect::OkOr(list) => r.is_ok() || matches!(r, Err(e) if list.contains(&e)),
+                };
+                if !good {
+                    self.fail(what, format!("expected {expect:?}, got {r:?}"));
+                }
+                out = r.ok();
+            }
+        }
+        self.after(what);
+        out
+    }
+
+    /// A frame the server must refuse by closing this connection, and only it.
+    fn malformed(&mut self, what: &str, frame: Vec<u8>) {
+        self.t.cases += 1;
+        let mut c = Conn::open(&self.server.sock);
+        let _ = c.send(&frame);
+        if !c.closed() {
+            self.fail(what, "the connection stayed open".into());
+        }
+        self.after(what);
+    }
+
+    fn after(&mut self, what: &str) {
+        if !self.server.alive() {
+            self.t.crashes += 1;
+            self.fail(what, format!("the server died:\n{}", self.server.stderr()));
+            self.server = ServeProc::start(&self.fx, self.mode == "rootless");
+            self.good = Conn::open(&self.server.sock);
+            self.bad = Conn::open(&self.server.sock);
+        }
+        if let Some(diff) = self.fx.escaped() {
+            self.t.escapes += 1;
+            self.fail(what, diff);
+        }
+        let caller = self.caller.clone();
+        match self.good.call(
+            &Request::Getattr {
+                node: ROOT,
+                handle: None,
+            },
+            &caller,
+        ) {
+            Ok(Ok(ReplyData::Attr { attr, .. })) if attr.mode & S_IFMT == libc::S_IFDIR => {}
+            other => {
+                self.fail(what, format!("the good connection afterwards: {other:?}"));
+                self.good = Conn::open(&self.server.sock);
+            }
+        }
+    }
+
+    #[track_caller]
+    fn ok(&mut self, req: Request) -> ReplyData {
+        let caller = self.caller.clone();
+        match self.bad.call(&req, &caller) {
+            Ok(Ok(r)) => r,
+            other => panic!("[pipe {}] setup {req:?} failed: {other:?}", self.mode),
+        }
+    }
+
+    fn node(&mut self, parent: u64, name: &str) -> u64 {
+        match self.ok(Request::Lookup {
+            parent,
+            name: name.into(),
+        }) {
+            ReplyData::Entry(e) => e.node,
+            other => panic!("lookup reply {other:?}"),
+        }
+    }
+
+    fn handle(&mut self, req: Request) -> u64 {
+        match self.ok(req) {
+            ReplyData::Open {
+                handle: Some(h), ..
+            } => h,
+            other => panic!("open reply {other:?}"),
+        }
+    }
+}
+
+fn entry_node(r: &Option<ReplyData>) -> Option<u64> {
+    match r {
+        Some(ReplyData::Entry(e)) => Some(e.node),
+        _ => None,
+    }
+}
+
+fn pipe_cases(s: &mut PipeSuite) {
+    let rw = 2; // wire access mode: read-write
+    let d = s.node(ROOT, "d");
+    let f = s.node(ROOT, "f");
+    let sub = s.node(d, "sub");
+    let out_abs = s.node(ROOT, "out_abs");
+    let out_dir = s.node(ROOT, "out_dir");
+    let name = |v: &[u8]| v.to_vec();
+    let mark = MARK.as_bytes().to_vec();
+
+    // ---- `.` and `..` ----
+    for (what, parent, n, want) in [
+        ("lookup .. of the root", ROOT, "..", ROOT),
+        ("lookup . of the root", ROOT, ".", ROOT),
+        ("lookup .. of a top directory", d, "..", ROOT),
+        ("lookup .. of a subdirectory", sub, "..", d),
+    ] {
+        let r = s.case(
+            what,
+            Request::Lookup {
+                parent,
+                name: n.into(),
+            },
+            Expect::Ok,
+        );
+        if let Some(got) = entry_node(&r) {
+            if got != want {
+                s.fail(what, format!("got node {got}, expected {want}"));
+            }
+        }
+    }
+    s.case(
+        "lookup through a link out",
+        Request::Lookup {
+            parent: out_dir,
+            name: b"inner".to_vec(),
+        },
+        Expect::Err(&[libc::ENOTDIR]),
+    );
+
+    // ---- bad names ----
+    for (what, n, errno) in bad_names() {
+        if n.len() > wire::MAX_NAME {
+            continue; // not encodable: the wire's own limit (malformed, below)
+        }
+        let e = Expect::Err(errno);
+        s.case(
+            &format!("lookup {what}"),
+            Request::Lookup {
+                parent: ROOT,
+                name: n.clone(),
+            },
+            e,
+        );
+        s.case(
+            &format!("mkdir {what}"),
+            Request::Mkdir {
+                parent: ROOT,
+                name: n.clone(),
+                mode: 0o755,
+                umask: 0,
+            },
+            e,
+        );
+        s.case(
+            &format!("create {what}"),
+            Request::Create {
+                parent: ROOT,
+                name: n.clone(),
+                mode: 0o644,
+                umask: 0,
+                flags: rw,
+                open_in: 0,
+            },
+            e,
+        );
+        s.case(
+            &format!("mknod {what}"),
+            Request::Mknod {
+                parent: ROOT,
+                name: n.clone(),
+                mode: libc::S_IFIFO | 0o644,
+                rdev_major: 0,
+                rdev_minor: 0,
+                umask: 0,
+            },
+            e,
+        );
+        s.case(
+            &format!("symlink {what}"),
+            Request::Symlink {
+                parent: ROOT,
+                name: n.clone(),
+                target: name(b"f"),
+            },
+            e,
+        );
+        s.case(
+            &format!("link {what}"),
+            Request::Link {
+                node: f,
+                newparent: ROOT,
+                newname: n.clone(),
+            },
+            e,
+        );
+        s.case(
+            &format!("rename to {what}"),
+            Request::Rename {
+                olddir: ROOT,
+                oldname: name(b"f"),
+                newdir: d,
+                newname: n.clone(),
+                flags: 0,
+            },
+            e,
+        );
+        s.case(
+            &format!("rename from {what}"),
+            Request::Rename {
+                olddir: ROOT,
+                oldname: n.clone(),
+                newdir: d,
+                newname: name(b"x"),
+                flags: 0,
+            },
+            e,
+        );
+        s.case(
+            &format!("unlink {what}"),
+            Request::Unlink {
+                parent: ROOT,
+                name: n.clone(),
+            },
+            e,
+        );
+        s.case(
+            &format!("rmdir {what}"),
+            Request::Rmdir {
+                parent: ROOT,
+                name: n.clone(),
+            },
+            e,
+        );
+    }
+    s.case(
+        "mkdir ..",
+        Request::Mkdir {
+            parent: d,
+            name: name(b".."),
+            mode: 0o755,
+            umask: 0,
+        },
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "rmdir .",
+        Request::Rmdir {
+            parent: d,
+            name: name(b"."),
+        },
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "create .ownfs-symlinks",
+        Request::Create {
+            parent: ROOT,
+            name: name(b".ownfs-symlinks"),
+            mode: 0o644,
+            umask: 0,
+            flags: rw,
+            open_in: 0,
+        },
+        Expect::Err(&[libc::EPERM]),
+    );
+
+    // ---- node ids never handed out ----
+    for bogus in NONE_SUCH {
+        let w = format!("node {bogus:#x}");
+        let e = Expect::Err(EBADF);
+        s.case(
+            &format!("getattr of {w}"),
+            Request::Getattr {
+                node: bogus,
+                handle: None,
+            },
+            e,
+        );
+        s.case(
+            &format!("lookup in {w}"),
+            Request::Lookup {
+                parent: bogus,
+                name: name(b"f"),
+            },
+            e,
+        );
+        s.case(
+            &format!("mkdir in {w}"),
+            Request::Mkdir {
+                parent: bogus,
+                name: mark.clone(),
+                mode: 0o755,
+                umask: 0,
+            },
+            e,
+        );
+        s.case(
+            &format!("open {w}"),
+            Request::Open {
+                node: bogus,
+                flags: rw,
+                open_in: 0,
+            },
+            e,
+        );
+        s.case(
+            &format!("opendir {w}"),
+            Request::Opendir {
+                node: bogus,
+                flags: 0,
+            },
+            e,
+        );
+        s.case(
+            &format!("setattr of {w}"),
+            Request::Setattr {
+                node: bogus,
+                handle: None,
+                attr: SetattrIn {
+                    valid: wire::setattr::MODE,
+                    mode: 0o777,
+                    ..Default::default()
+                },
+            },
+            e,
+        );
+        s.case(
+            &format!("readlink of {w}"),
+            Request::Readlink { node: bogus },
+            e,
+        );
+        s.case(
+            &format!("statfs of {w}"),
+            Request::Statfs { node: bogus },
+            e,
+        );
+        s.case(
+            &format!("access {w}"),
+            Request::Access {
+                node: bogus,
+                mask: 0,
+            },
+            e,
+        );
+        s.case(
+            &format!("getxattr of {w}"),
+            Request::Getxattr {
+                node: bogus,
+                name: name(b"user.test"),
+                size: 64,
+            },
+            e,
+        );
+        s.case(
+            &format!("listxattr of {w}"),
+            Request::Listxattr {
+                node: bogus,
+                size: 64,
+            },
+            e,
+        );
+        s.case(
+            &format!("setxattr of {w}"),
+            Request::Setxattr {
+                node: bogus,
+                name: name(b"user.x"),
+                value: name(b"v"),
+                flags: 0,
+            },
+            e,
+        );
+        s.case(
+            &format!("link of {w}"),
+            Request::Link {
+                node: bogus,
+                newparent: ROOT,
+                newname: mark.clone(),
+            },
+            e,
+        );
+        s.case(
+            &format!("rename into {w}"),
+            Request::Rename {
+                olddir: ROOT,
+                oldname: name(b"f"),
+                newdir: bogus,
+                newname: name(b"f"),
+                flags: 0,
+            },
+            e,
+        );
+        s.case(
+            &format!("forget {w}"),
+            Request::Forget {
+                items: vec![(bogus, 1)],
+            },
+            Expect::Silent,
+        );
+    }
+
+    // ---- forgetting more than was looked up; the root is never freed ----
+    let f2 = s.node(ROOT, "f");
+    s.case(
+        "forget 1000 of a node",
+        Request::Forget {
+            items: vec![(f2, 1000)],
+        },
+        Expect::Silent,
+    );
+    s.case(
+        "getattr of the over-forgotten node",
+        Request::Getattr {
+            node: f2,
+            handle: None,
+        },
+        Expect::Err(EBADF),
+    );
+    s.case(
+        "forget the root, repeats and bogus ids",
+        Request::Forget {
+            items: vec![
+                (ROOT, u64::MAX),
+                (ROOT, u64::MAX),
+                (0, 1),
+                (u64::MAX, u64::MAX),
+            ],
+        },
+        Expect::Silent,
+    );
+    s.case(
+        "getattr of the root after forgets",
+        Request::Getattr {
+            node: ROOT,
+            handle: None,
+        },
+        Expect::Ok,
+    );
+    let f = s.node(ROOT, "f");
+
+    // ---- handles never handed out, and released ----
+    let fh = s.handle(Request::Open {
+        node: f,
+        flags: rw,
+        open_in: 0,
+    });
+    let dh = s.handle(Request::Opendir { node: d, flags: 0 });
+    for bogus in [0, 0xdead_beef, u64::MAX] {
+        let w = format!("handle {bogus:#x}");
+        let e = Expect::Err(EBADF);
+        s.case(
+            &format!("read {w}"),
+            Request::Read {
+                node: f,
+                handle: bogus,
+                offset: 0,
+                size: 16,
+                lock_owner: None,
+                flags: rw,
+            },
+            e,
+        );
+        s.case(
+            &format!("write {w}"),
+            Request::Write {
+                node: f,
+                handle: bogus,
+                offset: 0,
+                lock_owner: None,
+                flags: rw,
+                write_flags: 0,
+                data: mark.clone(),
+            },
+            e,
+        );
+        s.case(
+            &format!("flush {w}"),
+            Request::Flush {
+                node: f,
+                handle: bogus,
+                lock_owner: 0,
+            },
+            e,
+        );
+        s.case(
+            &format!("fsync {w}"),
+            Request::Fsync {
+                node: f,
+                handle: bogus,
+                datasync: false,
+            },
+            e,
+        );
+        s.case(
+            &format!("lseek {w}"),
+            Request::Lseek {
+                node: f,
+                handle: bogus,
+                offset: 0,
+                whence: wire::whence::END,
+            },
+            e,
+        );
+        s.case(
+            &format!("fallocate {w}"),
+            Request::Fallocate {
+                node: f,
+                handle: bogus,
+                mode: 0,
+                offset: 0,
+                length: 1,
+            },
+            e,
+        );
+        s.case(
+            &format!("release {w}"),
+            Request::Release {
+                node: f,
+                handle: bogus,
+                flags: rw,
+                flush: false,
+                flock_release: false,
+                lock_owner: None,
+            },
+            e,
+        );
+        s.case(
+            &format!("readdir {w}"),
+            Request::Readdir {
+                node: d,
+                handle: bogus,
+                offset: 0,
+                size: 4096,
+                plus: false,
+            },
+            e,
+        );
+        s.case(
+            &format!("readdirplus {w}"),
+            Request::Readdir {
+                node: d,
+                handle: bogus,
+                offset: 0,
+                size: 4096,
+                plus: true,
+            },
+            e,
+        );
+        s.case(
+            &format!("releasedir {w}"),
+            Request::Releasedir {
+                node: d,
+                handle: bogus,
+                flags: 0,
+            },
+            e,
+        );
+        s.case(
+            &format!("fsyncdir {w}"),
+            Request::Fsyncdir {
+                node: d,
+                handle: bogus,
+                datasync: true,
+            },
+            e,
+        );
+    }
+    s.case(
+        "read with another node's handle",
+        Request::Read {
+            node: d,
+            handle: fh,
+            offset: 0,
+            size: 16,
+            lock_owner: None,
+            flags: rw,
+        },
+        Expect::Err(EBADF),
+    );
+    s.case(
+        "readdir with a file handle",
+        Request::Readdir {
+            node: f,
+            handle: fh,
+            offset: 0,
+            size: 4096,
+            plus: false,
+        },
+        Expect::Err(&[libc::ENOTDIR]),
+    );
+
+    // ---- offsets and sizes ----
+    let i64_max = i64::MAX as u64;
+    s.case(
+        "read at a negative offset",
+        Request::Read {
+            node: f,
+            handle: fh,
+            offset: u64::MAX,
+            size: 16,
+            lock_owner: None,
+            flags: rw,
+        },
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "read of 1 MiB at 2^62",
+        Request::Read {
+            node: f,
+            handle: fh,
+            offset: 1 << 62,
+            size: wire::MAX_DATA,
+            lock_owner: None,
+            flags: rw,
+        },
+        Expect::Ok,
+    );
+    s.case(
+        "write at a negative offset",
+        Request::Write {
+            node: f,
+            handle: fh,
+            offset: u64::MAX,
+            lock_owner: None,
+            flags: rw,
+            write_flags: 0,
+            data: mark.clone(),
+        },
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "write at i64::MAX",
+        Request::Write {
+            node: f,
+            handle: fh,
+            offset: i64_max,
+            lock_owner: None,
+            flags: rw,
+            write_flags: 0,
+            data: mark.clone(),
+        },
+        Expect::Err(&[libc::EFBIG, libc::EINVAL]),
+    );
+    s.case(
+        "fallocate at a negative offset",
+        Request::Fallocate {
+            node: f,
+            handle: fh,
+            mode: 0,
+            offset: u64::MAX,
+            length: 1,
+        },
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "fallocate whose end overflows",
+        Request::Fallocate {
+            node: f,
+            handle: fh,
+            mode: 0,
+            offset: 1 << 62,
+            length: 1 << 62,
+        },
+        Expect::Err(&[libc::EFBIG, libc::EINVAL]),
+    );
+    s.case(
+        "fallocate with unknown mode bits",
+        Request::Fallocate {
+            node: f,
+            handle: fh,
+            mode: u32::MAX,
+            offset: 0,
+            length: 1,
+        },
+        Expect::Err(&[libc::EOPNOTSUPP]),
+    );
+    s.case(
+        "lseek to a negative offset",
+        Request::Lseek {
+            node: f,
+            handle: fh,
+            offset: u64::MAX,
+            whence: 0,
+        },
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "lseek with whence 99",
+        Request::Lseek {
+            node: f,
+            handle: fh,
+            offset: 0,
+            whence: 99,
+        },
+        Expect::Err(EINVAL),
+    );
+    let size = |size: u64| SetattrIn {
+        valid: wire::setattr::SIZE,
+        size,
+        ..Default::default()
+    };
+    s.case(
+        "setattr to a negative size",
+        Request::Setattr {
+            node: f,
+            handle: None,
+            attr: size(u64::MAX),
+        },
+        Expect::Err(&[libc::EFBIG, libc::EINVAL]),
+    );
+    s.case(
+        "setattr size of a directory",
+        Request::Setattr {
+            node: d,
+            handle: None,
+            attr: size(0),
+        },
+        Expect::Err(&[libc::EISDIR]),
+    );
+    s.case(
+        "setattr size of a link out",
+        Request::Setattr {
+            node: out_abs,
+            handle: None,
+            attr: size(0),
+        },
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "setattr with unknown valid bits",
+        Request::Setattr {
+            node: f,
+            handle: None,
+            attr: SetattrIn {
+                valid: 0xffff_0000,
+                ..Default::default()
+            },
+        },
+        Expect::OkOr(EINVAL),
+    );
+    s.case(
+        "setattr atime and atime_now",
+        Request::Setattr {
+            node: f,
+            handle: None,
+            attr: SetattrIn {
+                valid: wire::setattr::ATIME | wire::setattr::ATIME_NOW,
+                atime: Time { sec: 5, nsec: 0 },
+                ..Default::default()
+            },
+        },
+        Expect::Ok,
+    );
+    s.case(
+        "getxattr of 4 GiB",
+        Request::Getxattr {
+            node: f,
+            name: name(b"user.test"),
+            size: u32::MAX,
+        },
+        Expect::Ok,
+    );
+    s.case(
+        "listxattr of 4 GiB",
+        Request::Listxattr {
+            node: f,
+            size: u32::MAX,
+        },
+        Expect::Ok,
+    );
+    s.case(
+        "readdir at a made-up offset",
+        Request::Readdir {
+            node: d,
+            handle: dh,
+            offset: 12345,
+            size: 4096,
+            plus: false,
+        },
+        Expect::OkOr(EINVAL),
+    );
+    s.case(
+        "readdir at offset u64::MAX",
+        Request::Readdir {
+            node: d,
+            handle: dh,
+            offset: u64::MAX,
+            size: 4096,
+            plus: true,
+        },
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "open of a link out",
+        Request::Open {
+            node: out_abs,
+            flags: rw | wire::open::TRUNC,
+            open_in: 0,
+        },
+        Expect::Err(&[libc::ELOOP]),
+    );
+    s.case(
+        "getxattr of a link out",
+        Request::Getxattr {
+            node: out_abs,
+            name: name(b"user.canary"),
+            size: 64,
+        },
+        Expect::Err(&[libc::ENODATA]),
+    );
+    s.case(
+        "setxattr of a link out",
+        Request::Setxattr {
+            node: out_abs,
+            name: name(b"user.canary"),
+            value: name(b"gone"),
+            flags: 0,
+        },
+        Expect::Err(&[libc::EPERM]),
+    );
+
+    // ---- renames and links ----
+    s.case(
+        "rename onto itself",
+        Request::Rename {
+            olddir: ROOT,
+            oldname: name(b"f"),
+            newdir: ROOT,
+            newname: name(b"f"),
+            flags: 0,
+        },
+        Expect::Ok,
+    );
+    s.case(
+        "rename a directory into its subdirectory",
+        Request::Rename {
+            olddir: ROOT,
+            oldname: name(b"d"),
+            newdir: sub,
+            newname: name(b"d"),
+            flags: 0,
+        },
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "rename with unknown flag bits",
+        Request::Rename {
+            olddir: ROOT,
+            oldname: name(b"f"),
+            newdir: d,
+            newname: name(b"g"),
+            flags: u32::MAX,
+        },
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "rename exchange and noreplace",
+        Request::Rename {
+            olddir: ROOT,
+            oldname: name(b"f"),
+            newdir: d,
+            newname: name(b"sub"),
+            flags: wire::rename::EXCHANGE | wire::rename::NOREPLACE,
+        },
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "link of a directory",
+        Request::Link {
+            node: d,
+            newparent: ROOT,
+            newname: mark.clone(),
+        },
+        Expect::Err(&[libc::EPERM]),
+    );
+    s.case(
+        "link of the root",
+        Request::Link {
+            node: ROOT,
+            newparent: d,
+            newname: mark.clone(),
+        },
+        Expect::Err(&[libc::EPERM]),
+    );
+
+    // ---- the server's xattrs ----
+    s.ok(Request::Setattr {
+        node: f,
+        handle: None,
+        attr: SetattrIn {
+            valid: wire::setattr::MODE,
+            mode: 0o640,
+            ..Default::default()
+        },
+    });
+    for xn in ["user.ownfs.stat", "user.ownfs.future"] {
+        let xb = xn.as_bytes().to_vec();
+        s.case(
+            &format!("getxattr {xn}"),
+            Request::Getxattr {
+                node: f,
+                name: xb.clone(),
+                size: 4096,
+            },
+            Expect::Err(&[libc::ENODATA]),
+        );
+        s.case(
+            &format!("getxattr {xn} size 0"),
+            Request::Getxattr {
+                node: f,
+                name: xb.clone(),
+                size: 0,
+            },
+            Expect::Err(&[libc::ENODATA]),
+        );
+        s.case(
+            &format!("setxattr {xn}"),
+            Request::Setxattr {
+                node: f,
+                name: xb.clone(),
+                value: name(b"forged"),
+                flags: 0,
+            },
+            Expect::Err(&[libc::EPERM]),
+        );
+        s.case(
+            &format!("removexattr {xn}"),
+            Request::Removexattr {
+                node: f,
+                name: xb.clone(),
+            },
+            Expect::Err(&[libc::EPERM]),
+        );
+    }
+    if let Some(ReplyData::Xattr(XattrOut::Data(names))) = s.case(
+        "listxattr",
+        Request::Listxattr {
+            node: f,
+            size: 65536,
+        },
+        Expect::Ok,
+    ) {
+        if names.windows(10).any(|w| w == b"user.ownfs") {
+            s.fail("listxattr", "lists the ownership record".into());
+        }
+    }
+    s.case(
+        "setxattr with unknown flag bits",
+        Request::Setxattr {
+            node: f,
+            name: name(b"user.x"),
+            value: name(b"v"),
+            flags: u32::MAX,
+        },
+        Expect::Err(EINVAL),
+    );
+
+    // ---- request ids: reuse, 0 and u64::MAX are just labels ----
+    let mut reuse = Request::Getattr {
+        node: ROOT,
+        handle: None,
+    }
+    .encode(77, &s.caller);
+    reuse.extend(
+        Request::Lookup {
+            parent: ROOT,
+            name: name(b"f"),
+        }
+        .encode(77, &s.caller),
+    );
+    reuse.extend(Request::Statfs { node: ROOT }.encode(0, &s.caller));
+    reuse.extend(Request::Statfs { node: ROOT }.encode(u64::MAX, &s.caller));
+    s.t.cases += 1;
+    let sent = s.bad.send(&reuse);
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        match s.bad.reply() {
+            Ok((h, r)) if r.is_ok() => seen.push((h.id, h.op)),
+            other => {
+                s.fail("request id reuse", format!("{other:?}"));
+                break;
+            }
+        }
+    }
+    seen.sort();
+    let want = vec![
+        (0, wire::op::STATFS),
+        (77, wire::op::LOOKUP),
+        (77, wire::op::GETATTR),
+        (u64::MAX, wire::op::STATFS),
+    ];
+    let mut want_sorted = want.clone();
+    want_sorted.sort();
+    if sent.is_err() || seen != want_sorted {
+        s.fail(
+            "request id reuse",
+            format!("replies {seen:?}, expected {want_sorted:?}"),
+        );
+    }
+    s.after("request id reuse");
+
+    s.ok(Request::Release {
+        node: f,
+        handle: fh,
+        flags: rw,
+        flush: false,
+        flock_release: false,
+        lock_owner: None,
+    });
+    s.ok(Request::Releasedir {
+        node: d,
+        handle: dh,
+        flags: 0,
+    });
+    s.case(
+        "read a released handle",
+        Request::Read {
+            node: f,
+            handle: fh,
+            offset: 0,
+            size: 16,
+            lock_owner: None,
+            flags: rw,
+        },
+        Expect::Err(EBADF),
+    );
+    s.case(
+        "readdir a released handle",
+        Request::Readdir {
+            node: d,
+            handle: dh,
+            offset: 0,
+            size: 4096,
+            plus: false,
+        },
+        Expect::Err(EBADF),
+    );
+    s.case(
+        "release a released handle",
+        Request::Release {
+            node: f,
+            handle: fh,
+            flags: rw,
+            flush: false,
+            flock_release: false,
+            lock_owner: None,
+        },
+        Expect::Err(EBADF),
+    );
+
+    // ---- malformed frames: that connection closes, the others carry on ----
+    let caller = s.caller.clone();
+    let frame = |r: Request| r.encode(1, &caller);
+    s.malformed(
+        "a name with a NUL",
+        frame(Request::Lookup {
+            parent: ROOT,
+            name: b"f\0/../../canary".to_vec(),
+        }),
+    );
+    s.malformed(
+        "a name longer than the wire allows",
+        frame(Request::Lookup {
+            parent: ROOT,
+            name: long_name(wire::MAX_NAME + 1),
+        }),
+    );
+    s.malformed(
+        "a read larger than 1 MiB",
+        frame(Request::Read {
+            node: f,
+            handle: 1,
+            offset: 0,
+            size: wire::MAX_DATA + 1,
+            lock_owner: None,
+            flags: 0,
+        }),
+    );
+    s.malformed(
+        "a readdir larger than 1 MiB",
+        frame(Request::Readdir {
+            node: d,
+            handle: 1,
+            offset: 0,
+            size: u32::MAX,
+            plus: false,
+        }),
+    );
+    let mut tail = frame(Request::Statfs { node: ROOT });
+    tail.push(0);
+    let l = u32::from_le_bytes(tail[..4].try_into().unwrap()) + 1;
+    tail[..4].copy_from_slice(&l.to_le_bytes());
+    s.malformed("a byte left over after the body", tail);
+    let mut short = frame(Request::Getattr {
+        node: ROOT,
+        handle: None,
+    });
+    short.truncate(short.len() - 9);
+    let l = (short.len() - 4) as u32;
+    short[..4].copy_from_slice(&l.to_le_bytes());
+    s.malformed("a body that ends early", short);
+    let mut b = frame(Request::Fsync {
+        node: f,
+        handle: 1,
+        datasync: true,
+    });
+    *b.last_mut().unwrap() = 2;
+    s.malformed("a bool that is 2", b);
+    let many = Caller {
+        groups: vec![7; wire::MAX_GROUPS as usize + 1],
+        ..caller.clone()
+    };
+    s.malformed(
+        "more groups than allowed",
+        Request::Statfs { node: ROOT }.encode(1, &many),
+    );
+    let bad_time = SetattrIn {
+        valid: wire::setattr::MTIME,
+        mtime: Time {
+            sec: 1,
+            nsec: 1_000_000_000,
+        },
+        ..Default::default()
+    };
+    s.malformed(
+        "a nanosecond field of 10^9",
+        frame(Request::Setattr {
+            node: f,
+            handle: None,
+            attr: bad_time,
+        }),
+    );
+    let mut flagged = frame(Request::Statfs { node: ROOT });
+    flagged[6..8].copy_from_slice(&2u16.to_le_bytes());
+    s.malformed("an unknown header flag", flagged);
+    for code in [0u16, wire::op::LAST + 1] {
+        let mut unknown = frame(Request::Statfs { node: ROOT });
+        unknown[4..6].copy_from_slice(&code.to_le_bytes());
+        s.malformed(&format!("operation code {code}"), unknown);
+    }
+    let mut forget = frame(Request::Forget {
+        items: vec![(f, 1)],
+    });
+    let n_at = HEADER_LEN + 16;
+    forget[n_at..n_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    s.malformed("a forget counting 2^32-1 items", forget);
+
+    let log = s.server.stderr();
+    let panics = log.matches("panicked").count();
+    if panics > 0 {
+        s.t.crashes += panics;
+        s.fail("server log", format!("{panics} requests panicked:\n{log}"));
+    }
+}
+
+fn run_pipe(rootless: bool) -> (Tally, String) {
+    let mut s = PipeSuite::new(rootless);
+    pipe_cases(&mut s);
+    let line = format!(
+        "hostile[pipe {}]: {} cases, {} crashes, {} hangs, {} escapes",
+        s.mode, s.t.cases, s.t.crashes, s.t.hangs, s.t.escapes
+    );
+    (std::mem::take(&mut s.t), line)
+}
+
+#[test]
+fn pipe_hostile_client() {
+    let mut total = Tally::default();
+    let mut failures = Vec::new();
+    for rootless in [false, true] {
+        let (t, line) = run_pipe(rootless);
+        println!("{line}");
+        total.add(&t);
+        failures.extend(t.failures);
+    }
+    println!(
+        "hostile[pipe]: {} cases, {} crashes, {} hangs, {} escapes",
+        total.cases, total.crashes, total.hangs, total.escapes
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        total.cases,
+        failures.join("\n")
+    );
+}
