@@ -163,7 +163,7 @@ fn worker(
                 to_gid.map_or(-1, i64::from)
             ));
         }
-        if n % 4 == 0 {
+        if n.is_multiple_of(4) {
             let d = dir.join(format!("d{round}-{n}"));
             let t = Instant::now();
             if step("mkdir", fs::create_dir(&d), &mut res, t) {
@@ -186,7 +186,7 @@ fn worker(
                 }
             }
         }
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             let t = Instant::now();
             let r = fs::rename(&f, dir.join(format!("r{round}-{n}")));
             if step("rename", r, &mut res, t) {
