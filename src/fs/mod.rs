@@ -51,6 +51,8 @@ pub struct Config {
     /// an ACL change implies. The kernel turns default_permissions on with it, so only
     /// set it on mounts that have default_permissions anyway.
     pub posix_acl: bool,
+    /// Refuse every operation that would change the share with EROFS.
+    pub read_only: bool,
 }
 
 pub struct Passthrough {
@@ -120,6 +122,14 @@ impl Passthrough {
 
     pub fn inode_count(&self) -> usize {
         self.inodes.len()
+    }
+
+    /// EROFS on a read-only share, before anything is looked at or changed.
+    fn check_writable(&self) -> io::Result<()> {
+        if self.cfg.read_only {
+            return Err(err(libc::EROFS));
+        }
+        Ok(())
     }
 
     fn caller(&self, ctx: &Context) -> io::Result<CallerGuard> {
@@ -530,6 +540,7 @@ impl FileSystem for Passthrough {
         handle: Option<u64>,
         valid: SetattrValid,
     ) -> io::Result<(stat64, Duration)> {
+        self.check_writable()?;
         let data = self.inodes.get(inode)?;
         let handle = match handle {
             Some(h) => Some(self.handles.get(h, inode)?),
@@ -564,6 +575,7 @@ impl FileSystem for Passthrough {
         parent: u64,
         name: &CStr,
     ) -> io::Result<Entry> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -581,6 +593,7 @@ impl FileSystem for Passthrough {
         rdev: u32,
         _umask: u32,
     ) -> io::Result<Entry> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -608,6 +621,7 @@ impl FileSystem for Passthrough {
         mode: u32,
         _umask: u32,
     ) -> io::Result<Entry> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -621,6 +635,7 @@ impl FileSystem for Passthrough {
     }
 
     fn unlink(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -641,6 +656,7 @@ impl FileSystem for Passthrough {
     }
 
     fn rmdir(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -656,6 +672,7 @@ impl FileSystem for Passthrough {
         newname: &CStr,
         flags: u32,
     ) -> io::Result<()> {
+        self.check_writable()?;
         self.check_new(olddir, oldname)?;
         self.check_new(newdir, newname)?;
         let old = self.inodes.get(olddir)?;
@@ -665,6 +682,7 @@ impl FileSystem for Passthrough {
     }
 
     fn link(&self, ctx: &Context, inode: u64, newparent: u64, newname: &CStr) -> io::Result<Entry> {
+        self.check_writable()?;
         self.check_new(newparent, newname)?;
         let data = self.inodes.get(inode)?;
         let dir = self.inodes.get(newparent)?;
@@ -684,6 +702,10 @@ impl FileSystem for Passthrough {
         if data.is_dir() {
             return Err(err(libc::EISDIR));
         }
+        let modifying = flags as i32 & (libc::O_ACCMODE | libc::O_TRUNC) != libc::O_RDONLY;
+        if modifying {
+            self.check_writable()?;
+        }
         let _c = self.caller(ctx)?;
         let fd = self.open_with_fallback(flags, |f| platform::reopen(data.fd(), f))?;
         let h = self.handles.insert(inode, fd, false);
@@ -697,6 +719,7 @@ impl FileSystem for Passthrough {
         name: &CStr,
         args: CreateIn,
     ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -758,6 +781,7 @@ impl FileSystem for Passthrough {
         _flags: u32,
         _fuse_flags: u32,
     ) -> io::Result<usize> {
+        self.check_writable()?;
         let h = self.handles.get(handle, inode)?;
         // As the writer, so the host clears set-id bits exactly when the kernel would.
         let _c = self.caller(ctx)?;
@@ -783,6 +807,7 @@ impl FileSystem for Passthrough {
         offset: u64,
         length: u64,
     ) -> io::Result<()> {
+        self.check_writable()?;
         let h = self.handles.get(handle, inode)?;
         let _c = self.caller(ctx)?;
         platform::fallocate(h.fd(), mode, offset, length)
@@ -803,7 +828,11 @@ impl FileSystem for Passthrough {
 
     fn statfs(&self, _ctx: &Context, inode: u64) -> io::Result<statvfs64> {
         let data = self.inodes.get(inode)?;
-        platform::fstatvfs(data.fd())
+        let mut st = platform::fstatvfs(data.fd())?;
+        if self.cfg.read_only {
+            st.f_flag |= libc::ST_RDONLY;
+        }
+        Ok(st)
     }
 
     fn setxattr(
@@ -814,6 +843,7 @@ impl FileSystem for Passthrough {
         value: &[u8],
         flags: u32,
     ) -> io::Result<()> {
+        self.check_writable()?;
         if let Some(ov) = &self.overlay {
             if name == c"system.posix_acl_access" {
                 // An ACL that only restates the mode (cp -p, tar) becomes a chmod of the
@@ -893,6 +923,7 @@ impl FileSystem for Passthrough {
     }
 
     fn removexattr(&self, ctx: &Context, inode: u64, name: &CStr) -> io::Result<()> {
+        self.check_writable()?;
         match self.refused_xattr(name) {
             // Rootless shares hold no ACLs, so there is none to remove.
             Some(libc::EOPNOTSUPP) => return Err(err(libc::ENODATA)),
@@ -997,6 +1028,9 @@ impl FileSystem for Passthrough {
 
     fn access(&self, ctx: &Context, inode: u64, mask: u32) -> io::Result<()> {
         let data = self.inodes.get(inode)?;
+        if mask & libc::W_OK as u32 != 0 {
+            self.check_writable()?;
+        }
         let _c = self.caller(ctx)?;
         platform::access_fd(data.fd(), mask)
     }
