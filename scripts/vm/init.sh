@@ -48,9 +48,15 @@ done
 mount -t proc proc /newroot/proc
 mount -t sysfs sysfs /newroot/sys
 mount -t devtmpfs devtmpfs /newroot/dev
+# What udev/systemd would add to /dev (bash's process substitution needs /dev/fd).
+ln -s /proc/self/fd /newroot/dev/fd
+ln -s /proc/self/fd/0 /newroot/dev/stdin
+ln -s /proc/self/fd/1 /newroot/dev/stdout
+ln -s /proc/self/fd/2 /newroot/dev/stderr
+mkdir -p /newroot/dev/shm
 mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp
 mount -t tmpfs -o mode=0755 tmpfs /newroot/run
-[ -d /newroot/dev/shm ] && mount -t tmpfs -o mode=1777 tmpfs /newroot/dev/shm
+mount -t tmpfs -o mode=1777 tmpfs /newroot/dev/shm
 
 say "booted in $(cut -d' ' -f1 /proc/uptime) s; running $repo/$run $args"
 # shellcheck disable=SC2086 # args is a list
