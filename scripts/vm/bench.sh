@@ -9,7 +9,7 @@
 #   --reps N   repetitions (default 5, at least 3)
 #   --files N  files created, stat'ed and unlinked per run (default 2000)
 #   --mib N    MiB written and read with dd and O_DIRECT per run (default 256)
-#   --threads N  --thread-pool-size of both servers (default 2)
+#   --threads N  --thread-pool-size of both servers (default 0, both servers' default)
 # Installs virtiofsd 1.14 into .tools/bin when missing. Logs: target/ownfs-vm-bench/.
 set -euo pipefail
 
@@ -20,7 +20,7 @@ LOGS="$REPO/target/ownfs-vm-bench"
 source "$REPO/scripts/vm/lib.sh"
 VIRTIOFSD_VERSION="1.14"
 
-reps=5 files=2000 mib=256 accel=tcg threads=2
+reps=5 files=2000 mib=256 accel=tcg threads=0
 while (($#)); do
     case $1 in
     --reps) reps=$2; shift ;;
@@ -37,6 +37,12 @@ done
 
 "$REPO/scripts/vm/deps.sh" || vm_die "scripts/vm/deps.sh failed"
 if [[ -z ${VIRTIOFSD_BIN:-} ]] && ! "$VIRTIOFSD" --version 2>/dev/null | grep -q " $VIRTIOFSD_VERSION\."; then
+    # virtiofsd links against libseccomp and libcap-ng.
+    for p in libseccomp-dev libcap-ng-dev; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+            DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+                --no-install-recommends "$p" >/dev/null
+    done
     vm_log "installing virtiofsd $VIRTIOFSD_VERSION.x into $TOOLS (several minutes)"
     cargo install --locked --quiet virtiofsd --version "~$VIRTIOFSD_VERSION" --root "$TOOLS"
 fi

@@ -9,7 +9,6 @@
 #   MIB    size of the sequential dd write and read, with O_DIRECT
 set -uo pipefail
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 REPS=${1:-3} FILES=${2:-2000} MIB=${3:-256}
 RESULTS=/tmp/ownfs-vm-results
 say() { echo "ownfs-vm-bench: $*"; }

@@ -1,4 +1,5 @@
 #!/bin/busybox sh
+# shellcheck shell=dash
 # /init of the guest initramfs built by scripts/vm/run.sh (busybox userland).
 # Loads the virtio, virtio-fs and vsock modules, mounts the host's / (virtio-fs tag
 # `rootfs`, read-only) and runs scripts/vm/guest.sh (or ownfs_vm.run) chrooted into it. Then powers off;
@@ -23,7 +24,8 @@ halt() {
 }
 
 repo="" run=scripts/vm/guest.sh probe=0 args=""
-for word in $(cat /proc/cmdline); do
+read -r cmdline </proc/cmdline
+for word in $cmdline; do
     case $word in
     ownfs_vm.repo=*) repo=${word#ownfs_vm.repo=} ;;
     ownfs_vm.run=*) run=${word#ownfs_vm.run=} ;;
@@ -37,9 +39,9 @@ if [ $probe = 1 ]; then
     halt
 fi
 
-for m in $(cat /modules/order); do
+while read -r m; do
     insmod "/modules/$m.ko" || { say "insmod $m failed"; halt; }
-done
+done </modules/order
 
 mount -t virtiofs -o ro rootfs /newroot || { say "cannot mount the rootfs share"; halt; }
 for d in proc sys dev tmp run; do

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # the callers use the settings
 # Shared by scripts/vm/run.sh and scripts/vm/bench.sh (sourced, not run): the
 # initramfs, the host-side daemons (virtio-fs servers, vhost-device-vsock, ownfs serve)
 # and the QEMU command line. Every daemon started here is recorded and stopped by

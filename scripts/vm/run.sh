@@ -120,6 +120,7 @@ mapfile -t -O 0 devices < <(
     vm_fs_dev fs2 "$WORK/sock/vroot" vroot
     vm_fs_dev fs3 "$WORK/sock/vrootless" vrootless
 )
+# shellcheck disable=SC2054 # the commas belong to QEMU's option syntax
 devices+=(-chardev "socket,id=vsock,path=$WORK/sock/vsock.ctl"
     -device vhost-user-vsock-pci,chardev=vsock)
 
