@@ -98,6 +98,7 @@ fn opens_of_one_file_share_passthrough() {
     let writer = fs::OpenOptions::new()
         .write(true)
         .create(true)
+        .truncate(true)
         .mode(0o644)
         .open(&path)
         .expect("create");
