@@ -122,9 +122,14 @@ struct MountArgs {
     /// Worker threads, each with its own /dev/fuse fd.
     #[arg(long, default_value_t = default_threads())]
     threads: usize,
-    /// Let the client kernel cache writes (WRITEBACK_CACHE).
+    /// Let the client kernel cache writes (WRITEBACK_CACHE; turns kernel passthrough off).
     #[arg(long)]
     writeback: bool,
+    /// Serve every read and write instead of letting the client kernel do them on the
+    /// host file itself (kernel passthrough, on by default where the kernel and
+    /// privileges allow it).
+    #[arg(long)]
+    no_passthrough: bool,
     /// Attribute and entry caching in the client kernel.
     #[arg(long, value_enum, default_value_t = CachePolicy::Auto)]
     cache: CachePolicy,
@@ -226,6 +231,8 @@ fn apply_options(args: &mut MountArgs, mount: &mut MountOptions) -> Result<(), S
             ("noatime", None) => mount.noatime = true,
             ("atime" | "relatime" | "strictatime", None) => mount.noatime = false,
             ("writeback", None) => args.writeback = true,
+            ("passthrough", None) => args.no_passthrough = false,
+            ("no_passthrough", None) => args.no_passthrough = true,
             ("threads", Some(v)) => {
                 args.threads = v.parse().map_err(|_| format!("bad threads={v}"))?;
             }
@@ -298,6 +305,18 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
             return Err(format!("opening worker channels: {e}"));
         }
     };
+    // Rootless servers see every write so the overlay can clear set-id bits.
+    let backing = if args.no_passthrough || rootless {
+        None
+    } else {
+        match mount.offer_passthrough() {
+            Ok(b) => Some(b),
+            Err(e) => {
+                let _ = mount.unmount();
+                return Err(format!("preparing kernel passthrough: {e}"));
+            }
+        }
+    };
     if let Some((uid, gid)) = args.own.run_as {
         if let Err(e) = mount.keep_unmount_helper() {
             let _ = mount.unmount();
@@ -319,6 +338,7 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
         rootless: rootless_cfg,
         posix_acl: mount_opts.default_permissions,
         read_only: mount_opts.read_only,
+        backing,
     };
     let fs = match Passthrough::new(cfg) {
         Ok(fs) => fs,
@@ -440,6 +460,7 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
         // ACLs are the guest kernel's business; the host enforces them per request.
         posix_acl: false,
         read_only: false,
+        backing: None,
     };
     let fs = Passthrough::new(cfg).map_err(|e| format!("opening {}: {e}", src.display()))?;
     let mut caps = wire::CAP_WRITEBACK;
@@ -660,6 +681,7 @@ fn run_virtiofs(args: VirtiofsArgs) -> Result<(), String> {
         // virtio-fs guests always mount with default_permissions, as POSIX_ACL needs.
         posix_acl: args.posix_acl,
         read_only: args.readonly,
+        backing: None,
     };
     let fs = match Passthrough::new(cfg) {
         Ok(fs) => fs,

@@ -3,6 +3,7 @@
 
 mod handles;
 mod inode_store;
+mod kernel_io;
 pub mod overlay;
 pub mod record;
 
@@ -20,10 +21,12 @@ use fuse_backend_rs::api::filesystem::{
     ZeroCopyWriter,
 };
 
+use crate::backing::BackingFiles;
 use crate::creds::{CallerGuard, CredentialPolicy};
 use crate::platform::{self, stat64, statvfs64, TimeSpec};
 use handles::HandleTable;
 pub use inode_store::{InodeData, InodeStore, ROOT_ID};
+use kernel_io::KernelIo;
 use overlay::{Overlay, Rootless, SymlinkStore, Virtual};
 use record::Kind;
 
@@ -53,6 +56,10 @@ pub struct Config {
     pub posix_acl: bool,
     /// Refuse every operation that would change the share with EROFS.
     pub read_only: bool,
+    /// Lets the client kernel do reads and writes of open files itself, when the
+    /// transport can (kernel passthrough). Only for servers that own host ownership:
+    /// a rootless overlay must see the writes that clear set-id bits.
+    pub backing: Option<Arc<dyn BackingFiles>>,
 }
 
 pub struct Passthrough {
@@ -63,6 +70,7 @@ pub struct Passthrough {
     cfg: Config,
     timeout: Duration,
     writeback: AtomicBool,
+    kernel_io: Option<KernelIo>,
 }
 
 /// Largest extended attribute value Linux stores (`XATTR_SIZE_MAX`).
@@ -112,7 +120,12 @@ impl Passthrough {
             }),
             None => None,
         };
+        let kernel_io = match (&cfg.backing, &cfg.rootless) {
+            (Some(b), None) => Some(KernelIo::new(b.clone())),
+            _ => None,
+        };
         Ok(Passthrough {
+            kernel_io,
             inodes,
             overlay,
             root,
@@ -304,6 +317,32 @@ impl Passthrough {
             (CachePolicy::Always, false) => OpenOptions::KEEP_CACHE,
             (CachePolicy::Always, true) => OpenOptions::CACHE_DIR,
             _ => OpenOptions::empty(),
+        }
+    }
+
+    /// The kernel I/O table, when passthrough was granted on this connection.
+    fn kernel_io(&self) -> Option<&KernelIo> {
+        self.kernel_io.as_ref().filter(|k| k.enabled())
+    }
+
+    /// Files a just-opened host file under `inode`; with kernel passthrough the reply
+    /// carries the backing id and FOPEN_PASSTHROUGH instead of the cache policy, whose
+    /// page-cache flags the kernel refuses with passthrough. Call as the caller.
+    fn insert_file(&self, inode: &InodeData, fd: OwnedFd) -> (u64, OpenOptions, Option<u32>) {
+        let Some(kio) = self.kernel_io() else {
+            let h = self.handles.insert(inode.id, fd, false);
+            return (h, self.open_options(false), None);
+        };
+        match kio.open(inode.id, inode.fd()) {
+            Some(id) => {
+                let h = self.handles.insert_with(inode.id, fd, false, true);
+                let opts = platform::with_fopen_passthrough(OpenOptions::empty());
+                (h, opts, Some(id))
+            }
+            None => {
+                let h = self.handles.insert_with(inode.id, fd, false, true);
+                (h, self.open_options(false), None)
+            }
         }
     }
 
@@ -711,8 +750,8 @@ impl FileSystem for Passthrough {
         }
         let _c = self.caller(ctx)?;
         let fd = self.open_with_fallback(flags, |f| platform::reopen(data.fd(), f))?;
-        let h = self.handles.insert(inode, fd, false);
-        Ok((Some(h), self.open_options(false), None))
+        let (h, opts, backing_id) = self.insert_file(&data, fd);
+        Ok((Some(h), opts, backing_id))
     }
 
     fn create(
@@ -752,8 +791,9 @@ impl FileSystem for Passthrough {
         // Pin the very inode we created, not whatever the name points to by now.
         let path_fd = platform::reopen(std::os::fd::AsFd::as_fd(&fd), libc::O_PATH)?;
         let entry = self.register_new(path_fd, want)?;
-        let h = self.handles.insert(entry.inode, fd, false);
-        Ok((entry, Some(h), self.open_options(false), None))
+        let data = self.inodes.get(entry.inode)?;
+        let (h, opts, backing_id) = self.insert_file(&data, fd);
+        Ok((entry, Some(h), opts, backing_id))
     }
 
     fn read(
@@ -828,7 +868,11 @@ impl FileSystem for Passthrough {
         _flock_release: bool,
         _lock_owner: Option<u64>,
     ) -> io::Result<()> {
-        self.handles.remove(handle, inode)
+        let h = self.handles.remove(handle, inode)?;
+        if let (true, Some(kio)) = (h.kernel_io, &self.kernel_io) {
+            kio.release(inode);
+        }
+        Ok(())
     }
 
     fn statfs(&self, _ctx: &Context, inode: u64) -> io::Result<statvfs64> {
@@ -1029,7 +1073,7 @@ impl FileSystem for Passthrough {
     }
 
     fn releasedir(&self, _ctx: &Context, inode: u64, _flags: u32, handle: u64) -> io::Result<()> {
-        self.handles.remove(handle, inode)
+        self.handles.remove(handle, inode).map(drop)
     }
 
     fn access(&self, ctx: &Context, inode: u64, mask: u32) -> io::Result<()> {
