@@ -5,12 +5,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
+#[cfg(target_os = "linux")]
 use fuse_backend_rs::api::server::Server;
 
 use ownfs::creds::{CredentialPolicy, GroupSource};
 use ownfs::fs::overlay::Rootless;
 use ownfs::fs::{CachePolicy, Config, Passthrough};
 use ownfs::platform;
+#[cfg(target_os = "linux")]
 use ownfs::transport::fusedev::{FuseMount, MountOptions};
 
 #[derive(Parser)]
@@ -27,6 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Mount SRC on MNT through /dev/fuse and serve it in the foreground.
+    #[cfg(target_os = "linux")]
     Mount(MountArgs),
     /// List the entries of a rootless share that carry an ownership record.
     Owners(OwnersArgs),
@@ -35,6 +38,7 @@ enum Command {
     /// Host side of fuse-pipe: serve SRC to guests that connect to the socket.
     Serve(ServeArgs),
     /// Guest side of fuse-pipe: mount MNT, forwarding every operation to a server.
+    #[cfg(target_os = "linux")]
     Client(ClientArgs),
 }
 
@@ -108,6 +112,7 @@ struct ExportTarArgs {
     ids: ShareIds,
 }
 
+#[cfg(target_os = "linux")]
 #[derive(Args, Clone)]
 struct MountArgs {
     /// Host directory to share.
@@ -143,6 +148,7 @@ fn parse_ids(s: &str) -> Result<(u32, u32), String> {
     Ok((u, g))
 }
 
+#[cfg(target_os = "linux")]
 fn default_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -155,10 +161,12 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse_from(helper_form_args(std::env::args_os().collect()));
     let result = match cli.command {
+        #[cfg(target_os = "linux")]
         Command::Mount(args) => run_mount(args),
         Command::Owners(args) => run_owners(args),
         Command::ExportTar(args) => run_export_tar(args),
         Command::Serve(args) => run_serve(args),
+        #[cfg(target_os = "linux")]
         Command::Client(args) => run_client(args),
     };
     match result {
@@ -187,6 +195,7 @@ fn helper_form_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString
 }
 
 /// Applies `-o` options on top of the flags.
+#[cfg(target_os = "linux")]
 fn apply_options(args: &mut MountArgs, mount: &mut MountOptions) -> Result<(), String> {
     for opt in args.options.clone() {
         let (key, value) = match opt.split_once('=') {
@@ -227,6 +236,7 @@ fn apply_options(args: &mut MountArgs, mount: &mut MountOptions) -> Result<(), S
     Ok(())
 }
 
+#[cfg(target_os = "linux")]
 fn run_mount(mut args: MountArgs) -> Result<(), String> {
     let src = &args.src;
     let meta = std::fs::metadata(src).map_err(|e| format!("source {}: {e}", src.display()))?;
@@ -363,6 +373,7 @@ struct ServeArgs {
     cache: CachePolicy,
 }
 
+#[cfg(target_os = "linux")]
 #[derive(Args, Clone)]
 struct ClientArgs {
     /// Where to mount the share.
@@ -460,6 +471,7 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
     result
 }
 
+#[cfg(target_os = "linux")]
 fn run_client(args: ClientArgs) -> Result<(), String> {
     use ownfs::transport::pipe::{client, wire};
     match platform::raise_nofile_limit() {
