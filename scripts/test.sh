@@ -29,6 +29,11 @@ cargo fmt --check
 section "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
+section "macOS host type-check (scripts/macos-check.sh)"
+# aarch64-apple-darwin with Debian's rustc-web and -Zbuild-std: type errors in
+# macOS-only code fail here (nothing for macOS links or runs on this machine).
+scripts/macos-check.sh
+
 section "cargo test --release -- --test-threads=1"
 cargo test --release -- --test-threads=1
 

@@ -5,12 +5,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
+#[cfg(target_os = "linux")]
 use fuse_backend_rs::api::server::Server;
 
 use ownfs::creds::{CredentialPolicy, GroupSource};
 use ownfs::fs::overlay::Rootless;
 use ownfs::fs::{CachePolicy, Config, Passthrough};
 use ownfs::platform;
+#[cfg(target_os = "linux")]
 use ownfs::transport::fusedev::{FuseMount, MountOptions};
 
 #[derive(Parser)]
@@ -27,6 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Mount SRC on MNT through /dev/fuse and serve it in the foreground.
+    #[cfg(target_os = "linux")]
     Mount(MountArgs),
     /// List the entries of a rootless share that carry an ownership record.
     Owners(OwnersArgs),
@@ -35,6 +38,7 @@ enum Command {
     /// Host side of fuse-pipe: serve SRC to guests that connect to the socket.
     Serve(ServeArgs),
     /// Guest side of fuse-pipe: mount MNT, forwarding every operation to a server.
+    #[cfg(target_os = "linux")]
     Client(ClientArgs),
     /// vhost-user virtio-fs device for a VMM (QEMU vhost-user-fs-pci), like virtiofsd.
     Virtiofs(VirtiofsArgs),
@@ -110,6 +114,7 @@ struct ExportTarArgs {
     ids: ShareIds,
 }
 
+#[cfg(target_os = "linux")]
 #[derive(Args, Clone)]
 struct MountArgs {
     /// Host directory to share.
@@ -150,6 +155,7 @@ fn parse_ids(s: &str) -> Result<(u32, u32), String> {
     Ok((u, g))
 }
 
+#[cfg(target_os = "linux")]
 fn default_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -164,10 +170,12 @@ fn main() -> ExitCode {
     };
     init_logging(log_level);
     let result = match cli.command {
+        #[cfg(target_os = "linux")]
         Command::Mount(args) => run_mount(args),
         Command::Owners(args) => run_owners(args),
         Command::ExportTar(args) => run_export_tar(args),
         Command::Serve(args) => run_serve(args),
+        #[cfg(target_os = "linux")]
         Command::Client(args) => run_client(args),
         Command::Virtiofs(args) => run_virtiofs(args),
     };
@@ -210,6 +218,7 @@ fn helper_form_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString
 }
 
 /// Applies `-o` options on top of the flags.
+#[cfg(target_os = "linux")]
 fn apply_options(args: &mut MountArgs, mount: &mut MountOptions) -> Result<(), String> {
     for opt in args.options.clone() {
         let (key, value) = match opt.split_once('=') {
@@ -252,6 +261,7 @@ fn apply_options(args: &mut MountArgs, mount: &mut MountOptions) -> Result<(), S
     Ok(())
 }
 
+#[cfg(target_os = "linux")]
 fn run_mount(mut args: MountArgs) -> Result<(), String> {
     let src = &args.src;
     let meta = std::fs::metadata(src).map_err(|e| format!("source {}: {e}", src.display()))?;
@@ -402,6 +412,7 @@ struct ServeArgs {
     cache: CachePolicy,
 }
 
+#[cfg(target_os = "linux")]
 #[derive(Args, Clone)]
 struct ClientArgs {
     /// Where to mount the share.
@@ -501,6 +512,7 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
     result
 }
 
+#[cfg(target_os = "linux")]
 fn run_client(args: ClientArgs) -> Result<(), String> {
     use ownfs::transport::pipe::{client, wire};
     match platform::raise_nofile_limit() {

@@ -23,7 +23,7 @@ use fuse_backend_rs::api::filesystem::{
 
 use crate::backing::BackingFiles;
 use crate::creds::{CallerGuard, CredentialPolicy};
-use crate::platform::{self, stat64, statvfs64, TimeSpec};
+use crate::platform::{self, mode, stat64, statvfs64, TimeSpec};
 use handles::HandleTable;
 pub use inode_store::{InodeData, InodeStore, ROOT_ID};
 use kernel_io::KernelIo;
@@ -104,14 +104,14 @@ fn check_new_name(name: &CStr) -> io::Result<()> {
 impl Passthrough {
     pub fn new(cfg: Config) -> io::Result<Self> {
         let path = path_cstr(&cfg.root)?;
-        let fd = platform::open_path(&path, libc::O_PATH | libc::O_DIRECTORY)?;
+        let fd = platform::open_path(&path, platform::O_PATH | libc::O_DIRECTORY)?;
         let (st, key) = platform::statx_identity(std::os::fd::AsFd::as_fd(&fd))?;
         let timeout = match cfg.cache {
             CachePolicy::Never => Duration::ZERO,
             CachePolicy::Auto => Duration::from_secs(1),
             CachePolicy::Always => Duration::from_secs(86400),
         };
-        let inodes = InodeStore::new(fd, key, st.st_mode & libc::S_IFMT);
+        let inodes = InodeStore::new(fd, key, platform::st_mode(&st) & mode::S_IFMT);
         let root = inodes.get(ROOT_ID)?;
         let overlay = match &cfg.rootless {
             Some(rl) => Some(Overlay {
@@ -174,14 +174,14 @@ impl Passthrough {
             // `..` of the shared root is the root itself: nothing above it is reachable.
             b".." if parent.id == ROOT_ID => parent.fd().try_clone_to_owned()?,
             b"." => parent.fd().try_clone_to_owned()?,
-            _ => platform::openat(parent.fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)?,
+            _ => platform::openat(parent.fd(), name, platform::O_PATH | libc::O_NOFOLLOW, 0)?,
         };
         self.register(fd)
     }
 
     /// An `O_PATH` fd of `dir/name`, never following a symlink.
     fn open_child(&self, dir: &InodeData, name: &CStr) -> io::Result<OwnedFd> {
-        platform::openat(dir.fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)
+        platform::openat(dir.fd(), name, platform::O_PATH | libc::O_NOFOLLOW, 0)
     }
 
     /// Adds the host inode behind an `O_PATH` fd to the table and builds its entry.
@@ -189,7 +189,7 @@ impl Passthrough {
         let (mut st, key) = platform::statx_identity(std::os::fd::AsFd::as_fd(&fd))?;
         let data = self
             .inodes
-            .insert_or_ref(fd, key, st.st_mode & libc::S_IFMT);
+            .insert_or_ref(fd, key, platform::st_mode(&st) & mode::S_IFMT);
         if let Some(ov) = &self.overlay {
             ov.virtualize(&data, &mut st);
         }
@@ -225,8 +225,8 @@ impl Passthrough {
         };
         let (uid, gid, parent_sgid) = ov.new_owner(parent, ctx.uid, ctx.gid)?;
         let mut perms = perms & 0o7777;
-        if parent_sgid && format == libc::S_IFDIR {
-            perms |= libc::S_ISGID;
+        if parent_sgid && format == mode::S_IFDIR {
+            perms |= mode::S_ISGID;
         }
         let (rdev_major, rdev_minor) = overlay::split_rdev(rdev);
         Ok(Some(Virtual {
@@ -268,7 +268,7 @@ impl Passthrough {
     fn host_open_flags(&self, flags: u32) -> i32 {
         let mut flags = flags as i32;
         // Client buffers are not aligned for the host: the client keeps O_DIRECT semantics.
-        flags &= !(libc::O_DIRECT | libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY);
+        flags &= !(platform::O_DIRECT | libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY);
         if self.writeback.load(Ordering::Relaxed) {
             // The client kernel handles appends and may read back pages it writes.
             flags &= !libc::O_APPEND;
@@ -311,10 +311,30 @@ impl Passthrough {
         }
     }
 
+    /// Options only Linux's FUSE ABI has (macOS's lacks these bits).
+    #[cfg(target_os = "linux")]
+    fn linux_options(&self, capable: FsOptions) -> FsOptions {
+        let mut want = FsOptions::HAS_IOCTL_DIR;
+        if self.cfg.posix_acl {
+            want |= FsOptions::POSIX_ACL;
+        }
+        if self.cfg.writeback && capable.contains(FsOptions::WRITEBACK_CACHE) {
+            want |= FsOptions::WRITEBACK_CACHE;
+            self.writeback.store(true, Ordering::Relaxed);
+        }
+        want
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn linux_options(&self, _capable: FsOptions) -> FsOptions {
+        FsOptions::empty()
+    }
+
     fn open_options(&self, is_dir: bool) -> OpenOptions {
         match (self.cfg.cache, is_dir) {
             (CachePolicy::Never, false) => OpenOptions::DIRECT_IO,
             (CachePolicy::Always, false) => OpenOptions::KEEP_CACHE,
+            #[cfg(target_os = "linux")]
             (CachePolicy::Always, true) => OpenOptions::CACHE_DIR,
             _ => OpenOptions::empty(),
         }
@@ -359,8 +379,8 @@ impl Passthrough {
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
                 // The client kernel clears SUID/SGID after a write by a non-owner with a
                 // chmod in the writer's name; the host refuses that to a non-owner.
-                let current = platform::fstat(inode.fd())?.st_mode & 0o7777;
-                let kill_bits = libc::S_ISUID | libc::S_ISGID;
+                let current = platform::st_mode(&platform::fstat(inode.fd())?) & 0o7777;
+                let kill_bits = mode::S_ISUID | mode::S_ISGID;
                 let only_clears =
                     mode != current && mode & !current == 0 && (current & !mode) & !kill_bits == 0;
                 if !only_clears || platform::access_fd(inode.fd(), libc::W_OK as u32).is_err() {
@@ -395,7 +415,7 @@ impl Passthrough {
         }
         ov.update(self.root.fd(), data, |v, _host| {
             if mode {
-                v.perms = attr.st_mode & 0o7777;
+                v.perms = platform::st_mode(attr) & 0o7777;
             }
             if owner && ov.cfg.try_host_chown {
                 match platform::fchown(data.fd(), uid, gid) {
@@ -535,14 +555,7 @@ impl FileSystem for Passthrough {
     type Handle = u64;
 
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
-        let mut want = crate::negotiate::base_options() | FsOptions::HAS_IOCTL_DIR;
-        if self.cfg.posix_acl {
-            want |= FsOptions::POSIX_ACL;
-        }
-        if self.cfg.writeback && capable.contains(FsOptions::WRITEBACK_CACHE) {
-            want |= FsOptions::WRITEBACK_CACHE;
-            self.writeback.store(true, Ordering::Relaxed);
-        }
+        let want = crate::negotiate::base_options() | self.linux_options(capable);
         let granted = capable & want;
         log::info!("negotiated {granted:?}");
         Ok(granted)
@@ -593,7 +606,7 @@ impl FileSystem for Passthrough {
             self.setattr_virtual(ov, &data, &attr, valid)?;
         } else {
             if valid.contains(SetattrValid::MODE) {
-                self.set_mode(ctx, &data, attr.st_mode & 0o7777)?;
+                self.set_mode(ctx, &data, platform::st_mode(&attr) & 0o7777)?;
             }
             if valid.intersects(SetattrValid::UID | SetattrValid::GID) {
                 let uid = valid.contains(SetattrValid::UID).then_some(attr.st_uid);
@@ -621,7 +634,7 @@ impl FileSystem for Passthrough {
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
-        let want = self.new_virtual(ctx, &dir, libc::S_IFLNK, 0o777, 0)?;
+        let want = self.new_virtual(ctx, &dir, mode::S_IFLNK, 0o777, 0)?;
         platform::symlinkat(linkname, dir.fd(), name)?;
         self.register_new(self.open_child(&dir, name)?, want)
     }
@@ -639,8 +652,8 @@ impl FileSystem for Passthrough {
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
-        let format = match mode & libc::S_IFMT {
-            0 => libc::S_IFREG,
+        let format = match mode & mode::S_IFMT {
+            0 => mode::S_IFREG,
             f => f,
         };
         let want = self.new_virtual(ctx, &dir, format, mode, rdev)?;
@@ -667,7 +680,7 @@ impl FileSystem for Passthrough {
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
-        let want = self.new_virtual(ctx, &dir, libc::S_IFDIR, mode, 0)?;
+        let want = self.new_virtual(ctx, &dir, mode::S_IFDIR, mode, 0)?;
         let host_mode = match want {
             Some(_) => (mode & 0o777) | overlay::DIR_FLOOR,
             None => mode,
@@ -689,7 +702,9 @@ impl FileSystem for Passthrough {
             .open_child(&dir, name)
             .and_then(|fd| platform::statx_identity(std::os::fd::AsFd::as_fd(&fd)))
             .ok()
-            .filter(|(st, _)| st.st_mode & libc::S_IFMT == libc::S_IFLNK && st.st_nlink == 1);
+            .filter(|(st, _)| {
+                platform::st_mode(st) & mode::S_IFMT == mode::S_IFLNK && st.st_nlink == 1
+            });
         platform::unlinkat(dir.fd(), name, false)?;
         if let Some((_, key)) = victim {
             ov.symlinks.forget(self.root.fd(), key.dev, key.ino)?;
@@ -765,7 +780,7 @@ impl FileSystem for Passthrough {
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
-        let mut want = self.new_virtual(ctx, &dir, libc::S_IFREG, args.mode, 0)?;
+        let mut want = self.new_virtual(ctx, &dir, mode::S_IFREG, args.mode, 0)?;
         let (host_mode, excl) = match want {
             // Rootless: only a file this call really creates gets the caller as owner.
             Some(_) => ((args.mode & 0o777) | overlay::FILE_FLOOR, libc::O_EXCL),
@@ -789,7 +804,7 @@ impl FileSystem for Passthrough {
             r => r?,
         };
         // Pin the very inode we created, not whatever the name points to by now.
-        let path_fd = platform::reopen(std::os::fd::AsFd::as_fd(&fd), libc::O_PATH)?;
+        let path_fd = platform::reopen(std::os::fd::AsFd::as_fd(&fd), platform::O_PATH)?;
         let entry = self.register_new(path_fd, want)?;
         let data = self.inodes.get(entry.inode)?;
         let (h, opts, backing_id) = self.insert_file(&data, fd);

@@ -10,6 +10,16 @@ use std::mem::{ManuallyDrop, MaybeUninit};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 pub use libc::{stat64, statvfs64};
+pub use libc::{
+    FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE,
+    FALLOC_FL_UNSHARE_RANGE, FALLOC_FL_ZERO_RANGE,
+};
+/// Open flag that pins an inode without data access.
+pub use libc::{O_DIRECT, O_PATH};
+/// "No such attribute" from the xattr calls.
+pub const ENOATTR: i32 = libc::ENODATA;
+/// Symlinks cannot carry `user.*` xattrs on Linux: their records live in a sidecar.
+pub const SYMLINK_XATTRS: bool = false;
 
 /// Host identity of an inode: (device, inode number, mount id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -167,6 +177,20 @@ pub fn statx_identity(fd: BorrowedFd<'_>) -> io::Result<(stat64, InodeKey)> {
         mnt_id,
     };
     Ok((st, key))
+}
+
+/// `st_dev` of a host stat as u64.
+pub fn st_dev(st: &stat64) -> u64 {
+    st.st_dev
+}
+
+/// Device numbers of a stat (glibc's dev_t split).
+pub fn rdev_of(st: &stat64) -> (u32, u32) {
+    (libc::major(st.st_rdev), libc::minor(st.st_rdev))
+}
+
+pub fn set_rdev(st: &mut stat64, major: u32, minor: u32) {
+    st.st_rdev = libc::makedev(major, minor);
 }
 
 pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
