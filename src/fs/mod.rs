@@ -51,6 +51,8 @@ pub struct Config {
     /// an ACL change implies. The kernel turns default_permissions on with it, so only
     /// set it on mounts that have default_permissions anyway.
     pub posix_acl: bool,
+    /// Refuse every operation that would change the share with EROFS.
+    pub read_only: bool,
 }
 
 pub struct Passthrough {
@@ -123,6 +125,14 @@ impl Passthrough {
 
     pub fn inode_count(&self) -> usize {
         self.inodes.len()
+    }
+
+    /// EROFS on a read-only share, before anything is looked at or changed.
+    fn check_writable(&self) -> io::Result<()> {
+        if self.cfg.read_only {
+            return Err(err(libc::EROFS));
+        }
+        Ok(())
     }
 
     fn caller(&self, ctx: &Context) -> io::Result<CallerGuard> {
@@ -533,6 +543,7 @@ impl FileSystem for Passthrough {
         handle: Option<u64>,
         valid: SetattrValid,
     ) -> io::Result<(stat64, Duration)> {
+        self.check_writable()?;
         let data = self.inodes.get(inode)?;
         let handle = match handle {
             Some(h) => Some(self.handles.get(h, inode)?),
@@ -567,6 +578,7 @@ impl FileSystem for Passthrough {
         parent: u64,
         name: &CStr,
     ) -> io::Result<Entry> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -584,6 +596,7 @@ impl FileSystem for Passthrough {
         rdev: u32,
         _umask: u32,
     ) -> io::Result<Entry> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -611,6 +624,7 @@ impl FileSystem for Passthrough {
         mode: u32,
         _umask: u32,
     ) -> io::Result<Entry> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -624,6 +638,7 @@ impl FileSystem for Passthrough {
     }
 
     fn unlink(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -644,6 +659,7 @@ impl FileSystem for Passthrough {
     }
 
     fn rmdir(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -659,6 +675,7 @@ impl FileSystem for Passthrough {
         newname: &CStr,
         flags: u32,
     ) -> io::Result<()> {
+        self.check_writable()?;
         self.check_new(olddir, oldname)?;
         self.check_new(newdir, newname)?;
         let old = self.inodes.get(olddir)?;
@@ -668,6 +685,7 @@ impl FileSystem for Passthrough {
     }
 
     fn link(&self, ctx: &Context, inode: u64, newparent: u64, newname: &CStr) -> io::Result<Entry> {
+        self.check_writable()?;
         self.check_new(newparent, newname)?;
         let data = self.inodes.get(inode)?;
         let dir = self.inodes.get(newparent)?;
@@ -687,6 +705,10 @@ impl FileSystem for Passthrough {
         if data.is_dir() {
             return Err(err(libc::EISDIR));
         }
+        let modifying = flags as i32 & (libc::O_ACCMODE | libc::O_TRUNC) != libc::O_RDONLY;
+        if modifying {
+            self.check_writable()?;
+        }
         let _c = self.caller(ctx)?;
         let fd = self.open_with_fallback(flags, |f| platform::reopen(data.fd(), f))?;
         let h = self.handles.insert(inode, fd, false);
@@ -700,6 +722,7 @@ impl FileSystem for Passthrough {
         name: &CStr,
         args: CreateIn,
     ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -763,6 +786,7 @@ impl FileSystem for Passthrough {
         _flags: u32,
         _fuse_flags: u32,
     ) -> io::Result<usize> {
+        self.check_writable()?;
         let h = self.handles.get(handle, inode)?;
         // As the writer, so the host clears set-id bits exactly when the kernel would.
         let _c = self.caller(ctx)?;
@@ -788,6 +812,7 @@ impl FileSystem for Passthrough {
         offset: u64,
         length: u64,
     ) -> io::Result<()> {
+        self.check_writable()?;
         let h = self.handles.get(handle, inode)?;
         let _c = self.caller(ctx)?;
         platform::fallocate(h.fd(), mode, offset, length)
@@ -808,7 +833,11 @@ impl FileSystem for Passthrough {
 
     fn statfs(&self, _ctx: &Context, inode: u64) -> io::Result<statvfs64> {
         let data = self.inodes.get(inode)?;
-        platform::fstatvfs(data.fd())
+        let mut st = platform::fstatvfs(data.fd())?;
+        if self.cfg.read_only {
+            st.f_flag |= libc::ST_RDONLY;
+        }
+        Ok(st)
     }
 
     fn setxattr(
@@ -819,6 +848,7 @@ impl FileSystem for Passthrough {
         value: &[u8],
         flags: u32,
     ) -> io::Result<()> {
+        self.check_writable()?;
         if let Some(ov) = &self.overlay {
             if name == c"system.posix_acl_access" {
                 // An ACL that only restates the mode (cp -p, tar) becomes a chmod of the
@@ -899,6 +929,7 @@ impl FileSystem for Passthrough {
     }
 
     fn removexattr(&self, ctx: &Context, inode: u64, name: &CStr) -> io::Result<()> {
+        self.check_writable()?;
         match self.refused_xattr(name) {
             // Rootless shares hold no ACLs, so there is none to remove.
             Some(libc::EOPNOTSUPP) => return Err(err(libc::ENODATA)),
@@ -1003,6 +1034,9 @@ impl FileSystem for Passthrough {
 
     fn access(&self, ctx: &Context, inode: u64, mask: u32) -> io::Result<()> {
         let data = self.inodes.get(inode)?;
+        if mask & libc::W_OK as u32 != 0 {
+            self.check_writable()?;
+        }
         let _c = self.caller(ctx)?;
         platform::access_fd(data.fd(), mask)
     }
