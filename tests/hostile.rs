@@ -1172,6 +1172,110 @@ fn raw_fuse_cases(s: &mut Suite) {
         Expect::Ok,
     );
 
+    // ---- creating over the names of links out: never through them ----
+    for link_name in ["out_abs", "out_rel"] {
+        let lb = link_name.as_bytes();
+        let trunc = (libc::O_RDWR | libc::O_TRUNC) as u32;
+        s.case(
+            &format!("create O_TRUNC over {link_name}"),
+            create(ROOT, lb, trunc, 0o644),
+            Expect::Err(&[libc::ELOOP, libc::EEXIST]),
+        );
+        s.case(
+            &format!("mknod over {link_name}"),
+            mknod(ROOT, lb, libc::S_IFREG | 0o644, 0),
+            Expect::Err(&[libc::EEXIST]),
+        );
+        s.case(
+            &format!("mkdir over {link_name}"),
+            mkdir(ROOT, lb, 0o755),
+            Expect::Err(&[libc::EEXIST]),
+        );
+        s.case(
+            &format!("symlink over {link_name}"),
+            symlink(ROOT, lb, b"f"),
+            Expect::Err(&[libc::EEXIST]),
+        );
+    }
+    s.case(
+        "open O_CREAT|O_TRUNC of a link out",
+        open(
+            n.out_rel,
+            (libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC) as u32,
+        ),
+        Expect::Err(&[libc::ELOOP]),
+    );
+    s.case(
+        "create O_TMPFILE",
+        create(
+            ROOT,
+            MARK.as_bytes(),
+            (libc::O_RDWR | libc::O_TMPFILE) as u32,
+            0o644,
+        ),
+        Expect::Err(&[libc::EINVAL, libc::EISDIR, libc::ENOTDIR]),
+    );
+    s.case(
+        "open O_TMPFILE of a file",
+        open(n.f, (libc::O_RDWR | libc::O_TMPFILE) as u32),
+        Expect::Err(&[libc::EINVAL, libc::ENOTDIR]),
+    );
+    s.case(
+        "open O_DIRECTORY of a file",
+        open(n.f, libc::O_DIRECTORY as u32),
+        Expect::Err(&[libc::ENOTDIR]),
+    );
+    if let Some(r) = s.case(
+        "open O_PATH of a file",
+        open(n.f, libc::O_PATH as u32),
+        Expect::Ok,
+    ) {
+        if r.errno == 0 {
+            let ph = r.open_fh();
+            s.case(
+                "read through an O_PATH handle",
+                read(n.f, ph, 0, 16),
+                Expect::Err(EBADF),
+            );
+            s.case(
+                "write through an O_PATH handle",
+                write(n.f, ph, 0, 3, b"abc"),
+                Expect::Err(EBADF),
+            );
+            s.ok(release(n.f, ph));
+        }
+    }
+    let ro = s.ok(open(n.f, libc::O_RDONLY as u32)).open_fh();
+    s.case(
+        "write through a read-only handle",
+        write(n.f, ro, 0, 3, b"abc"),
+        Expect::Err(EBADF),
+    );
+    s.case(
+        "truncate through a read-only handle",
+        setattr(
+            n.f,
+            Setattr {
+                valid: fattr::SIZE | fattr::FH,
+                fh: ro,
+                ..Default::default()
+            },
+        ),
+        Expect::Err(&[libc::EBADF, libc::EINVAL]),
+    );
+    s.ok(release(n.f, ro));
+    s.case(
+        "fallocate through a directory handle",
+        fallocate(n.d, dh, 0, 1, 0),
+        Expect::Err(&[libc::EBADF, libc::ENODEV, libc::EISDIR]),
+    );
+    s.case("readlink of a file", readlink(n.f), Expect::Err(EINVAL));
+    s.case(
+        "access with unknown mask bits",
+        access(n.f, 0xff),
+        Expect::Err(EINVAL),
+    );
+
     // ---- renames ----
     s.case(
         "rename onto itself",
@@ -2831,6 +2935,60 @@ fn pipe_cases(s: &mut PipeSuite) {
         },
         Expect::Err(&[libc::EPERM]),
     );
+
+    s.case(
+        "readlink of a file",
+        Request::Readlink { node: f },
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "create O_TRUNC over a link out",
+        Request::Create {
+            parent: ROOT,
+            name: name(b"out_abs"),
+            mode: 0o644,
+            umask: 0,
+            flags: rw | wire::open::TRUNC,
+            open_in: 0,
+        },
+        Expect::Err(&[libc::ELOOP, libc::EEXIST]),
+    );
+    s.case(
+        "mkdir over a link out",
+        Request::Mkdir {
+            parent: ROOT,
+            name: name(b"out_dir"),
+            mode: 0o755,
+            umask: 0,
+        },
+        Expect::Err(&[libc::EEXIST]),
+    );
+    let ro = s.handle(Request::Open {
+        node: f,
+        flags: 0,
+        open_in: 0,
+    });
+    s.case(
+        "write through a read-only handle",
+        Request::Write {
+            node: f,
+            handle: ro,
+            offset: 0,
+            lock_owner: None,
+            flags: 0,
+            write_flags: 0,
+            data: mark.clone(),
+        },
+        Expect::Err(EBADF),
+    );
+    s.ok(Request::Release {
+        node: f,
+        handle: ro,
+        flags: 0,
+        flush: false,
+        flock_release: false,
+        lock_owner: None,
+    });
 
     // ---- renames and links ----
     s.case(

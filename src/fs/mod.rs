@@ -620,6 +620,10 @@ impl FileSystem for Passthrough {
 
     fn readlink(&self, _ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
         let data = self.inodes.get(inode)?;
+        // readlink(2) of anything but a symlink is EINVAL (the host says ENOENT).
+        if !data.is_symlink() {
+            return Err(err(libc::EINVAL));
+        }
         platform::readlink_fd(data.fd())
     }
 
