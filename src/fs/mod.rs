@@ -51,6 +51,8 @@ pub struct Config {
     /// an ACL change implies. The kernel turns default_permissions on with it, so only
     /// set it on mounts that have default_permissions anyway.
     pub posix_acl: bool,
+    /// Refuse every operation that would change the share with EROFS.
+    pub read_only: bool,
 }
 
 pub struct Passthrough {
@@ -62,6 +64,9 @@ pub struct Passthrough {
     timeout: Duration,
     writeback: AtomicBool,
 }
+
+/// Largest extended attribute value Linux stores (`XATTR_SIZE_MAX`).
+const XATTR_SIZE_MAX: usize = 65536;
 
 fn err(errno: i32) -> io::Error {
     io::Error::from_raw_os_error(errno)
@@ -120,6 +125,14 @@ impl Passthrough {
 
     pub fn inode_count(&self) -> usize {
         self.inodes.len()
+    }
+
+    /// EROFS on a read-only share, before anything is looked at or changed.
+    fn check_writable(&self) -> io::Result<()> {
+        if self.cfg.read_only {
+            return Err(err(libc::EROFS));
+        }
+        Ok(())
     }
 
     fn caller(&self, ctx: &Context) -> io::Result<CallerGuard> {
@@ -229,7 +242,7 @@ impl Passthrough {
     /// our own record, and in rootless mode POSIX ACLs, which would bypass the
     /// virtual mode (the server owns every host file, so the host never denies).
     fn refused_xattr(&self, name: &CStr) -> Option<i32> {
-        if name == overlay::RECORD_XATTR {
+        if name.to_bytes().starts_with(overlay::RESERVED_XATTR_PREFIX) {
             return Some(libc::EPERM);
         }
         let acl = name.to_bytes().starts_with(b"system.posix_acl_");
@@ -540,6 +553,7 @@ impl FileSystem for Passthrough {
         handle: Option<u64>,
         valid: SetattrValid,
     ) -> io::Result<(stat64, Duration)> {
+        self.check_writable()?;
         let data = self.inodes.get(inode)?;
         let handle = match handle {
             Some(h) => Some(self.handles.get(h, inode)?),
@@ -574,6 +588,7 @@ impl FileSystem for Passthrough {
         parent: u64,
         name: &CStr,
     ) -> io::Result<Entry> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -591,6 +606,7 @@ impl FileSystem for Passthrough {
         rdev: u32,
         _umask: u32,
     ) -> io::Result<Entry> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -618,6 +634,7 @@ impl FileSystem for Passthrough {
         mode: u32,
         _umask: u32,
     ) -> io::Result<Entry> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -631,6 +648,7 @@ impl FileSystem for Passthrough {
     }
 
     fn unlink(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -651,6 +669,7 @@ impl FileSystem for Passthrough {
     }
 
     fn rmdir(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -666,6 +685,7 @@ impl FileSystem for Passthrough {
         newname: &CStr,
         flags: u32,
     ) -> io::Result<()> {
+        self.check_writable()?;
         self.check_new(olddir, oldname)?;
         self.check_new(newdir, newname)?;
         let old = self.inodes.get(olddir)?;
@@ -675,6 +695,7 @@ impl FileSystem for Passthrough {
     }
 
     fn link(&self, ctx: &Context, inode: u64, newparent: u64, newname: &CStr) -> io::Result<Entry> {
+        self.check_writable()?;
         self.check_new(newparent, newname)?;
         let data = self.inodes.get(inode)?;
         let dir = self.inodes.get(newparent)?;
@@ -694,6 +715,10 @@ impl FileSystem for Passthrough {
         if data.is_dir() {
             return Err(err(libc::EISDIR));
         }
+        let modifying = flags as i32 & (libc::O_ACCMODE | libc::O_TRUNC) != libc::O_RDONLY;
+        if modifying {
+            self.check_writable()?;
+        }
         let _c = self.caller(ctx)?;
         let fd = self.open_with_fallback(flags, |f| platform::reopen(data.fd(), f))?;
         let h = self.handles.insert(inode, fd, false);
@@ -707,6 +732,7 @@ impl FileSystem for Passthrough {
         name: &CStr,
         args: CreateIn,
     ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -756,7 +782,9 @@ impl FileSystem for Passthrough {
         _flags: u32,
     ) -> io::Result<usize> {
         let h = self.handles.get(handle, inode)?;
-        platform::with_file(h.fd(), |f| w.write_from(f, size as usize, offset))
+        // A size beyond the reply buffer is a short read, as POSIX allows, not an error.
+        let size = (size as usize).min(w.available_bytes());
+        platform::with_file(h.fd(), |f| w.write_from(f, size, offset))
     }
 
     fn write(
@@ -772,6 +800,7 @@ impl FileSystem for Passthrough {
         _flags: u32,
         _fuse_flags: u32,
     ) -> io::Result<usize> {
+        self.check_writable()?;
         let h = self.handles.get(handle, inode)?;
         // As the writer, so the host clears set-id bits exactly when the kernel would.
         let _c = self.caller(ctx)?;
@@ -797,6 +826,7 @@ impl FileSystem for Passthrough {
         offset: u64,
         length: u64,
     ) -> io::Result<()> {
+        self.check_writable()?;
         let h = self.handles.get(handle, inode)?;
         let _c = self.caller(ctx)?;
         platform::fallocate(h.fd(), mode, offset, length)
@@ -817,7 +847,11 @@ impl FileSystem for Passthrough {
 
     fn statfs(&self, _ctx: &Context, inode: u64) -> io::Result<statvfs64> {
         let data = self.inodes.get(inode)?;
-        platform::fstatvfs(data.fd())
+        let mut st = platform::fstatvfs(data.fd())?;
+        if self.cfg.read_only {
+            st.f_flag |= libc::ST_RDONLY;
+        }
+        Ok(st)
     }
 
     fn setxattr(
@@ -828,6 +862,7 @@ impl FileSystem for Passthrough {
         value: &[u8],
         flags: u32,
     ) -> io::Result<()> {
+        self.check_writable()?;
         if let Some(ov) = &self.overlay {
             if name == c"system.posix_acl_access" {
                 // An ACL that only restates the mode (cp -p, tar) becomes a chmod of the
@@ -864,7 +899,8 @@ impl FileSystem for Passthrough {
             let n = platform::getxattr(data.fd(), name, &mut [])?;
             return Ok(GetxattrReply::Count(n as u32));
         }
-        let mut buf = vec![0u8; size as usize];
+        // No value is larger than the host's limit: never allocate what a client names.
+        let mut buf = vec![0u8; (size as usize).min(XATTR_SIZE_MAX)];
         let n = platform::getxattr(data.fd(), name, &mut buf)?;
         buf.truncate(n);
         Ok(GetxattrReply::Value(buf))
@@ -907,6 +943,7 @@ impl FileSystem for Passthrough {
     }
 
     fn removexattr(&self, ctx: &Context, inode: u64, name: &CStr) -> io::Result<()> {
+        self.check_writable()?;
         match self.refused_xattr(name) {
             // Rootless shares hold no ACLs, so there is none to remove.
             Some(libc::EOPNOTSUPP) => return Err(err(libc::ENODATA)),
@@ -1011,6 +1048,9 @@ impl FileSystem for Passthrough {
 
     fn access(&self, ctx: &Context, inode: u64, mask: u32) -> io::Result<()> {
         let data = self.inodes.get(inode)?;
+        if mask & libc::W_OK as u32 != 0 {
+            self.check_writable()?;
+        }
         let _c = self.caller(ctx)?;
         platform::access_fd(data.fd(), mask)
     }

@@ -839,6 +839,43 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     owned(fd)
 }
 
+/// Reads one int-valued socket option.
+fn socket_option_int(fd: RawFd, option: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: value and len are live and sized for one int.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(value)
+}
+
+/// Takes over a listening Unix socket the parent process left open at `fd`
+/// (virtiofsd's `--fd`). Call once per descriptor: the listener owns and closes it.
+pub fn inherited_unix_listener(fd: RawFd) -> io::Result<std::os::unix::net::UnixListener> {
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    if socket_option_int(fd, libc::SO_DOMAIN)? != libc::AF_UNIX {
+        return Err(io::Error::other("not a Unix socket"));
+    }
+    if socket_option_int(fd, libc::SO_ACCEPTCONN)? == 0 {
+        return Err(io::Error::other("socket is not listening"));
+    }
+    // SAFETY: getsockopt just proved `fd` open; the caller hands it over, and nothing
+    // else in this process owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: valid descriptor; F_SETFD with FD_CLOEXEC has no memory effects.
+    cvt(unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    Ok(owned.into())
+}
+
 // ---- fuse-pipe transport ----
 
 /// An all-zero statvfs, for filesystems that build one from fields (the pipe client).

@@ -3,3 +3,4 @@
 
 pub mod fusedev;
 pub mod pipe;
+pub mod virtiofs;
