@@ -40,7 +40,7 @@ enum Command {
     Virtiofs(VirtiofsArgs),
 }
 
-/// How a server applies ownership: shared by `mount` and `serve`.
+/// How a server applies ownership: shared by `mount`, `serve` and `virtiofs`.
 #[derive(Args, Clone)]
 struct OwnershipArgs {
     /// Virtualize ownership instead of applying it on the host (on by default without CAP_CHOWN).

@@ -65,6 +65,9 @@ pub struct Passthrough {
     writeback: AtomicBool,
 }
 
+/// Largest extended attribute value Linux stores (`XATTR_SIZE_MAX`).
+const XATTR_SIZE_MAX: usize = 65536;
+
 fn err(errno: i32) -> io::Error {
     io::Error::from_raw_os_error(errno)
 }
@@ -229,7 +232,7 @@ impl Passthrough {
     /// our own record, and in rootless mode POSIX ACLs, which would bypass the
     /// virtual mode (the server owns every host file, so the host never denies).
     fn refused_xattr(&self, name: &CStr) -> Option<i32> {
-        if name == overlay::RECORD_XATTR {
+        if name.to_bytes().starts_with(overlay::RESERVED_XATTR_PREFIX) {
             return Some(libc::EPERM);
         }
         let acl = name.to_bytes().starts_with(b"system.posix_acl_");
@@ -765,7 +768,9 @@ impl FileSystem for Passthrough {
         _flags: u32,
     ) -> io::Result<usize> {
         let h = self.handles.get(handle, inode)?;
-        platform::with_file(h.fd(), |f| w.write_from(f, size as usize, offset))
+        // A size beyond the reply buffer is a short read, as POSIX allows, not an error.
+        let size = (size as usize).min(w.available_bytes());
+        platform::with_file(h.fd(), |f| w.write_from(f, size, offset))
     }
 
     fn write(
@@ -880,7 +885,8 @@ impl FileSystem for Passthrough {
             let n = platform::getxattr(data.fd(), name, &mut [])?;
             return Ok(GetxattrReply::Count(n as u32));
         }
-        let mut buf = vec![0u8; size as usize];
+        // No value is larger than the host's limit: never allocate what a client names.
+        let mut buf = vec![0u8; (size as usize).min(XATTR_SIZE_MAX)];
         let n = platform::getxattr(data.fd(), name, &mut buf)?;
         buf.truncate(n);
         Ok(GetxattrReply::Value(buf))
