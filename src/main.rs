@@ -5,12 +5,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
+#[cfg(target_os = "linux")]
 use fuse_backend_rs::api::server::Server;
 
 use ownfs::creds::{CredentialPolicy, GroupSource};
 use ownfs::fs::overlay::Rootless;
 use ownfs::fs::{CachePolicy, Config, Passthrough};
 use ownfs::platform;
+#[cfg(target_os = "linux")]
 use ownfs::transport::fusedev::{FuseMount, MountOptions};
 
 #[derive(Parser)]
@@ -27,6 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Mount SRC on MNT through /dev/fuse and serve it in the foreground.
+    #[cfg(target_os = "linux")]
     Mount(MountArgs),
     /// List the entries of a rootless share that carry an ownership record.
     Owners(OwnersArgs),
@@ -35,12 +38,13 @@ enum Command {
     /// Host side of fuse-pipe: serve SRC to guests that connect to the socket.
     Serve(ServeArgs),
     /// Guest side of fuse-pipe: mount MNT, forwarding every operation to a server.
+    #[cfg(target_os = "linux")]
     Client(ClientArgs),
     /// vhost-user virtio-fs device for a VMM (QEMU vhost-user-fs-pci), like virtiofsd.
     Virtiofs(VirtiofsArgs),
 }
 
-/// How a server applies ownership: shared by `mount` and `serve`.
+/// How a server applies ownership: shared by `mount`, `serve` and `virtiofs`.
 #[derive(Args, Clone)]
 struct OwnershipArgs {
     /// Virtualize ownership instead of applying it on the host (on by default without CAP_CHOWN).
@@ -110,6 +114,7 @@ struct ExportTarArgs {
     ids: ShareIds,
 }
 
+#[cfg(target_os = "linux")]
 #[derive(Args, Clone)]
 struct MountArgs {
     /// Host directory to share.
@@ -122,9 +127,14 @@ struct MountArgs {
     /// Worker threads, each with its own /dev/fuse fd.
     #[arg(long, default_value_t = default_threads())]
     threads: usize,
-    /// Let the client kernel cache writes (WRITEBACK_CACHE).
+    /// Let the client kernel cache writes (WRITEBACK_CACHE; turns kernel passthrough off).
     #[arg(long)]
     writeback: bool,
+    /// Serve every read and write instead of letting the client kernel do them on the
+    /// host file itself (kernel passthrough, on by default where the kernel and
+    /// privileges allow it).
+    #[arg(long)]
+    no_passthrough: bool,
     /// Attribute and entry caching in the client kernel.
     #[arg(long, value_enum, default_value_t = CachePolicy::Auto)]
     cache: CachePolicy,
@@ -145,6 +155,7 @@ fn parse_ids(s: &str) -> Result<(u32, u32), String> {
     Ok((u, g))
 }
 
+#[cfg(target_os = "linux")]
 fn default_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -159,10 +170,12 @@ fn main() -> ExitCode {
     };
     init_logging(log_level);
     let result = match cli.command {
+        #[cfg(target_os = "linux")]
         Command::Mount(args) => run_mount(args),
         Command::Owners(args) => run_owners(args),
         Command::ExportTar(args) => run_export_tar(args),
         Command::Serve(args) => run_serve(args),
+        #[cfg(target_os = "linux")]
         Command::Client(args) => run_client(args),
         Command::Virtiofs(args) => run_virtiofs(args),
     };
@@ -205,6 +218,7 @@ fn helper_form_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString
 }
 
 /// Applies `-o` options on top of the flags.
+#[cfg(target_os = "linux")]
 fn apply_options(args: &mut MountArgs, mount: &mut MountOptions) -> Result<(), String> {
     for opt in args.options.clone() {
         let (key, value) = match opt.split_once('=') {
@@ -226,6 +240,8 @@ fn apply_options(args: &mut MountArgs, mount: &mut MountOptions) -> Result<(), S
             ("noatime", None) => mount.noatime = true,
             ("atime" | "relatime" | "strictatime", None) => mount.noatime = false,
             ("writeback", None) => args.writeback = true,
+            ("passthrough", None) => args.no_passthrough = false,
+            ("no_passthrough", None) => args.no_passthrough = true,
             ("threads", Some(v)) => {
                 args.threads = v.parse().map_err(|_| format!("bad threads={v}"))?;
             }
@@ -245,6 +261,7 @@ fn apply_options(args: &mut MountArgs, mount: &mut MountOptions) -> Result<(), S
     Ok(())
 }
 
+#[cfg(target_os = "linux")]
 fn run_mount(mut args: MountArgs) -> Result<(), String> {
     let src = &args.src;
     let meta = std::fs::metadata(src).map_err(|e| format!("source {}: {e}", src.display()))?;
@@ -298,6 +315,18 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
             return Err(format!("opening worker channels: {e}"));
         }
     };
+    // Rootless servers see every write so the overlay can clear set-id bits.
+    let backing = if args.no_passthrough || rootless {
+        None
+    } else {
+        match mount.offer_passthrough() {
+            Ok(b) => Some(b),
+            Err(e) => {
+                let _ = mount.unmount();
+                return Err(format!("preparing kernel passthrough: {e}"));
+            }
+        }
+    };
     if let Some((uid, gid)) = args.own.run_as {
         if let Err(e) = mount.keep_unmount_helper() {
             let _ = mount.unmount();
@@ -319,6 +348,7 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
         rootless: rootless_cfg,
         posix_acl: mount_opts.default_permissions,
         read_only: mount_opts.read_only,
+        backing,
     };
     let fs = match Passthrough::new(cfg) {
         Ok(fs) => fs,
@@ -382,6 +412,7 @@ struct ServeArgs {
     cache: CachePolicy,
 }
 
+#[cfg(target_os = "linux")]
 #[derive(Args, Clone)]
 struct ClientArgs {
     /// Where to mount the share.
@@ -440,6 +471,7 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
         // ACLs are the guest kernel's business; the host enforces them per request.
         posix_acl: false,
         read_only: false,
+        backing: None,
     };
     let fs = Passthrough::new(cfg).map_err(|e| format!("opening {}: {e}", src.display()))?;
     let mut caps = wire::CAP_WRITEBACK;
@@ -480,6 +512,7 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
     result
 }
 
+#[cfg(target_os = "linux")]
 fn run_client(args: ClientArgs) -> Result<(), String> {
     use ownfs::transport::pipe::{client, wire};
     match platform::raise_nofile_limit() {
@@ -660,6 +693,7 @@ fn run_virtiofs(args: VirtiofsArgs) -> Result<(), String> {
         // virtio-fs guests always mount with default_permissions, as POSIX_ACL needs.
         posix_acl: args.posix_acl,
         read_only: args.readonly,
+        backing: None,
     };
     let fs = match Passthrough::new(cfg) {
         Ok(fs) => fs,

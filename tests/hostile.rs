@@ -203,6 +203,7 @@ fn passthrough(src: &Path, rootless: bool) -> Passthrough {
         }),
         posix_acl: false,
         read_only: false,
+        backing: None,
     };
     Passthrough::new(cfg).expect("passthrough")
 }

@@ -553,6 +553,14 @@ fn negotiates_serves_and_exits_when_the_vmm_leaves() {
 }
 
 #[test]
+fn socket_group_may_connect() {
+    let dev = Device::start_with(&["--socket-group", &G.to_string()], |_| {});
+    let meta = fs::metadata(&dev.sock).unwrap();
+    assert_eq!(meta.gid(), G);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+}
+
+#[test]
 fn readonly_share_refuses_every_change() {
     let dev = Device::start_with(&["--readonly"], |share| {
         fs::write(share.join("f"), b"data").unwrap();

@@ -3,6 +3,7 @@
 
 mod handles;
 mod inode_store;
+mod kernel_io;
 pub mod overlay;
 pub mod record;
 
@@ -20,10 +21,12 @@ use fuse_backend_rs::api::filesystem::{
     ZeroCopyWriter,
 };
 
+use crate::backing::BackingFiles;
 use crate::creds::{CallerGuard, CredentialPolicy};
-use crate::platform::{self, stat64, statvfs64, TimeSpec};
+use crate::platform::{self, mode, stat64, statvfs64, TimeSpec};
 use handles::HandleTable;
 pub use inode_store::{InodeData, InodeStore, ROOT_ID};
+use kernel_io::KernelIo;
 use overlay::{Overlay, Rootless, SymlinkStore, Virtual};
 use record::Kind;
 
@@ -53,6 +56,10 @@ pub struct Config {
     pub posix_acl: bool,
     /// Refuse every operation that would change the share with EROFS.
     pub read_only: bool,
+    /// Lets the client kernel do reads and writes of open files itself, when the
+    /// transport can (kernel passthrough). Only for servers that own host ownership:
+    /// a rootless overlay must see the writes that clear set-id bits.
+    pub backing: Option<Arc<dyn BackingFiles>>,
 }
 
 pub struct Passthrough {
@@ -63,6 +70,7 @@ pub struct Passthrough {
     cfg: Config,
     timeout: Duration,
     writeback: AtomicBool,
+    kernel_io: Option<KernelIo>,
 }
 
 /// Largest extended attribute value Linux stores (`XATTR_SIZE_MAX`).
@@ -96,14 +104,14 @@ fn check_new_name(name: &CStr) -> io::Result<()> {
 impl Passthrough {
     pub fn new(cfg: Config) -> io::Result<Self> {
         let path = path_cstr(&cfg.root)?;
-        let fd = platform::open_path(&path, libc::O_PATH | libc::O_DIRECTORY)?;
+        let fd = platform::open_path(&path, platform::O_PATH | libc::O_DIRECTORY)?;
         let (st, key) = platform::statx_identity(std::os::fd::AsFd::as_fd(&fd))?;
         let timeout = match cfg.cache {
             CachePolicy::Never => Duration::ZERO,
             CachePolicy::Auto => Duration::from_secs(1),
             CachePolicy::Always => Duration::from_secs(86400),
         };
-        let inodes = InodeStore::new(fd, key, st.st_mode & libc::S_IFMT);
+        let inodes = InodeStore::new(fd, key, platform::st_mode(&st) & mode::S_IFMT);
         let root = inodes.get(ROOT_ID)?;
         let overlay = match &cfg.rootless {
             Some(rl) => Some(Overlay {
@@ -112,7 +120,12 @@ impl Passthrough {
             }),
             None => None,
         };
+        let kernel_io = match (&cfg.backing, &cfg.rootless) {
+            (Some(b), None) => Some(KernelIo::new(b.clone())),
+            _ => None,
+        };
         Ok(Passthrough {
+            kernel_io,
             inodes,
             overlay,
             root,
@@ -161,14 +174,14 @@ impl Passthrough {
             // `..` of the shared root is the root itself: nothing above it is reachable.
             b".." if parent.id == ROOT_ID => parent.fd().try_clone_to_owned()?,
             b"." => parent.fd().try_clone_to_owned()?,
-            _ => platform::openat(parent.fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)?,
+            _ => platform::openat(parent.fd(), name, platform::O_PATH | libc::O_NOFOLLOW, 0)?,
         };
         self.register(fd)
     }
 
     /// An `O_PATH` fd of `dir/name`, never following a symlink.
     fn open_child(&self, dir: &InodeData, name: &CStr) -> io::Result<OwnedFd> {
-        platform::openat(dir.fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)
+        platform::openat(dir.fd(), name, platform::O_PATH | libc::O_NOFOLLOW, 0)
     }
 
     /// Adds the host inode behind an `O_PATH` fd to the table and builds its entry.
@@ -176,7 +189,7 @@ impl Passthrough {
         let (mut st, key) = platform::statx_identity(std::os::fd::AsFd::as_fd(&fd))?;
         let data = self
             .inodes
-            .insert_or_ref(fd, key, st.st_mode & libc::S_IFMT);
+            .insert_or_ref(fd, key, platform::st_mode(&st) & mode::S_IFMT);
         if let Some(ov) = &self.overlay {
             ov.virtualize(&data, &mut st);
         }
@@ -212,8 +225,8 @@ impl Passthrough {
         };
         let (uid, gid, parent_sgid) = ov.new_owner(parent, ctx.uid, ctx.gid)?;
         let mut perms = perms & 0o7777;
-        if parent_sgid && format == libc::S_IFDIR {
-            perms |= libc::S_ISGID;
+        if parent_sgid && format == mode::S_IFDIR {
+            perms |= mode::S_ISGID;
         }
         let (rdev_major, rdev_minor) = overlay::split_rdev(rdev);
         Ok(Some(Virtual {
@@ -255,7 +268,7 @@ impl Passthrough {
     fn host_open_flags(&self, flags: u32) -> i32 {
         let mut flags = flags as i32;
         // Client buffers are not aligned for the host: the client keeps O_DIRECT semantics.
-        flags &= !(libc::O_DIRECT | libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY);
+        flags &= !(platform::O_DIRECT | libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY);
         if self.writeback.load(Ordering::Relaxed) {
             // The client kernel handles appends and may read back pages it writes.
             flags &= !libc::O_APPEND;
@@ -298,12 +311,58 @@ impl Passthrough {
         }
     }
 
+    /// Options only Linux's FUSE ABI has (macOS's lacks these bits).
+    #[cfg(target_os = "linux")]
+    fn linux_options(&self, capable: FsOptions) -> FsOptions {
+        let mut want = FsOptions::HAS_IOCTL_DIR;
+        if self.cfg.posix_acl {
+            want |= FsOptions::POSIX_ACL;
+        }
+        if self.cfg.writeback && capable.contains(FsOptions::WRITEBACK_CACHE) {
+            want |= FsOptions::WRITEBACK_CACHE;
+            self.writeback.store(true, Ordering::Relaxed);
+        }
+        want
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn linux_options(&self, _capable: FsOptions) -> FsOptions {
+        FsOptions::empty()
+    }
+
     fn open_options(&self, is_dir: bool) -> OpenOptions {
         match (self.cfg.cache, is_dir) {
             (CachePolicy::Never, false) => OpenOptions::DIRECT_IO,
             (CachePolicy::Always, false) => OpenOptions::KEEP_CACHE,
+            #[cfg(target_os = "linux")]
             (CachePolicy::Always, true) => OpenOptions::CACHE_DIR,
             _ => OpenOptions::empty(),
+        }
+    }
+
+    /// The kernel I/O table, when passthrough was granted on this connection.
+    fn kernel_io(&self) -> Option<&KernelIo> {
+        self.kernel_io.as_ref().filter(|k| k.enabled())
+    }
+
+    /// Files a just-opened host file under `inode`; with kernel passthrough the reply
+    /// carries the backing id and FOPEN_PASSTHROUGH instead of the cache policy, whose
+    /// page-cache flags the kernel refuses with passthrough. Call as the caller.
+    fn insert_file(&self, inode: &InodeData, fd: OwnedFd) -> (u64, OpenOptions, Option<u32>) {
+        let Some(kio) = self.kernel_io() else {
+            let h = self.handles.insert(inode.id, fd, false);
+            return (h, self.open_options(false), None);
+        };
+        match kio.open(inode.id, inode.fd()) {
+            Some(id) => {
+                let h = self.handles.insert_with(inode.id, fd, false, true);
+                let opts = platform::with_fopen_passthrough(OpenOptions::empty());
+                (h, opts, Some(id))
+            }
+            None => {
+                let h = self.handles.insert_with(inode.id, fd, false, true);
+                (h, self.open_options(false), None)
+            }
         }
     }
 
@@ -320,8 +379,8 @@ impl Passthrough {
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
                 // The client kernel clears SUID/SGID after a write by a non-owner with a
                 // chmod in the writer's name; the host refuses that to a non-owner.
-                let current = platform::fstat(inode.fd())?.st_mode & 0o7777;
-                let kill_bits = libc::S_ISUID | libc::S_ISGID;
+                let current = platform::st_mode(&platform::fstat(inode.fd())?) & 0o7777;
+                let kill_bits = mode::S_ISUID | mode::S_ISGID;
                 let only_clears =
                     mode != current && mode & !current == 0 && (current & !mode) & !kill_bits == 0;
                 if !only_clears || platform::access_fd(inode.fd(), libc::W_OK as u32).is_err() {
@@ -356,7 +415,7 @@ impl Passthrough {
         }
         ov.update(self.root.fd(), data, |v, _host| {
             if mode {
-                v.perms = attr.st_mode & 0o7777;
+                v.perms = platform::st_mode(attr) & 0o7777;
             }
             if owner && ov.cfg.try_host_chown {
                 match platform::fchown(data.fd(), uid, gid) {
@@ -496,14 +555,7 @@ impl FileSystem for Passthrough {
     type Handle = u64;
 
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
-        let mut want = crate::negotiate::base_options() | FsOptions::HAS_IOCTL_DIR;
-        if self.cfg.posix_acl {
-            want |= FsOptions::POSIX_ACL;
-        }
-        if self.cfg.writeback && capable.contains(FsOptions::WRITEBACK_CACHE) {
-            want |= FsOptions::WRITEBACK_CACHE;
-            self.writeback.store(true, Ordering::Relaxed);
-        }
+        let want = crate::negotiate::base_options() | self.linux_options(capable);
         let granted = capable & want;
         log::info!("negotiated {granted:?}");
         Ok(granted)
@@ -554,7 +606,7 @@ impl FileSystem for Passthrough {
             self.setattr_virtual(ov, &data, &attr, valid)?;
         } else {
             if valid.contains(SetattrValid::MODE) {
-                self.set_mode(ctx, &data, attr.st_mode & 0o7777)?;
+                self.set_mode(ctx, &data, platform::st_mode(&attr) & 0o7777)?;
             }
             if valid.intersects(SetattrValid::UID | SetattrValid::GID) {
                 let uid = valid.contains(SetattrValid::UID).then_some(attr.st_uid);
@@ -586,7 +638,7 @@ impl FileSystem for Passthrough {
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
-        let want = self.new_virtual(ctx, &dir, libc::S_IFLNK, 0o777, 0)?;
+        let want = self.new_virtual(ctx, &dir, mode::S_IFLNK, 0o777, 0)?;
         platform::symlinkat(linkname, dir.fd(), name)?;
         self.register_new(self.open_child(&dir, name)?, want)
     }
@@ -604,8 +656,8 @@ impl FileSystem for Passthrough {
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
-        let format = match mode & libc::S_IFMT {
-            0 => libc::S_IFREG,
+        let format = match mode & mode::S_IFMT {
+            0 => mode::S_IFREG,
             f => f,
         };
         let want = self.new_virtual(ctx, &dir, format, mode, rdev)?;
@@ -632,7 +684,7 @@ impl FileSystem for Passthrough {
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
-        let want = self.new_virtual(ctx, &dir, libc::S_IFDIR, mode, 0)?;
+        let want = self.new_virtual(ctx, &dir, mode::S_IFDIR, mode, 0)?;
         let host_mode = match want {
             Some(_) => (mode & 0o777) | overlay::DIR_FLOOR,
             None => mode,
@@ -654,7 +706,9 @@ impl FileSystem for Passthrough {
             .open_child(&dir, name)
             .and_then(|fd| platform::statx_identity(std::os::fd::AsFd::as_fd(&fd)))
             .ok()
-            .filter(|(st, _)| st.st_mode & libc::S_IFMT == libc::S_IFLNK && st.st_nlink == 1);
+            .filter(|(st, _)| {
+                platform::st_mode(st) & mode::S_IFMT == mode::S_IFLNK && st.st_nlink == 1
+            });
         platform::unlinkat(dir.fd(), name, false)?;
         if let Some((_, key)) = victim {
             ov.symlinks.forget(self.root.fd(), key.dev, key.ino)?;
@@ -715,8 +769,8 @@ impl FileSystem for Passthrough {
         }
         let _c = self.caller(ctx)?;
         let fd = self.open_with_fallback(flags, |f| platform::reopen(data.fd(), f))?;
-        let h = self.handles.insert(inode, fd, false);
-        Ok((Some(h), self.open_options(false), None))
+        let (h, opts, backing_id) = self.insert_file(&data, fd);
+        Ok((Some(h), opts, backing_id))
     }
 
     fn create(
@@ -730,7 +784,7 @@ impl FileSystem for Passthrough {
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
-        let mut want = self.new_virtual(ctx, &dir, libc::S_IFREG, args.mode, 0)?;
+        let mut want = self.new_virtual(ctx, &dir, mode::S_IFREG, args.mode, 0)?;
         let (host_mode, excl) = match want {
             // Rootless: only a file this call really creates gets the caller as owner.
             Some(_) => ((args.mode & 0o777) | overlay::FILE_FLOOR, libc::O_EXCL),
@@ -754,10 +808,11 @@ impl FileSystem for Passthrough {
             r => r?,
         };
         // Pin the very inode we created, not whatever the name points to by now.
-        let path_fd = platform::reopen(std::os::fd::AsFd::as_fd(&fd), libc::O_PATH)?;
+        let path_fd = platform::reopen(std::os::fd::AsFd::as_fd(&fd), platform::O_PATH)?;
         let entry = self.register_new(path_fd, want)?;
-        let h = self.handles.insert(entry.inode, fd, false);
-        Ok((entry, Some(h), self.open_options(false), None))
+        let data = self.inodes.get(entry.inode)?;
+        let (h, opts, backing_id) = self.insert_file(&data, fd);
+        Ok((entry, Some(h), opts, backing_id))
     }
 
     fn read(
@@ -832,7 +887,11 @@ impl FileSystem for Passthrough {
         _flock_release: bool,
         _lock_owner: Option<u64>,
     ) -> io::Result<()> {
-        self.handles.remove(handle, inode)
+        let h = self.handles.remove(handle, inode)?;
+        if let (true, Some(kio)) = (h.kernel_io, &self.kernel_io) {
+            kio.release(inode);
+        }
+        Ok(())
     }
 
     fn statfs(&self, _ctx: &Context, inode: u64) -> io::Result<statvfs64> {
@@ -1033,7 +1092,7 @@ impl FileSystem for Passthrough {
     }
 
     fn releasedir(&self, _ctx: &Context, inode: u64, _flags: u32, handle: u64) -> io::Result<()> {
-        self.handles.remove(handle, inode)
+        self.handles.remove(handle, inode).map(drop)
     }
 
     fn access(&self, ctx: &Context, inode: u64, mask: u32) -> io::Result<()> {

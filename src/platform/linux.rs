@@ -10,6 +10,16 @@ use std::mem::{ManuallyDrop, MaybeUninit};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 pub use libc::{stat64, statvfs64};
+pub use libc::{
+    FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE,
+    FALLOC_FL_UNSHARE_RANGE, FALLOC_FL_ZERO_RANGE,
+};
+/// Open flag that pins an inode without data access.
+pub use libc::{O_DIRECT, O_PATH};
+/// "No such attribute" from the xattr calls.
+pub const ENOATTR: i32 = libc::ENODATA;
+/// Symlinks cannot carry `user.*` xattrs on Linux: their records live in a sidecar.
+pub const SYMLINK_XATTRS: bool = false;
 
 /// Host identity of an inode: (device, inode number, mount id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -167,6 +177,20 @@ pub fn statx_identity(fd: BorrowedFd<'_>) -> io::Result<(stat64, InodeKey)> {
         mnt_id,
     };
     Ok((st, key))
+}
+
+/// `st_dev` of a host stat as u64.
+pub fn st_dev(st: &stat64) -> u64 {
+    st.st_dev
+}
+
+/// Device numbers of a stat (glibc's dev_t split).
+pub fn rdev_of(st: &stat64) -> (u32, u32) {
+    (libc::major(st.st_rdev), libc::minor(st.st_rdev))
+}
+
+pub fn set_rdev(st: &mut stat64, major: u32, minor: u32) {
+    st.st_rdev = libc::makedev(major, minor);
 }
 
 pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
@@ -572,6 +596,52 @@ pub fn clone_fuse_device(session: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Hands the host file behind `file` (any descriptor, O_PATH included) to the FUSE
+/// connection of `device` for kernel passthrough (FUSE_DEV_IOC_BACKING_OPEN, Linux 6.9);
+/// returns its backing id. The kernel keeps the calling thread's credentials for the I/O
+/// it does on that file. Needs CAP_SYS_ADMIN.
+pub fn fuse_backing_open(device: BorrowedFd<'_>, file: BorrowedFd<'_>) -> io::Result<u32> {
+    // struct fuse_backing_map from <linux/fuse.h>.
+    #[repr(C)]
+    struct BackingMap {
+        fd: i32,
+        flags: u32,
+        padding: u64,
+    }
+    const FUSE_DEV_IOC_BACKING_OPEN: libc::c_ulong = 0x4010_e501; // _IOW(229, 1, fuse_backing_map)
+    let map = BackingMap {
+        fd: file.as_raw_fd(),
+        flags: 0,
+        padding: 0,
+    };
+    // SAFETY: the kernel reads one fuse_backing_map from a valid pointer.
+    let id = cvt(unsafe { libc::ioctl(device.as_raw_fd(), FUSE_DEV_IOC_BACKING_OPEN, &map) })?;
+    Ok(id as u32)
+}
+
+/// Drops a backing id (FUSE_DEV_IOC_BACKING_CLOSE); files the kernel already opened
+/// through it keep working.
+pub fn fuse_backing_close(device: BorrowedFd<'_>, id: u32) -> io::Result<()> {
+    const FUSE_DEV_IOC_BACKING_CLOSE: libc::c_ulong = 0x4004_e502; // _IOW(229, 2, uint32_t)
+                                                                   // SAFETY: the kernel reads one u32 from a valid pointer.
+    cvt(unsafe { libc::ioctl(device.as_raw_fd(), FUSE_DEV_IOC_BACKING_CLOSE, &id) }).map(drop)
+}
+
+/// `opts` plus FOPEN_PASSTHROUGH (bit 7 of fuse_open_out.open_flags, Linux 6.9), which
+/// fuse-backend-rs 0.14 does not name.
+pub fn with_fopen_passthrough(
+    opts: fuse_backend_rs::abi::fuse_abi::OpenOptions,
+) -> fuse_backend_rs::abi::fuse_abi::OpenOptions {
+    const FOPEN_PASSTHROUGH: u32 = 1 << 7;
+    // SAFETY: OpenOptions is a plain u32 copied into the open reply; bitflags 1 marks
+    // unnamed bits unsafe only because its own operations ignore them.
+    unsafe {
+        fuse_backend_rs::abi::fuse_abi::OpenOptions::from_bits_unchecked(
+            opts.bits() | FOPEN_PASSTHROUGH,
+        )
+    }
+}
+
 /// mount(2).
 pub fn mount(
     source: &CStr,
@@ -759,6 +829,20 @@ pub fn getxattr_at(
             buf.len(),
         )
     })
+}
+
+/// True if the calling thread's effective capability set holds CAP_SYS_ADMIN.
+pub fn thread_has_cap_sys_admin() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    let Ok(status) = std::fs::read_to_string("/proc/thread-self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .map(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
+        .unwrap_or(false)
 }
 
 /// True if the effective capability set holds CAP_CHOWN.
