@@ -502,9 +502,10 @@ fn local(mode: Mode, extra: &[&str], kills: usize) {
         corrupt.extend(c);
     }
     summary(&format!(
-        "faults[{}]: {kills} kills survived, {checked} fsynced files checked, {} lost fsyncs or \
-         operations, {records} records, {} corrupt records",
+        "faults[{}{}]: {kills} kills survived, {checked} fsynced files checked, {} lost fsyncs \
+         or operations, {records} records, {} corrupt records",
         mode.name(),
+        extra.iter().map(|a| format!(" {a}")).collect::<String>(),
         lost.len(),
         corrupt.len()
     ));

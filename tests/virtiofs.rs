@@ -11,6 +11,8 @@ use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{fence, Ordering};
@@ -550,6 +552,55 @@ fn negotiates_serves_and_exits_when_the_vmm_leaves() {
     assert_eq!(st.code(), Some(0), "{log}");
     assert!(log.contains("the VMM disconnected: exiting"), "{log}");
     assert!(!dev.sock.exists(), "socket removed on exit");
+}
+
+#[test]
+fn serves_an_inherited_listening_socket() {
+    let scratch = Scratch::new("virtiofs-fd");
+    let share = scratch.dir("share");
+    fs::write(share.join("f"), b"x").unwrap();
+    let sock = scratch.path("inherited.sock");
+    let log = scratch.path("server.log");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let fd = listener.as_raw_fd();
+    let mut cmd = Command::new(ownfs_bin());
+    cmd.args(["virtiofs", "--fd", "3", "--shared-dir"])
+        .arg(&share)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).unwrap());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 leaves the new descriptor without FD_CLOEXEC; fd 3 itself needs clearing.
+            let rc = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("spawn ownfs virtiofs --fd");
+    drop(listener);
+    let mut dev = Device {
+        child: Some(child),
+        sock,
+        log,
+        share,
+        scratch,
+    };
+    let (mut vmm, _, _) = Vmm::connect(&dev);
+    vmm.init();
+    let r = lookup(&mut vmm, 1, "f", ROOT);
+    r.check(0, vmm.unique);
+    drop(vmm);
+    let st = dev.wait_exit();
+    assert_eq!(st.code(), Some(0), "{}", dev.stderr());
 }
 
 #[test]

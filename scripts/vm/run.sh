@@ -149,4 +149,13 @@ if ((qemu_rc != 0)); then
     vm_die "qemu exited with status $qemu_rc"
 fi
 ((status == 0)) || vm_die "the guest's tests failed (status $status)"
+# Every mode must have reported, and a full run that ran nothing is no pass.
+((${#modes[@]})) || modes=(vm-virtiofs-root vm-virtiofs-rootless vm-pipe-root vm-pipe-rootless)
+for m in "${modes[@]}"; do
+    passed="$(sed -n "s/^pjdfstest\[$m\]: \([0-9]*\) passed, .*/\1/p" "$WORK/results/summary.txt")"
+    [[ -n $passed ]] || vm_die "no pjdfstest summary line for $m"
+    if ((passed == 0 && ${#patterns[@]} == 0)); then
+        vm_die "pjdfstest ran no test in $m"
+    fi
+done
 vm_log "all guest tests passed"

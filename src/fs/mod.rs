@@ -184,6 +184,16 @@ impl Passthrough {
         platform::openat(dir.fd(), name, platform::O_PATH | libc::O_NOFOLLOW, 0)
     }
 
+    /// `open_child` of an entry this request just created. Out of fds, the entry is
+    /// removed again: the client is told the request failed, so it must not exist.
+    fn open_created(&self, dir: &InodeData, name: &CStr, is_dir: bool) -> io::Result<OwnedFd> {
+        self.open_child(dir, name).inspect_err(|e| {
+            if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                let _ = platform::unlinkat(dir.fd(), name, is_dir);
+            }
+        })
+    }
+
     /// Adds the host inode behind an `O_PATH` fd to the table and builds its entry.
     fn register(&self, fd: OwnedFd) -> io::Result<Entry> {
         let (mut st, key) = platform::statx_identity(std::os::fd::AsFd::as_fd(&fd))?;
@@ -640,7 +650,7 @@ impl FileSystem for Passthrough {
         let _c = self.caller(ctx)?;
         let want = self.new_virtual(ctx, &dir, mode::S_IFLNK, 0o777, 0)?;
         platform::symlinkat(linkname, dir.fd(), name)?;
-        self.register_new(self.open_child(&dir, name)?, want)
+        self.register_new(self.open_created(&dir, name, false)?, want)
     }
 
     fn mknod(
@@ -669,7 +679,7 @@ impl FileSystem for Passthrough {
         } else {
             platform::mknodat(dir.fd(), name, mode, u64::from(rdev))?;
         }
-        self.register_new(self.open_child(&dir, name)?, want)
+        self.register_new(self.open_created(&dir, name, false)?, want)
     }
 
     fn mkdir(
@@ -690,7 +700,7 @@ impl FileSystem for Passthrough {
             None => mode,
         };
         platform::mkdirat(dir.fd(), name, host_mode)?;
-        self.register_new(self.open_child(&dir, name)?, want)
+        self.register_new(self.open_created(&dir, name, true)?, want)
     }
 
     fn unlink(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
@@ -790,6 +800,9 @@ impl FileSystem for Passthrough {
             Some(_) => ((args.mode & 0o777) | overlay::FILE_FLOOR, libc::O_EXCL),
             None => (args.mode, 0),
         };
+        // Holds the fd slot the O_PATH reopen below needs: out of fds, fail before
+        // creating anything rather than after.
+        let slot = dir.fd().try_clone_to_owned()?;
         let open = |extra: i32| {
             self.open_with_fallback(args.flags, |f| {
                 let flags = f | libc::O_CREAT | libc::O_NOFOLLOW | extra;
@@ -808,6 +821,7 @@ impl FileSystem for Passthrough {
             r => r?,
         };
         // Pin the very inode we created, not whatever the name points to by now.
+        drop(slot);
         let path_fd = platform::reopen(std::os::fd::AsFd::as_fd(&fd), platform::O_PATH)?;
         let entry = self.register_new(path_fd, want)?;
         let data = self.inodes.get(entry.inode)?;

@@ -73,21 +73,30 @@ pub struct VirtioFsOptions {
 }
 
 /// Creates the vhost-user socket at `path` (replacing a stale one), accessible to its
-/// owner only; `group` additionally lets that group connect.
+/// owner only; `group` additionally lets that group connect. The socket appears at
+/// `path` only once its final owner and mode are set, so a VMM that waits for it
+/// never meets it half set up.
 pub fn bind_socket(path: &Path, group: Option<u32>) -> io::Result<UnixListener> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
+    let mut staging = path.as_os_str().to_owned();
+    staging.push(format!(".{}.new", std::process::id()));
+    let staging = std::path::PathBuf::from(staging);
+    let _ = std::fs::remove_file(&staging);
     // Whoever can connect to the socket acts as any guest user: never world-accessible.
     let old = platform::set_umask(0o077);
-    let bound = UnixListener::bind(path);
+    let bound = UnixListener::bind(&staging);
     platform::set_umask(old);
     let listener = bound?;
-    if let Some(gid) = group {
-        use std::os::unix::fs::PermissionsExt;
-        std::os::unix::fs::chown(path, None, Some(gid))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    let publish = || {
+        if let Some(gid) = group {
+            use std::os::unix::fs::PermissionsExt;
+            std::os::unix::fs::chown(&staging, None, Some(gid))?;
+            std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o660))?;
+        }
+        std::fs::rename(&staging, path)
+    };
+    if let Err(e) = publish() {
+        let _ = std::fs::remove_file(&staging);
+        return Err(e);
     }
     Ok(listener)
 }
