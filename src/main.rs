@@ -5,12 +5,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
+#[cfg(target_os = "linux")]
 use fuse_backend_rs::api::server::Server;
 
 use ownfs::creds::{CredentialPolicy, GroupSource};
 use ownfs::fs::overlay::Rootless;
 use ownfs::fs::{CachePolicy, Config, Passthrough};
 use ownfs::platform;
+#[cfg(target_os = "linux")]
 use ownfs::transport::fusedev::{FuseMount, MountOptions};
 
 #[derive(Parser)]
@@ -27,6 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Mount SRC on MNT through /dev/fuse and serve it in the foreground.
+    #[cfg(target_os = "linux")]
     Mount(MountArgs),
     /// List the entries of a rootless share that carry an ownership record.
     Owners(OwnersArgs),
@@ -35,10 +38,13 @@ enum Command {
     /// Host side of fuse-pipe: serve SRC to guests that connect to the socket.
     Serve(ServeArgs),
     /// Guest side of fuse-pipe: mount MNT, forwarding every operation to a server.
+    #[cfg(target_os = "linux")]
     Client(ClientArgs),
+    /// vhost-user virtio-fs device for a VMM (QEMU vhost-user-fs-pci), like virtiofsd.
+    Virtiofs(VirtiofsArgs),
 }
 
-/// How a server applies ownership: shared by `mount` and `serve`.
+/// How a server applies ownership: shared by `mount`, `serve` and `virtiofs`.
 #[derive(Args, Clone)]
 struct OwnershipArgs {
     /// Virtualize ownership instead of applying it on the host (on by default without CAP_CHOWN).
@@ -108,6 +114,7 @@ struct ExportTarArgs {
     ids: ShareIds,
 }
 
+#[cfg(target_os = "linux")]
 #[derive(Args, Clone)]
 struct MountArgs {
     /// Host directory to share.
@@ -148,6 +155,7 @@ fn parse_ids(s: &str) -> Result<(u32, u32), String> {
     Ok((u, g))
 }
 
+#[cfg(target_os = "linux")]
 fn default_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -155,16 +163,21 @@ fn default_threads() -> usize {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
     let cli = Cli::parse_from(helper_form_args(std::env::args_os().collect()));
+    let log_level = match &cli.command {
+        Command::Virtiofs(args) => args.log_level.map(LogLevel::filter),
+        _ => None,
+    };
+    init_logging(log_level);
     let result = match cli.command {
+        #[cfg(target_os = "linux")]
         Command::Mount(args) => run_mount(args),
         Command::Owners(args) => run_owners(args),
         Command::ExportTar(args) => run_export_tar(args),
         Command::Serve(args) => run_serve(args),
+        #[cfg(target_os = "linux")]
         Command::Client(args) => run_client(args),
+        Command::Virtiofs(args) => run_virtiofs(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -173,6 +186,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// An explicit level wins over RUST_LOG; without one, RUST_LOG or `info`.
+fn init_logging(level: Option<&str>) {
+    let mut builder = match level {
+        Some(level) => {
+            let mut b = env_logger::Builder::new();
+            b.parse_filters(level);
+            b
+        }
+        None => env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")),
+    };
+    builder.format_timestamp_millis().init();
 }
 
 /// mount.fuse3 runs `ownfs SRC MNT -o OPTS` and expects it to detach once mounted;
@@ -192,6 +218,7 @@ fn helper_form_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString
 }
 
 /// Applies `-o` options on top of the flags.
+#[cfg(target_os = "linux")]
 fn apply_options(args: &mut MountArgs, mount: &mut MountOptions) -> Result<(), String> {
     for opt in args.options.clone() {
         let (key, value) = match opt.split_once('=') {
@@ -234,6 +261,7 @@ fn apply_options(args: &mut MountArgs, mount: &mut MountOptions) -> Result<(), S
     Ok(())
 }
 
+#[cfg(target_os = "linux")]
 fn run_mount(mut args: MountArgs) -> Result<(), String> {
     let src = &args.src;
     let meta = std::fs::metadata(src).map_err(|e| format!("source {}: {e}", src.display()))?;
@@ -319,6 +347,7 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
         creds: CredentialPolicy::new(switch, GroupSource::Proc),
         rootless: rootless_cfg,
         posix_acl: mount_opts.default_permissions,
+        read_only: mount_opts.read_only,
         backing,
     };
     let fs = match Passthrough::new(cfg) {
@@ -383,6 +412,7 @@ struct ServeArgs {
     cache: CachePolicy,
 }
 
+#[cfg(target_os = "linux")]
 #[derive(Args, Clone)]
 struct ClientArgs {
     /// Where to mount the share.
@@ -440,6 +470,7 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
         rootless: args.own.config(rootless),
         // ACLs are the guest kernel's business; the host enforces them per request.
         posix_acl: false,
+        read_only: false,
         backing: None,
     };
     let fs = Passthrough::new(cfg).map_err(|e| format!("opening {}: {e}", src.display()))?;
@@ -481,6 +512,7 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
     result
 }
 
+#[cfg(target_os = "linux")]
 fn run_client(args: ClientArgs) -> Result<(), String> {
     use ownfs::transport::pipe::{client, wire};
     match platform::raise_nofile_limit() {
@@ -528,4 +560,182 @@ fn run_client(args: ClientArgs) -> Result<(), String> {
         }
     };
     mount.run_until_done(workers).map_err(|e| e.to_string())
+}
+
+// ---- virtio-fs: a vhost-user device backend, flag-compatible with virtiofsd ----
+
+#[derive(Args, Clone)]
+struct VirtiofsArgs {
+    /// vhost-user socket to create and listen on (the VMM connects to it).
+    #[arg(long, value_name = "PATH", required_unless_present = "fd")]
+    socket_path: Option<PathBuf>,
+    /// Serve on this already-listening Unix socket, inherited from the caller, instead.
+    #[arg(long, value_name = "FD", conflicts_with_all = ["socket_path", "socket_group"])]
+    fd: Option<i32>,
+    /// Let this group (name or number) connect to the socket as well as its owner.
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
+    /// Host directory to share.
+    #[arg(long, value_name = "DIR")]
+    shared_dir: PathBuf,
+    /// Worker threads that run requests; 0 runs them on the virtqueue thread.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    thread_pool_size: usize,
+    /// Attribute and entry caching in the guest kernel.
+    #[arg(long, value_enum, default_value_t = CachePolicy::Auto)]
+    cache: CachePolicy,
+    /// Let the guest kernel cache writes (WRITEBACK_CACHE).
+    #[arg(long)]
+    writeback: bool,
+    /// Let the guest kernel enforce POSIX ACLs (FUSE_POSIX_ACL).
+    #[arg(long, overrides_with = "no_posix_acl")]
+    posix_acl: bool,
+    /// Do not offer POSIX ACLs to the guest (default).
+    #[arg(long, overrides_with = "posix_acl")]
+    no_posix_acl: bool,
+    /// Refuse every change to the share with EROFS.
+    #[arg(long)]
+    readonly: bool,
+    /// Log level (RUST_LOG syntax also works through the environment).
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    log_level: Option<LogLevel>,
+    #[command(flatten)]
+    own: OwnershipArgs,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+    Off,
+}
+
+impl LogLevel {
+    fn filter(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+            LogLevel::Off => "off",
+        }
+    }
+}
+
+fn parse_group(group: &str) -> Result<u32, String> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(format!("unknown group '{group}'")),
+        Err(e) => Err(format!("looking up group '{group}': {e}")),
+    }
+}
+
+fn run_virtiofs(args: VirtiofsArgs) -> Result<(), String> {
+    use ownfs::transport::virtiofs::{self, VirtioFsOptions};
+    let src = &args.shared_dir;
+    let meta = std::fs::metadata(src).map_err(|e| format!("shared dir {}: {e}", src.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("shared dir {} is not a directory", src.display()));
+    }
+    let src = src
+        .canonicalize()
+        .map_err(|e| format!("shared dir {}: {e}", src.display()))?;
+    let group = args.socket_group.as_deref().map(parse_group).transpose()?;
+    match platform::raise_nofile_limit() {
+        Ok(n) => log::debug!("RLIMIT_NOFILE raised to {n}"),
+        Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {e}"),
+    }
+    platform::block_termination_signals().map_err(|e| format!("signal mask: {e}"))?;
+    let (listener, socket_path) = match (&args.socket_path, args.fd) {
+        (_, Some(fd)) => {
+            let l = platform::inherited_unix_listener(fd)
+                .map_err(|e| format!("--fd {fd}: not a listening Unix socket: {e}"))?;
+            (l, None)
+        }
+        (Some(path), None) => {
+            let l = virtiofs::bind_socket(path, group)
+                .map_err(|e| format!("socket {}: {e}", path.display()))?;
+            (l, Some(path.clone()))
+        }
+        (None, None) => return Err("--socket-path or --fd is required".into()),
+    };
+    let remove_socket = || {
+        if let Some(p) = &socket_path {
+            let _ = std::fs::remove_file(p);
+        }
+    };
+    // The guest kernel already applied the caller's umask.
+    platform::set_umask(0);
+    if let Some((uid, gid)) = args.own.run_as {
+        if let Err(e) = platform::drop_privileges(uid, gid) {
+            remove_socket();
+            return Err(format!("dropping to {uid}:{gid}: {e}"));
+        }
+        log::info!("running as {uid}:{gid}");
+    }
+    let rootless = args.own.rootless();
+    let switch = !rootless && platform::geteuid() == 0;
+    let cfg = Config {
+        root: src.clone(),
+        cache: args.cache,
+        // Offered only when the guest kernel supports it.
+        writeback: args.writeback,
+        // Groups are never forwarded: see the transport and README.
+        creds: CredentialPolicy::new(switch, GroupSource::Forwarded),
+        rootless: args.own.config(rootless),
+        // virtio-fs guests always mount with default_permissions, as POSIX_ACL needs.
+        posix_acl: args.posix_acl,
+        read_only: args.readonly,
+        backing: None,
+    };
+    let fs = match Passthrough::new(cfg) {
+        Ok(fs) => fs,
+        Err(e) => {
+            remove_socket();
+            return Err(format!("opening {}: {e}", src.display()));
+        }
+    };
+    let server = Arc::new(Server::new(fs));
+    let opts = VirtioFsOptions {
+        thread_pool_size: args.thread_pool_size,
+    };
+    log::info!(
+        "serving {} on {}{}{}; waiting for the VMM",
+        src.display(),
+        socket_path.as_ref().map_or_else(
+            || format!("fd {}", args.fd.unwrap_or(-1)),
+            |p| p.display().to_string()
+        ),
+        if rootless { " (rootless)" } else { "" },
+        if args.readonly { " (read-only)" } else { "" },
+    );
+    let device = std::thread::Builder::new()
+        .name("ownfs-vhost".into())
+        .spawn(move || virtiofs::serve(listener, server, &opts))
+        .map_err(|e| format!("starting the device thread: {e}"))?;
+    let result = loop {
+        if let Some(sig) = platform::wait_termination_signal(200) {
+            log::info!("signal {sig}: stopping");
+            break Ok(());
+        }
+        if device.is_finished() {
+            break match device.join() {
+                Ok(Ok(())) => {
+                    log::info!("the VMM disconnected: exiting");
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("the device thread panicked".to_string()),
+            };
+        }
+    };
+    remove_socket();
+    result
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::record::Record;
-use crate::platform::InodeKey;
+use crate::platform::{mode, InodeKey};
 
 pub const ROOT_ID: u64 = 1;
 
@@ -41,11 +41,11 @@ impl InodeData {
     }
 
     pub fn is_dir(&self) -> bool {
-        self.file_type == libc::S_IFDIR
+        self.file_type == mode::S_IFDIR
     }
 
     pub fn is_symlink(&self) -> bool {
-        self.file_type == libc::S_IFLNK
+        self.file_type == mode::S_IFLNK
     }
 }
 

@@ -23,7 +23,7 @@ use fuse_backend_rs::api::filesystem::{
 
 use crate::backing::BackingFiles;
 use crate::creds::{CallerGuard, CredentialPolicy};
-use crate::platform::{self, stat64, statvfs64, TimeSpec};
+use crate::platform::{self, mode, stat64, statvfs64, TimeSpec};
 use handles::HandleTable;
 pub use inode_store::{InodeData, InodeStore, ROOT_ID};
 use kernel_io::KernelIo;
@@ -54,6 +54,8 @@ pub struct Config {
     /// an ACL change implies. The kernel turns default_permissions on with it, so only
     /// set it on mounts that have default_permissions anyway.
     pub posix_acl: bool,
+    /// Refuse every operation that would change the share with EROFS.
+    pub read_only: bool,
     /// Lets the client kernel do reads and writes of open files itself, when the
     /// transport can (kernel passthrough). Only for servers that own host ownership:
     /// a rootless overlay must see the writes that clear set-id bits.
@@ -70,6 +72,9 @@ pub struct Passthrough {
     writeback: AtomicBool,
     kernel_io: Option<KernelIo>,
 }
+
+/// Largest extended attribute value Linux stores (`XATTR_SIZE_MAX`).
+const XATTR_SIZE_MAX: usize = 65536;
 
 fn err(errno: i32) -> io::Error {
     io::Error::from_raw_os_error(errno)
@@ -99,14 +104,14 @@ fn check_new_name(name: &CStr) -> io::Result<()> {
 impl Passthrough {
     pub fn new(cfg: Config) -> io::Result<Self> {
         let path = path_cstr(&cfg.root)?;
-        let fd = platform::open_path(&path, libc::O_PATH | libc::O_DIRECTORY)?;
+        let fd = platform::open_path(&path, platform::O_PATH | libc::O_DIRECTORY)?;
         let (st, key) = platform::statx_identity(std::os::fd::AsFd::as_fd(&fd))?;
         let timeout = match cfg.cache {
             CachePolicy::Never => Duration::ZERO,
             CachePolicy::Auto => Duration::from_secs(1),
             CachePolicy::Always => Duration::from_secs(86400),
         };
-        let inodes = InodeStore::new(fd, key, st.st_mode & libc::S_IFMT);
+        let inodes = InodeStore::new(fd, key, platform::st_mode(&st) & mode::S_IFMT);
         let root = inodes.get(ROOT_ID)?;
         let overlay = match &cfg.rootless {
             Some(rl) => Some(Overlay {
@@ -135,6 +140,14 @@ impl Passthrough {
         self.inodes.len()
     }
 
+    /// EROFS on a read-only share, before anything is looked at or changed.
+    fn check_writable(&self) -> io::Result<()> {
+        if self.cfg.read_only {
+            return Err(err(libc::EROFS));
+        }
+        Ok(())
+    }
+
     fn caller(&self, ctx: &Context) -> io::Result<CallerGuard> {
         self.cfg.creds.enter(ctx.uid, ctx.gid, ctx.pid)
     }
@@ -161,14 +174,24 @@ impl Passthrough {
             // `..` of the shared root is the root itself: nothing above it is reachable.
             b".." if parent.id == ROOT_ID => parent.fd().try_clone_to_owned()?,
             b"." => parent.fd().try_clone_to_owned()?,
-            _ => platform::openat(parent.fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)?,
+            _ => platform::openat(parent.fd(), name, platform::O_PATH | libc::O_NOFOLLOW, 0)?,
         };
         self.register(fd)
     }
 
     /// An `O_PATH` fd of `dir/name`, never following a symlink.
     fn open_child(&self, dir: &InodeData, name: &CStr) -> io::Result<OwnedFd> {
-        platform::openat(dir.fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)
+        platform::openat(dir.fd(), name, platform::O_PATH | libc::O_NOFOLLOW, 0)
+    }
+
+    /// `open_child` of an entry this request just created. Out of fds, the entry is
+    /// removed again: the client is told the request failed, so it must not exist.
+    fn open_created(&self, dir: &InodeData, name: &CStr, is_dir: bool) -> io::Result<OwnedFd> {
+        self.open_child(dir, name).inspect_err(|e| {
+            if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                let _ = platform::unlinkat(dir.fd(), name, is_dir);
+            }
+        })
     }
 
     /// Adds the host inode behind an `O_PATH` fd to the table and builds its entry.
@@ -176,7 +199,7 @@ impl Passthrough {
         let (mut st, key) = platform::statx_identity(std::os::fd::AsFd::as_fd(&fd))?;
         let data = self
             .inodes
-            .insert_or_ref(fd, key, st.st_mode & libc::S_IFMT);
+            .insert_or_ref(fd, key, platform::st_mode(&st) & mode::S_IFMT);
         if let Some(ov) = &self.overlay {
             ov.virtualize(&data, &mut st);
         }
@@ -212,8 +235,8 @@ impl Passthrough {
         };
         let (uid, gid, parent_sgid) = ov.new_owner(parent, ctx.uid, ctx.gid)?;
         let mut perms = perms & 0o7777;
-        if parent_sgid && format == libc::S_IFDIR {
-            perms |= libc::S_ISGID;
+        if parent_sgid && format == mode::S_IFDIR {
+            perms |= mode::S_ISGID;
         }
         let (rdev_major, rdev_minor) = overlay::split_rdev(rdev);
         Ok(Some(Virtual {
@@ -232,7 +255,7 @@ impl Passthrough {
     /// our own record, and in rootless mode POSIX ACLs, which would bypass the
     /// virtual mode (the server owns every host file, so the host never denies).
     fn refused_xattr(&self, name: &CStr) -> Option<i32> {
-        if name == overlay::RECORD_XATTR {
+        if name.to_bytes().starts_with(overlay::RESERVED_XATTR_PREFIX) {
             return Some(libc::EPERM);
         }
         let acl = name.to_bytes().starts_with(b"system.posix_acl_");
@@ -255,7 +278,7 @@ impl Passthrough {
     fn host_open_flags(&self, flags: u32) -> i32 {
         let mut flags = flags as i32;
         // Client buffers are not aligned for the host: the client keeps O_DIRECT semantics.
-        flags &= !(libc::O_DIRECT | libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY);
+        flags &= !(platform::O_DIRECT | libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY);
         if self.writeback.load(Ordering::Relaxed) {
             // The client kernel handles appends and may read back pages it writes.
             flags &= !libc::O_APPEND;
@@ -298,10 +321,30 @@ impl Passthrough {
         }
     }
 
+    /// Options only Linux's FUSE ABI has (macOS's lacks these bits).
+    #[cfg(target_os = "linux")]
+    fn linux_options(&self, capable: FsOptions) -> FsOptions {
+        let mut want = FsOptions::HAS_IOCTL_DIR;
+        if self.cfg.posix_acl {
+            want |= FsOptions::POSIX_ACL;
+        }
+        if self.cfg.writeback && capable.contains(FsOptions::WRITEBACK_CACHE) {
+            want |= FsOptions::WRITEBACK_CACHE;
+            self.writeback.store(true, Ordering::Relaxed);
+        }
+        want
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn linux_options(&self, _capable: FsOptions) -> FsOptions {
+        FsOptions::empty()
+    }
+
     fn open_options(&self, is_dir: bool) -> OpenOptions {
         match (self.cfg.cache, is_dir) {
             (CachePolicy::Never, false) => OpenOptions::DIRECT_IO,
             (CachePolicy::Always, false) => OpenOptions::KEEP_CACHE,
+            #[cfg(target_os = "linux")]
             (CachePolicy::Always, true) => OpenOptions::CACHE_DIR,
             _ => OpenOptions::empty(),
         }
@@ -346,8 +389,8 @@ impl Passthrough {
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
                 // The client kernel clears SUID/SGID after a write by a non-owner with a
                 // chmod in the writer's name; the host refuses that to a non-owner.
-                let current = platform::fstat(inode.fd())?.st_mode & 0o7777;
-                let kill_bits = libc::S_ISUID | libc::S_ISGID;
+                let current = platform::st_mode(&platform::fstat(inode.fd())?) & 0o7777;
+                let kill_bits = mode::S_ISUID | mode::S_ISGID;
                 let only_clears =
                     mode != current && mode & !current == 0 && (current & !mode) & !kill_bits == 0;
                 if !only_clears || platform::access_fd(inode.fd(), libc::W_OK as u32).is_err() {
@@ -382,7 +425,7 @@ impl Passthrough {
         }
         ov.update(self.root.fd(), data, |v, _host| {
             if mode {
-                v.perms = attr.st_mode & 0o7777;
+                v.perms = platform::st_mode(attr) & 0o7777;
             }
             if owner && ov.cfg.try_host_chown {
                 match platform::fchown(data.fd(), uid, gid) {
@@ -522,14 +565,7 @@ impl FileSystem for Passthrough {
     type Handle = u64;
 
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
-        let mut want = crate::negotiate::base_options() | FsOptions::HAS_IOCTL_DIR;
-        if self.cfg.posix_acl {
-            want |= FsOptions::POSIX_ACL;
-        }
-        if self.cfg.writeback && capable.contains(FsOptions::WRITEBACK_CACHE) {
-            want |= FsOptions::WRITEBACK_CACHE;
-            self.writeback.store(true, Ordering::Relaxed);
-        }
+        let want = crate::negotiate::base_options() | self.linux_options(capable);
         let granted = capable & want;
         log::info!("negotiated {granted:?}");
         Ok(granted)
@@ -569,6 +605,7 @@ impl FileSystem for Passthrough {
         handle: Option<u64>,
         valid: SetattrValid,
     ) -> io::Result<(stat64, Duration)> {
+        self.check_writable()?;
         let data = self.inodes.get(inode)?;
         let handle = match handle {
             Some(h) => Some(self.handles.get(h, inode)?),
@@ -579,7 +616,7 @@ impl FileSystem for Passthrough {
             self.setattr_virtual(ov, &data, &attr, valid)?;
         } else {
             if valid.contains(SetattrValid::MODE) {
-                self.set_mode(ctx, &data, attr.st_mode & 0o7777)?;
+                self.set_mode(ctx, &data, platform::st_mode(&attr) & 0o7777)?;
             }
             if valid.intersects(SetattrValid::UID | SetattrValid::GID) {
                 let uid = valid.contains(SetattrValid::UID).then_some(attr.st_uid);
@@ -593,6 +630,10 @@ impl FileSystem for Passthrough {
 
     fn readlink(&self, _ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
         let data = self.inodes.get(inode)?;
+        // readlink(2) of anything but a symlink is EINVAL (the host says ENOENT).
+        if !data.is_symlink() {
+            return Err(err(libc::EINVAL));
+        }
         platform::readlink_fd(data.fd())
     }
 
@@ -603,12 +644,13 @@ impl FileSystem for Passthrough {
         parent: u64,
         name: &CStr,
     ) -> io::Result<Entry> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
-        let want = self.new_virtual(ctx, &dir, libc::S_IFLNK, 0o777, 0)?;
+        let want = self.new_virtual(ctx, &dir, mode::S_IFLNK, 0o777, 0)?;
         platform::symlinkat(linkname, dir.fd(), name)?;
-        self.register_new(self.open_child(&dir, name)?, want)
+        self.register_new(self.open_created(&dir, name, false)?, want)
     }
 
     fn mknod(
@@ -620,11 +662,12 @@ impl FileSystem for Passthrough {
         rdev: u32,
         _umask: u32,
     ) -> io::Result<Entry> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
-        let format = match mode & libc::S_IFMT {
-            0 => libc::S_IFREG,
+        let format = match mode & mode::S_IFMT {
+            0 => mode::S_IFREG,
             f => f,
         };
         let want = self.new_virtual(ctx, &dir, format, mode, rdev)?;
@@ -636,7 +679,7 @@ impl FileSystem for Passthrough {
         } else {
             platform::mknodat(dir.fd(), name, mode, u64::from(rdev))?;
         }
-        self.register_new(self.open_child(&dir, name)?, want)
+        self.register_new(self.open_created(&dir, name, false)?, want)
     }
 
     fn mkdir(
@@ -647,19 +690,21 @@ impl FileSystem for Passthrough {
         mode: u32,
         _umask: u32,
     ) -> io::Result<Entry> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
-        let want = self.new_virtual(ctx, &dir, libc::S_IFDIR, mode, 0)?;
+        let want = self.new_virtual(ctx, &dir, mode::S_IFDIR, mode, 0)?;
         let host_mode = match want {
             Some(_) => (mode & 0o777) | overlay::DIR_FLOOR,
             None => mode,
         };
         platform::mkdirat(dir.fd(), name, host_mode)?;
-        self.register_new(self.open_child(&dir, name)?, want)
+        self.register_new(self.open_created(&dir, name, true)?, want)
     }
 
     fn unlink(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -671,7 +716,9 @@ impl FileSystem for Passthrough {
             .open_child(&dir, name)
             .and_then(|fd| platform::statx_identity(std::os::fd::AsFd::as_fd(&fd)))
             .ok()
-            .filter(|(st, _)| st.st_mode & libc::S_IFMT == libc::S_IFLNK && st.st_nlink == 1);
+            .filter(|(st, _)| {
+                platform::st_mode(st) & mode::S_IFMT == mode::S_IFLNK && st.st_nlink == 1
+            });
         platform::unlinkat(dir.fd(), name, false)?;
         if let Some((_, key)) = victim {
             ov.symlinks.forget(self.root.fd(), key.dev, key.ino)?;
@@ -680,6 +727,7 @@ impl FileSystem for Passthrough {
     }
 
     fn rmdir(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -695,6 +743,7 @@ impl FileSystem for Passthrough {
         newname: &CStr,
         flags: u32,
     ) -> io::Result<()> {
+        self.check_writable()?;
         self.check_new(olddir, oldname)?;
         self.check_new(newdir, newname)?;
         let old = self.inodes.get(olddir)?;
@@ -704,6 +753,7 @@ impl FileSystem for Passthrough {
     }
 
     fn link(&self, ctx: &Context, inode: u64, newparent: u64, newname: &CStr) -> io::Result<Entry> {
+        self.check_writable()?;
         self.check_new(newparent, newname)?;
         let data = self.inodes.get(inode)?;
         let dir = self.inodes.get(newparent)?;
@@ -723,6 +773,10 @@ impl FileSystem for Passthrough {
         if data.is_dir() {
             return Err(err(libc::EISDIR));
         }
+        let modifying = flags as i32 & (libc::O_ACCMODE | libc::O_TRUNC) != libc::O_RDONLY;
+        if modifying {
+            self.check_writable()?;
+        }
         let _c = self.caller(ctx)?;
         let fd = self.open_with_fallback(flags, |f| platform::reopen(data.fd(), f))?;
         let (h, opts, backing_id) = self.insert_file(&data, fd);
@@ -736,15 +790,19 @@ impl FileSystem for Passthrough {
         name: &CStr,
         args: CreateIn,
     ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
-        let mut want = self.new_virtual(ctx, &dir, libc::S_IFREG, args.mode, 0)?;
+        let mut want = self.new_virtual(ctx, &dir, mode::S_IFREG, args.mode, 0)?;
         let (host_mode, excl) = match want {
             // Rootless: only a file this call really creates gets the caller as owner.
             Some(_) => ((args.mode & 0o777) | overlay::FILE_FLOOR, libc::O_EXCL),
             None => (args.mode, 0),
         };
+        // Holds the fd slot the O_PATH reopen below needs: out of fds, fail before
+        // creating anything rather than after.
+        let slot = dir.fd().try_clone_to_owned()?;
         let open = |extra: i32| {
             self.open_with_fallback(args.flags, |f| {
                 let flags = f | libc::O_CREAT | libc::O_NOFOLLOW | extra;
@@ -763,7 +821,8 @@ impl FileSystem for Passthrough {
             r => r?,
         };
         // Pin the very inode we created, not whatever the name points to by now.
-        let path_fd = platform::reopen(std::os::fd::AsFd::as_fd(&fd), libc::O_PATH)?;
+        drop(slot);
+        let path_fd = platform::reopen(std::os::fd::AsFd::as_fd(&fd), platform::O_PATH)?;
         let entry = self.register_new(path_fd, want)?;
         let data = self.inodes.get(entry.inode)?;
         let (h, opts, backing_id) = self.insert_file(&data, fd);
@@ -782,7 +841,9 @@ impl FileSystem for Passthrough {
         _flags: u32,
     ) -> io::Result<usize> {
         let h = self.handles.get(handle, inode)?;
-        platform::with_file(h.fd(), |f| w.write_from(f, size as usize, offset))
+        // A size beyond the reply buffer is a short read, as POSIX allows, not an error.
+        let size = (size as usize).min(w.available_bytes());
+        platform::with_file(h.fd(), |f| w.write_from(f, size, offset))
     }
 
     fn write(
@@ -798,6 +859,7 @@ impl FileSystem for Passthrough {
         _flags: u32,
         _fuse_flags: u32,
     ) -> io::Result<usize> {
+        self.check_writable()?;
         let h = self.handles.get(handle, inode)?;
         // As the writer, so the host clears set-id bits exactly when the kernel would.
         let _c = self.caller(ctx)?;
@@ -823,6 +885,7 @@ impl FileSystem for Passthrough {
         offset: u64,
         length: u64,
     ) -> io::Result<()> {
+        self.check_writable()?;
         let h = self.handles.get(handle, inode)?;
         let _c = self.caller(ctx)?;
         platform::fallocate(h.fd(), mode, offset, length)
@@ -847,7 +910,11 @@ impl FileSystem for Passthrough {
 
     fn statfs(&self, _ctx: &Context, inode: u64) -> io::Result<statvfs64> {
         let data = self.inodes.get(inode)?;
-        platform::fstatvfs(data.fd())
+        let mut st = platform::fstatvfs(data.fd())?;
+        if self.cfg.read_only {
+            st.f_flag |= libc::ST_RDONLY;
+        }
+        Ok(st)
     }
 
     fn setxattr(
@@ -858,6 +925,7 @@ impl FileSystem for Passthrough {
         value: &[u8],
         flags: u32,
     ) -> io::Result<()> {
+        self.check_writable()?;
         if let Some(ov) = &self.overlay {
             if name == c"system.posix_acl_access" {
                 // An ACL that only restates the mode (cp -p, tar) becomes a chmod of the
@@ -894,7 +962,8 @@ impl FileSystem for Passthrough {
             let n = platform::getxattr(data.fd(), name, &mut [])?;
             return Ok(GetxattrReply::Count(n as u32));
         }
-        let mut buf = vec![0u8; size as usize];
+        // No value is larger than the host's limit: never allocate what a client names.
+        let mut buf = vec![0u8; (size as usize).min(XATTR_SIZE_MAX)];
         let n = platform::getxattr(data.fd(), name, &mut buf)?;
         buf.truncate(n);
         Ok(GetxattrReply::Value(buf))
@@ -937,6 +1006,7 @@ impl FileSystem for Passthrough {
     }
 
     fn removexattr(&self, ctx: &Context, inode: u64, name: &CStr) -> io::Result<()> {
+        self.check_writable()?;
         match self.refused_xattr(name) {
             // Rootless shares hold no ACLs, so there is none to remove.
             Some(libc::EOPNOTSUPP) => return Err(err(libc::ENODATA)),
@@ -1041,6 +1111,9 @@ impl FileSystem for Passthrough {
 
     fn access(&self, ctx: &Context, inode: u64, mask: u32) -> io::Result<()> {
         let data = self.inodes.get(inode)?;
+        if mask & libc::W_OK as u32 != 0 {
+            self.check_writable()?;
+        }
         let _c = self.caller(ctx)?;
         platform::access_fd(data.fd(), mask)
     }

@@ -14,9 +14,12 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::inode_store::{InodeData, OverlayCache};
 use super::record::{DecodeError, Kind, Record};
-use crate::platform::{self, stat64};
+use crate::platform::{self, mode, stat64};
 
 pub const RECORD_XATTR: &CStr = c"user.ownfs.stat";
+/// The server's own xattr namespace (the record and anything it may add later):
+/// clients can neither read, write, remove nor list names in it.
+pub const RESERVED_XATTR_PREFIX: &[u8] = b"user.ownfs.";
 /// Hidden at the share root: clients can neither see nor create these names.
 pub const SIDECAR_NAME: &CStr = c".ownfs-symlinks";
 const SIDECAR_TMP: &CStr = c".ownfs-symlinks.tmp";
@@ -52,8 +55,8 @@ pub fn is_reserved_name(name: &[u8]) -> bool {
 
 fn floor_of(format: u32) -> u32 {
     match format {
-        libc::S_IFDIR => DIR_FLOOR,
-        libc::S_IFLNK => 0,
+        mode::S_IFDIR => DIR_FLOOR,
+        mode::S_IFLNK => 0,
         _ => FILE_FLOOR,
     }
 }
@@ -79,11 +82,14 @@ impl Rootless {
             } else {
                 host.st_gid
             },
-            perms: host.st_mode & 0o7777,
-            kind: Kind {
-                format: host.st_mode & libc::S_IFMT,
-                rdev_major: libc::major(host.st_rdev),
-                rdev_minor: libc::minor(host.st_rdev),
+            perms: platform::st_mode(host) & 0o7777,
+            kind: {
+                let (rdev_major, rdev_minor) = platform::rdev_of(host);
+                Kind {
+                    format: platform::st_mode(host) & mode::S_IFMT,
+                    rdev_major,
+                    rdev_minor,
+                }
             },
         }
     }
@@ -105,12 +111,12 @@ impl Rootless {
     /// Rewrites `st` in place to the client's view.
     pub fn apply(&self, st: &mut stat64, record: Option<&Record>) {
         let v = self.view(st, record);
-        let host_format = st.st_mode & libc::S_IFMT;
+        let host_format = platform::st_mode(st) & mode::S_IFMT;
         st.st_uid = v.uid;
         st.st_gid = v.gid;
-        st.st_mode = v.kind.format | v.perms;
+        platform::set_st_mode(st, v.kind.format | v.perms);
         if v.kind.format != host_format {
-            st.st_rdev = libc::makedev(v.kind.rdev_major, v.kind.rdev_minor);
+            platform::set_rdev(st, v.kind.rdev_major, v.kind.rdev_minor);
         }
     }
 
@@ -297,6 +303,11 @@ fn persist(root: BorrowedFd<'_>, state: &Sidecar) -> io::Result<()> {
     platform::renameat2(root, SIDECAR_TMP, root, SIDECAR_NAME, 0)
 }
 
+/// Symlinks keep their record in the sidecar where the host cannot put it on them.
+fn uses_sidecar(inode: &InodeData) -> bool {
+    inode.is_symlink() && !platform::SYMLINK_XATTRS
+}
+
 /// Record access for the passthrough; every function expects rootless mode.
 pub struct Overlay {
     pub cfg: Rootless,
@@ -311,7 +322,7 @@ impl Overlay {
         if cache.ctime == Some(ctime) {
             return;
         }
-        if inode.is_symlink() {
+        if uses_sidecar(inode) {
             cache.record = self.symlinks.get(inode);
             cache.foreign = false;
         } else {
@@ -365,18 +376,19 @@ impl Overlay {
     ) -> io::Result<()> {
         let mut host = platform::fstat(inode.fd())?;
         if !inode.is_symlink() && host.st_uid == self.cfg.server_uid {
-            let host_perms = (want.perms & 0o777) | floor_of(host.st_mode & libc::S_IFMT);
-            if host.st_mode & 0o7777 != host_perms {
+            let host_perms =
+                (want.perms & 0o777) | floor_of(platform::st_mode(&host) & mode::S_IFMT);
+            if platform::st_mode(&host) & 0o7777 != host_perms {
                 platform::chmod_fd(inode.fd(), host_perms)?;
                 host = platform::fstat(inode.fd())?;
             }
         }
         let rec = self.cfg.diff(&host, want);
-        if inode.is_symlink() {
+        if uses_sidecar(inode) {
             self.symlinks.set(root, inode, &rec)?;
         } else if rec.is_empty() {
             match platform::removexattr(inode.fd(), RECORD_XATTR) {
-                Err(e) if e.raw_os_error() != Some(libc::ENODATA) => return Err(e),
+                Err(e) if e.raw_os_error() != Some(platform::ENOATTR) => return Err(e),
                 _ => {}
             }
         } else {
@@ -408,7 +420,7 @@ impl Overlay {
         gid: u32,
     ) -> io::Result<(u32, u32, bool)> {
         let pv = self.view_of(parent)?;
-        let sgid = pv.perms & libc::S_ISGID != 0;
+        let sgid = pv.perms & mode::S_ISGID != 0;
         Ok((uid, if sgid { pv.gid } else { gid }, sgid))
     }
 
@@ -461,12 +473,12 @@ pub fn acl_mode_bits(value: &[u8]) -> Option<u32> {
 
 fn dtype_of(format: u32) -> u8 {
     match format {
-        libc::S_IFDIR => libc::DT_DIR,
-        libc::S_IFLNK => libc::DT_LNK,
-        libc::S_IFCHR => libc::DT_CHR,
-        libc::S_IFBLK => libc::DT_BLK,
-        libc::S_IFIFO => libc::DT_FIFO,
-        libc::S_IFSOCK => libc::DT_SOCK,
+        mode::S_IFDIR => libc::DT_DIR,
+        mode::S_IFLNK => libc::DT_LNK,
+        mode::S_IFCHR => libc::DT_CHR,
+        mode::S_IFBLK => libc::DT_BLK,
+        mode::S_IFIFO => libc::DT_FIFO,
+        mode::S_IFSOCK => libc::DT_SOCK,
         _ => libc::DT_REG,
     }
 }
@@ -510,23 +522,23 @@ mod tests {
         let mut st = platform::zeroed_stat();
         st.st_uid = uid;
         st.st_gid = gid;
-        st.st_mode = mode;
+        platform::set_st_mode(&mut st, mode);
         st
     }
 
     #[test]
     fn server_owned_files_show_the_default_owner() {
-        let mut st = host(1000, 1000, libc::S_IFREG | 0o644);
+        let mut st = host(1000, 1000, mode::S_IFREG | 0o644);
         rl().apply(&mut st, None);
         assert_eq!((st.st_uid, st.st_gid), (0, 0));
-        let mut other = host(1234, 55, libc::S_IFREG | 0o644);
+        let mut other = host(1234, 55, mode::S_IFREG | 0o644);
         rl().apply(&mut other, None);
         assert_eq!((other.st_uid, other.st_gid), (1234, 55));
     }
 
     #[test]
     fn diff_prunes_against_the_host_default_not_the_view() {
-        let st = host(1000, 1000, libc::S_IFREG | 0o644);
+        let st = host(1000, 1000, mode::S_IFREG | 0o644);
         let r = rl();
         let mut want = r.view(&st, None);
         want.uid = 42;
@@ -542,11 +554,11 @@ mod tests {
 
     #[test]
     fn special_files_carry_type_and_rdev() {
-        let st = host(1000, 1000, libc::S_IFREG | 0o600);
+        let st = host(1000, 1000, mode::S_IFREG | 0o600);
         let r = rl();
         let mut want = r.view(&st, None);
         want.kind = Kind {
-            format: libc::S_IFCHR,
+            format: mode::S_IFCHR,
             rdev_major: 1,
             rdev_minor: 3,
         };
@@ -554,8 +566,8 @@ mod tests {
         let rec = r.diff(&st, &want);
         let mut shown = st;
         r.apply(&mut shown, Some(&rec));
-        assert_eq!(shown.st_mode, libc::S_IFCHR | 0o666);
-        assert_eq!(shown.st_rdev, libc::makedev(1, 3));
+        assert_eq!(platform::st_mode(&shown), mode::S_IFCHR | 0o666);
+        assert_eq!(platform::rdev_of(&shown), (1, 3));
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! is in docs/ownership-record.md. Little-endian, versioned, and longer values are
 //! accepted so later versions can append fields.
 
+use crate::platform::mode;
+
 pub const VERSION: u8 = 1;
 pub const LEN: usize = 28;
 
@@ -84,7 +86,7 @@ impl Record {
             gid: (flags & HAS_GID != 0).then(|| word(8)),
             mode: (flags & HAS_MODE != 0).then(|| word(12) & 0o7777),
             kind: (flags & HAS_TYPE != 0).then(|| Kind {
-                format: word(16) & libc::S_IFMT,
+                format: word(16) & mode::S_IFMT,
                 rdev_major: word(20),
                 rdev_minor: word(24),
             }),
@@ -104,7 +106,7 @@ mod tests {
                 gid: (flags & 2 != 0).then_some(u32::MAX - 1),
                 mode: (flags & 4 != 0).then_some(0o4755),
                 kind: (flags & 8 != 0).then_some(Kind {
-                    format: libc::S_IFCHR,
+                    format: mode::S_IFCHR,
                     rdev_major: 4095,
                     rdev_minor: 1 << 19,
                 }),

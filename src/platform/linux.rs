@@ -10,6 +10,16 @@ use std::mem::{ManuallyDrop, MaybeUninit};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 pub use libc::{stat64, statvfs64};
+pub use libc::{
+    FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE,
+    FALLOC_FL_UNSHARE_RANGE, FALLOC_FL_ZERO_RANGE,
+};
+/// Open flag that pins an inode without data access.
+pub use libc::{O_DIRECT, O_PATH};
+/// "No such attribute" from the xattr calls.
+pub const ENOATTR: i32 = libc::ENODATA;
+/// Symlinks cannot carry `user.*` xattrs on Linux: their records live in a sidecar.
+pub const SYMLINK_XATTRS: bool = false;
 
 /// Host identity of an inode: (device, inode number, mount id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -167,6 +177,20 @@ pub fn statx_identity(fd: BorrowedFd<'_>) -> io::Result<(stat64, InodeKey)> {
         mnt_id,
     };
     Ok((st, key))
+}
+
+/// `st_dev` of a host stat as u64.
+pub fn st_dev(st: &stat64) -> u64 {
+    st.st_dev
+}
+
+/// Device numbers of a stat (glibc's dev_t split).
+pub fn rdev_of(st: &stat64) -> (u32, u32) {
+    (libc::major(st.st_rdev), libc::minor(st.st_rdev))
+}
+
+pub fn set_rdev(st: &mut stat64, major: u32, minor: u32) {
+    st.st_rdev = libc::makedev(major, minor);
 }
 
 pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
@@ -897,6 +921,43 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     // SAFETY: the kernel wrote one int after the header; read_unaligned copes with alignment.
     let fd = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>()) };
     owned(fd)
+}
+
+/// Reads one int-valued socket option.
+fn socket_option_int(fd: RawFd, option: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: value and len are live and sized for one int.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(value)
+}
+
+/// Takes over a listening Unix socket the parent process left open at `fd`
+/// (virtiofsd's `--fd`). Call once per descriptor: the listener owns and closes it.
+pub fn inherited_unix_listener(fd: RawFd) -> io::Result<std::os::unix::net::UnixListener> {
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    if socket_option_int(fd, libc::SO_DOMAIN)? != libc::AF_UNIX {
+        return Err(io::Error::other("not a Unix socket"));
+    }
+    if socket_option_int(fd, libc::SO_ACCEPTCONN)? == 0 {
+        return Err(io::Error::other("socket is not listening"));
+    }
+    // SAFETY: getsockopt just proved `fd` open; the caller hands it over, and nothing
+    // else in this process owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: valid descriptor; F_SETFD with FD_CLOEXEC has no memory effects.
+    cvt(unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    Ok(owned.into())
 }
 
 // ---- fuse-pipe transport ----

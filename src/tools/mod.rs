@@ -20,7 +20,7 @@ use std::path::Path;
 
 use crate::fs::overlay::{self, Rootless, StoredRecord, SymlinkStore, Virtual};
 use crate::fs::record::Record;
-use crate::platform::{self, stat64};
+use crate::platform::{self, mode, stat64};
 
 /// Who is who in the share being read. The default is `--default-owner 0:0` with the
 /// server owner taken from the share root.
@@ -70,7 +70,7 @@ pub fn walk(
 ) -> io::Result<()> {
     let cpath = CString::new(src.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
-    let root = platform::open_path(&cpath, libc::O_PATH | libc::O_DIRECTORY)
+    let root = platform::open_path(&cpath, platform::O_PATH | libc::O_DIRECTORY)
         .map_err(|e| in_path(src, b"", e))?;
     let (host, _) = platform::statx_identity(root.as_fd()).map_err(|e| in_path(src, b"", e))?;
     let (server_uid, server_gid) = opts.server_owner.unwrap_or((host.st_uid, host.st_gid));
@@ -83,7 +83,7 @@ pub fn walk(
             server_gid,
             try_host_chown: false,
         },
-        dev: host.st_dev,
+        dev: platform::st_dev(&host),
         symlinks: SymlinkStore::load(root.as_fd())
             .map_err(|e| in_path(src, overlay::SIDECAR_NAME.to_bytes(), e))?,
         skip,
@@ -110,8 +110,11 @@ impl Walker<'_> {
         path: &[u8],
         visit: &mut dyn FnMut(&Node<'_>) -> io::Result<()>,
     ) -> io::Result<()> {
-        let (record, source) = if host.st_mode & libc::S_IFMT == libc::S_IFLNK {
-            match self.symlinks.lookup(fd, host.st_dev, host.st_ino) {
+        let (record, source) = if platform::st_mode(host) & mode::S_IFMT == mode::S_IFLNK {
+            match self
+                .symlinks
+                .lookup(fd, platform::st_dev(host), host.st_ino)
+            {
                 Some(r) => (Some(r), Source::Sidecar),
                 None => (None, Source::None),
             }
@@ -165,7 +168,7 @@ impl Walker<'_> {
     ) -> io::Result<()> {
         // Names from getdents never hold a NUL byte.
         let cname = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        let fd = match platform::openat(dir, &cname, libc::O_PATH | libc::O_NOFOLLOW, 0) {
+        let fd = match platform::openat(dir, &cname, platform::O_PATH | libc::O_NOFOLLOW, 0) {
             Ok(fd) => fd,
             // Removed while we walk: it is simply not part of the tree any more.
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
@@ -173,14 +176,14 @@ impl Walker<'_> {
         };
         let (host, _) =
             platform::statx_identity(fd.as_fd()).map_err(|e| in_path(self.src, path, e))?;
-        if self.skip == Some((host.st_dev, host.st_ino)) {
+        if self.skip == Some((platform::st_dev(&host), host.st_ino)) {
             return Ok(());
         }
         self.visit(fd.as_fd(), &host, path, visit)?;
-        if host.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        if platform::st_mode(&host) & mode::S_IFMT != mode::S_IFDIR {
             return Ok(());
         }
-        if host.st_dev != self.dev {
+        if platform::st_dev(&host) != self.dev {
             // Like `tar --one-file-system`: the mount point is an entry, its contents are not.
             log::warn!(
                 "{}: another filesystem is mounted here; not entered",
@@ -231,12 +234,12 @@ fn in_path(src: &Path, rel: &[u8], e: io::Error) -> io::Error {
 /// `ls -l` style letter of a file type.
 pub fn type_letter(format: u32) -> char {
     match format {
-        libc::S_IFDIR => 'd',
-        libc::S_IFLNK => 'l',
-        libc::S_IFCHR => 'c',
-        libc::S_IFBLK => 'b',
-        libc::S_IFIFO => 'p',
-        libc::S_IFSOCK => 's',
+        mode::S_IFDIR => 'd',
+        mode::S_IFLNK => 'l',
+        mode::S_IFCHR => 'c',
+        mode::S_IFBLK => 'b',
+        mode::S_IFIFO => 'p',
+        mode::S_IFSOCK => 's',
         _ => '-',
     }
 }
@@ -277,8 +280,8 @@ mod tests {
 
     #[test]
     fn type_letters() {
-        assert_eq!(type_letter(libc::S_IFREG), '-');
-        assert_eq!(type_letter(libc::S_IFCHR), 'c');
-        assert_eq!(type_letter(libc::S_IFIFO), 'p');
+        assert_eq!(type_letter(mode::S_IFREG), '-');
+        assert_eq!(type_letter(mode::S_IFCHR), 'c');
+        assert_eq!(type_letter(mode::S_IFIFO), 'p');
     }
 }

@@ -21,6 +21,7 @@ use std::path::Path;
 
 use super::{escape_path, type_letter, walk, Options, Source};
 use crate::fs::overlay::Virtual;
+use crate::platform::mode;
 
 /// Writes the listing to `out`; returns how many entries carry a record.
 pub fn list(src: &Path, opts: &Options, out: &mut dyn Write) -> io::Result<usize> {
@@ -57,7 +58,7 @@ pub fn list(src: &Path, opts: &Options, out: &mut dyn Write) -> io::Result<usize
 pub fn mode_string(v: &Virtual) -> String {
     let letter = type_letter(v.kind.format);
     let mut s = format!("{letter} {:04o}", v.perms & 0o7777);
-    if matches!(v.kind.format, libc::S_IFCHR | libc::S_IFBLK) {
+    if matches!(v.kind.format, mode::S_IFCHR | mode::S_IFBLK) {
         s.push_str(&format!(" ({},{})", v.kind.rdev_major, v.kind.rdev_minor));
     }
     s
@@ -83,12 +84,12 @@ mod tests {
 
     #[test]
     fn formats_modes() {
-        assert_eq!(mode_string(&v(libc::S_IFREG, 0o4755, (0, 0))), "- 4755");
+        assert_eq!(mode_string(&v(mode::S_IFREG, 0o4755, (0, 0))), "- 4755");
         assert_eq!(
-            mode_string(&v(libc::S_IFCHR, 0o666, (1, 3))),
+            mode_string(&v(mode::S_IFCHR, 0o666, (1, 3))),
             "c 0666 (1,3)"
         );
-        assert_eq!(mode_string(&v(libc::S_IFDIR, 0o1777, (0, 0))), "d 1777");
-        assert_eq!(mode_string(&v(libc::S_IFIFO, 0o620, (0, 0))), "p 0620");
+        assert_eq!(mode_string(&v(mode::S_IFDIR, 0o1777, (0, 0))), "d 1777");
+        assert_eq!(mode_string(&v(mode::S_IFIFO, 0o620, (0, 0))), "p 0620");
     }
 }

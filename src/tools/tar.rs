@@ -19,7 +19,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::{walk, Node, Options};
-use crate::platform;
+use crate::platform::{self, mode};
 
 const BLOCK: usize = 512;
 /// GNU tar's default record size: the archive is padded to a multiple of it.
@@ -118,7 +118,7 @@ impl Archive<'_> {
             return Ok(());
         }
         let host = node.host;
-        let host_format = host.st_mode & libc::S_IFMT;
+        let host_format = platform::st_mode(host) & mode::S_IFMT;
         let v = &node.view;
         let mut h = Header {
             name: node.path.to_vec(),
@@ -130,17 +130,17 @@ impl Archive<'_> {
         };
         // Only a host regular file can stand in for another type.
         let (format, (major, minor)) = match host_format {
-            libc::S_IFREG => (v.kind.format, (v.kind.rdev_major, v.kind.rdev_minor)),
-            f => (f, (libc::major(host.st_rdev), libc::minor(host.st_rdev))),
+            mode::S_IFREG => (v.kind.format, (v.kind.rdev_major, v.kind.rdev_minor)),
+            f => (f, platform::rdev_of(host)),
         };
         h.typeflag = match format {
-            libc::S_IFDIR if host_format == libc::S_IFDIR => DIRECTORY,
-            libc::S_IFLNK if host_format == libc::S_IFLNK => SYMLINK,
-            libc::S_IFREG => REGULAR,
-            libc::S_IFIFO => FIFO,
-            libc::S_IFCHR => CHAR_DEV,
-            libc::S_IFBLK => BLOCK_DEV,
-            libc::S_IFSOCK => {
+            mode::S_IFDIR if host_format == mode::S_IFDIR => DIRECTORY,
+            mode::S_IFLNK if host_format == mode::S_IFLNK => SYMLINK,
+            mode::S_IFREG => REGULAR,
+            mode::S_IFIFO => FIFO,
+            mode::S_IFCHR => CHAR_DEV,
+            mode::S_IFBLK => BLOCK_DEV,
+            mode::S_IFSOCK => {
                 log::warn!("{}: a socket has no tar form; skipped", show(node.path));
                 return Ok(());
             }
@@ -152,8 +152,11 @@ impl Archive<'_> {
                 REGULAR
             }
         };
-        if host_format != libc::S_IFDIR && host.st_nlink > 1 {
-            match self.first_names.entry((host.st_dev, host.st_ino)) {
+        if host_format != mode::S_IFDIR && host.st_nlink > 1 {
+            match self
+                .first_names
+                .entry((platform::st_dev(host), host.st_ino))
+            {
                 Entry::Occupied(first) => {
                     h.typeflag = HARD_LINK;
                     h.linkname = first.get().clone();

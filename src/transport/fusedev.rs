@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -444,30 +444,129 @@ fn worker_loop<F: FileSystem + Sync>(
                 }
             },
         };
-        let offers_passthrough = passthrough.is_some() && init_offers_passthrough(&rbuf[..n]);
-        let reader = match Reader::<()>::from_fuse_buffer(FuseBuf::new(&mut rbuf[..n])) {
-            Ok(r) => r,
-            Err(e) => {
-                log::error!("bad FUSE buffer: {e:?}");
-                continue;
-            }
-        };
-        if let (true, Some(backing)) = (offers_passthrough, passthrough) {
-            if let Err(e) = answer_init_with_passthrough(fd, server, reader, &mut wbuf, backing) {
-                log::error!("answering FUSE INIT: {e}");
+        if let Some(backing) = passthrough.filter(|_| init_offers_passthrough(&rbuf[..n])) {
+            match Reader::<()>::from_fuse_buffer(FuseBuf::new(&mut rbuf[..n])) {
+                Ok(reader) => {
+                    if let Err(e) =
+                        answer_init_with_passthrough(fd, server, reader, &mut wbuf, backing)
+                    {
+                        log::error!("answering FUSE INIT: {e}");
+                    }
+                }
+                Err(e) => log::error!("bad FUSE INIT buffer: {e:?}"),
             }
             continue;
         }
-        let writer = match FuseDevWriter::<()>::new(fd.as_raw_fd(), &mut wbuf) {
-            Ok(w) => w,
-            Err(e) => {
-                log::error!("FUSE reply buffer: {e:?}");
-                continue;
-            }
-        };
-        if let Err(e) = server.handle_message(reader, writer.into(), None, None) {
+        serve_message(server, &mut rbuf[..n], fd.as_fd(), &mut wbuf);
+    }
+}
+
+/// What became of one FUSE message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// Answered by the server (or a message that takes no answer).
+    Served,
+    /// Malformed: answered with EINVAL when it takes an answer and names its request.
+    Malformed,
+    /// The server panicked on it: answered with EIO.
+    Panicked,
+}
+
+/// The prefix of `fuse_in_header` that names the request.
+const REQUEST_ID_END: usize = 16;
+
+/// Messages the kernel sends without waiting for an answer.
+fn takes_no_answer(opcode: u32) -> bool {
+    use fuse_backend_rs::abi::fuse_abi::Opcode;
+    [Opcode::Forget, Opcode::BatchForget, Opcode::Interrupt]
+        .iter()
+        .any(|&op| op as u32 == opcode)
+}
+
+/// Whether fuse-backend-rs left a failed message unanswered. It answers a name without
+/// its NUL (EINVAL) before failing, except where it splits two names (symlink, rename);
+/// `EncodeMessage` means the answer itself could not be written.
+fn left_unanswered(e: &fuse_backend_rs::Error, opcode: u32) -> bool {
+    use fuse_backend_rs::abi::fuse_abi::Opcode;
+    use fuse_backend_rs::Error;
+    match e {
+        Error::EncodeMessage(_) => false,
+        Error::InvalidCString(_) => [Opcode::Symlink, Opcode::Rename, Opcode::Rename2]
+            .iter()
+            .any(|&op| op as u32 == opcode),
+        _ => true,
+    }
+}
+
+/// Answers request `unique` with `errno` alone.
+fn answer_errno(reply: BorrowedFd<'_>, unique: u64, errno: i32) {
+    let mut out = [0u8; 16];
+    out[..4].copy_from_slice(&16u32.to_le_bytes());
+    out[4..8].copy_from_slice(&(-errno).to_le_bytes());
+    out[8..].copy_from_slice(&unique.to_le_bytes());
+    // A request the kernel no longer waits for (or already answered) is refused
+    // with ENOENT, which changes nothing.
+    if let Err(e) = platform::with_file(reply, |f| std::io::Write::write(f, &out)) {
+        log::debug!("answering request {unique} with errno {errno}: {e}");
+    }
+}
+
+/// Runs one message exactly as read from the device (`msg` is the whole read) and
+/// writes its answer to `reply`. Nothing a message contains can take the server
+/// down: a message whose length field disagrees with its size, or that fuse-backend-rs
+/// cannot decode, gets EINVAL; a panic while serving it gets EIO.
+pub fn serve_message<F: FileSystem + Sync>(
+    server: &Server<F>,
+    msg: &mut [u8],
+    reply: BorrowedFd<'_>,
+    wbuf: &mut [u8],
+) -> Handled {
+    let Some(head) = msg.get(..REQUEST_ID_END) else {
+        log::error!("FUSE message of {} bytes has no header", msg.len());
+        return Handled::Malformed;
+    };
+    let field =
+        |at: usize| u32::from_le_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
+    let (len, opcode) = (field(0), field(4));
+    let unique = (u64::from(field(12)) << 32) | u64::from(field(8));
+    let malformed = |why: &dyn std::fmt::Display| {
+        log::error!("malformed FUSE message (opcode {opcode}, unique {unique}): {why}");
+        if !takes_no_answer(opcode) {
+            answer_errno(reply, unique, libc::EINVAL);
+        }
+        Handled::Malformed
+    };
+    if len as usize != msg.len() || msg.len() < IN_HEADER_LEN {
+        let why = format!("length field {len}, {} bytes read", msg.len());
+        return malformed(&why);
+    }
+    let reader = match Reader::<()>::from_fuse_buffer(FuseBuf::new(msg)) {
+        Ok(r) => r,
+        Err(e) => return malformed(&e),
+    };
+    let writer = match FuseDevWriter::<()>::new(reply.as_raw_fd(), wbuf) {
+        Ok(w) => w,
+        Err(e) => {
+            log::error!("FUSE reply buffer: {e:?}");
+            answer_errno(reply, unique, libc::EIO);
+            return Handled::Served;
+        }
+    };
+    let run = || server.handle_message(reader, writer.into(), None, None);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(Ok(_)) => Handled::Served,
+        Ok(Err(e)) if left_unanswered(&e, opcode) => malformed(&e),
+        Ok(Err(e)) => {
             // Usually a reply to a request the caller already abandoned (ENOENT).
             log::debug!("handling FUSE request: {e:?}");
+            Handled::Served
+        }
+        Err(_) => {
+            log::error!("FUSE request {unique} (opcode {opcode}) panicked; answering EIO");
+            if !takes_no_answer(opcode) {
+                answer_errno(reply, unique, libc::EIO);
+            }
+            Handled::Panicked
         }
     }
 }

@@ -1,8 +1,9 @@
 //! Translation between this host's values (flags, `stat64`, errno) and the wire's.
 //!
 //! The wire uses its own bit assignments (see `wire`); this module is the only place
-//! that knows the host's. A server on another OS supplies its own version of these
-//! functions; nothing else in the server depends on Linux values.
+//! that knows the host's. A macOS server translates with the Darwin tables of
+//! `platform::xlate`; the `*_to_wire` direction of flags and the `*_from_wire`
+//! direction of attributes serve the client, which runs on Linux only.
 
 use std::io;
 
@@ -10,8 +11,11 @@ use fuse_backend_rs::abi::fuse_abi::{OpenOptions, SetattrValid};
 use fuse_backend_rs::api::filesystem::Entry;
 
 use super::wire::{self, Attr, EntryOut, StatfsOut, Time};
+#[cfg(target_os = "macos")]
+use crate::platform::xlate;
 use crate::platform::{self, stat64, statvfs64};
 
+#[cfg(target_os = "linux")]
 /// Open flags: host to wire. Bits without a wire meaning are dropped (O_LARGEFILE is
 /// implied on 64-bit hosts; the rest never reach a FUSE server).
 pub fn open_to_wire(flags: u32) -> u32 {
@@ -44,6 +48,7 @@ pub fn open_to_wire(flags: u32) -> u32 {
     w
 }
 
+#[cfg(target_os = "linux")]
 /// Open flags: wire to host.
 pub fn open_from_wire(w: u32) -> u32 {
     let mut f = (w & wire::open::ACCMODE) as i32;
@@ -70,6 +75,28 @@ pub fn open_from_wire(w: u32) -> u32 {
     f as u32
 }
 
+#[cfg(target_os = "macos")]
+/// Open flags: wire to host (Darwin bits; O_DIRECT and O_NOATIME are dropped).
+pub fn open_from_wire(w: u32) -> u32 {
+    use wire::open::*;
+    let bits = xlate::WireOpen {
+        accmode: ACCMODE,
+        append: APPEND,
+        trunc: TRUNC,
+        creat: CREAT,
+        excl: EXCL,
+        nonblock: NONBLOCK,
+        sync: SYNC,
+        dsync: DSYNC,
+        nofollow: NOFOLLOW,
+        directory: DIRECTORY,
+        cloexec: CLOEXEC,
+        noctty: NOCTTY,
+    };
+    xlate::open_from_wire(w, &bits) as u32
+}
+
+#[cfg(target_os = "linux")]
 const SETATTR_MAP: [(SetattrValid, u32); 10] = [
     (SetattrValid::MODE, wire::setattr::MODE),
     (SetattrValid::UID, wire::setattr::UID),
@@ -82,7 +109,20 @@ const SETATTR_MAP: [(SetattrValid, u32); 10] = [
     (SetattrValid::CTIME, wire::setattr::CTIME),
     (SetattrValid::KILL_SUIDGID, wire::setattr::KILL_SUIDGID),
 ];
+/// macOS FUSE has no CTIME or KILL_SUIDGID attribute bits: the guest kernel handles both.
+#[cfg(target_os = "macos")]
+const SETATTR_MAP: [(SetattrValid, u32); 8] = [
+    (SetattrValid::MODE, wire::setattr::MODE),
+    (SetattrValid::UID, wire::setattr::UID),
+    (SetattrValid::GID, wire::setattr::GID),
+    (SetattrValid::SIZE, wire::setattr::SIZE),
+    (SetattrValid::ATIME, wire::setattr::ATIME),
+    (SetattrValid::MTIME, wire::setattr::MTIME),
+    (SetattrValid::ATIME_NOW, wire::setattr::ATIME_NOW),
+    (SetattrValid::MTIME_NOW, wire::setattr::MTIME_NOW),
+];
 
+#[cfg(target_os = "linux")]
 pub fn setattr_valid_to_wire(v: SetattrValid) -> u32 {
     SETATTR_MAP
         .iter()
@@ -118,35 +158,40 @@ fn swap(map: &[(u32, u32)]) -> Vec<(u32, u32)> {
     map.iter().map(|&(a, b)| (b, a)).collect()
 }
 
+#[cfg(target_os = "linux")]
 const RENAME_MAP: [(u32, u32); 3] = [
     (libc::RENAME_NOREPLACE, wire::rename::NOREPLACE),
     (libc::RENAME_EXCHANGE, wire::rename::EXCHANGE),
     (libc::RENAME_WHITEOUT, wire::rename::WHITEOUT),
 ];
+#[cfg(target_os = "linux")]
 const XATTR_MAP: [(u32, u32); 2] = [
     (libc::XATTR_CREATE as u32, wire::xattr::CREATE),
     (libc::XATTR_REPLACE as u32, wire::xattr::REPLACE),
 ];
 const FALLOC_MAP: [(u32, u32); 6] = [
-    (libc::FALLOC_FL_KEEP_SIZE as u32, wire::fallocate::KEEP_SIZE),
     (
-        libc::FALLOC_FL_PUNCH_HOLE as u32,
+        platform::FALLOC_FL_KEEP_SIZE as u32,
+        wire::fallocate::KEEP_SIZE,
+    ),
+    (
+        platform::FALLOC_FL_PUNCH_HOLE as u32,
         wire::fallocate::PUNCH_HOLE,
     ),
     (
-        libc::FALLOC_FL_ZERO_RANGE as u32,
+        platform::FALLOC_FL_ZERO_RANGE as u32,
         wire::fallocate::ZERO_RANGE,
     ),
     (
-        libc::FALLOC_FL_COLLAPSE_RANGE as u32,
+        platform::FALLOC_FL_COLLAPSE_RANGE as u32,
         wire::fallocate::COLLAPSE_RANGE,
     ),
     (
-        libc::FALLOC_FL_INSERT_RANGE as u32,
+        platform::FALLOC_FL_INSERT_RANGE as u32,
         wire::fallocate::INSERT_RANGE,
     ),
     (
-        libc::FALLOC_FL_UNSHARE_RANGE as u32,
+        platform::FALLOC_FL_UNSHARE_RANGE as u32,
         wire::fallocate::UNSHARE_RANGE,
     ),
 ];
@@ -156,25 +201,39 @@ const ACCESS_MAP: [(u32, u32); 3] = [
     (libc::X_OK as u32, wire::access::X),
 ];
 
+#[cfg(target_os = "linux")]
 pub fn rename_to_wire(f: u32) -> io::Result<u32> {
     translate(f, &RENAME_MAP)
 }
+#[cfg(target_os = "linux")]
 pub fn rename_from_wire(f: u32) -> io::Result<u32> {
     translate(f, &swap(&RENAME_MAP))
 }
+#[cfg(target_os = "linux")]
 pub fn xattr_to_wire(f: u32) -> io::Result<u32> {
     translate(f, &XATTR_MAP)
 }
+#[cfg(target_os = "linux")]
 pub fn xattr_from_wire(f: u32) -> io::Result<u32> {
     translate(f, &swap(&XATTR_MAP))
 }
+#[cfg(target_os = "linux")]
 /// Unknown fallocate modes are not supported (EOPNOTSUPP, as the kernel says).
 pub fn fallocate_to_wire(f: u32) -> io::Result<u32> {
     translate(f, &FALLOC_MAP).map_err(|_| io::Error::from_raw_os_error(libc::EOPNOTSUPP))
 }
+#[cfg(target_os = "macos")]
+pub fn rename_from_wire(f: u32) -> io::Result<u32> {
+    xlate::rename_from_wire(f, wire::rename::NOREPLACE, wire::rename::EXCHANGE)
+}
+#[cfg(target_os = "macos")]
+pub fn xattr_from_wire(f: u32) -> io::Result<u32> {
+    xlate::xattr_flags_from_wire(f, wire::xattr::CREATE, wire::xattr::REPLACE).map(|f| f as u32)
+}
 pub fn fallocate_from_wire(f: u32) -> io::Result<u32> {
     translate(f, &swap(&FALLOC_MAP)).map_err(|_| io::Error::from_raw_os_error(libc::EOPNOTSUPP))
 }
+#[cfg(target_os = "linux")]
 pub fn access_to_wire(f: u32) -> io::Result<u32> {
     translate(f, &ACCESS_MAP)
 }
@@ -182,6 +241,7 @@ pub fn access_from_wire(f: u32) -> io::Result<u32> {
     translate(f, &swap(&ACCESS_MAP))
 }
 
+#[cfg(target_os = "linux")]
 pub fn whence_to_wire(w: u32) -> io::Result<u32> {
     Ok(match w as i32 {
         libc::SEEK_SET => wire::whence::SET,
@@ -206,6 +266,7 @@ pub fn whence_from_wire(w: u32) -> io::Result<u32> {
 
 /// Errno values on the wire are Linux's; on a Linux host that is the identity.
 /// Anything that is not a plausible errno becomes EIO.
+#[cfg(target_os = "linux")]
 pub fn errno_to_wire(e: &io::Error) -> i32 {
     match e.raw_os_error() {
         Some(n) if n > 0 && n < 4096 => n,
@@ -213,6 +274,13 @@ pub fn errno_to_wire(e: &io::Error) -> i32 {
     }
 }
 
+/// Errno values on the wire are Linux's: a Darwin errno is translated.
+#[cfg(target_os = "macos")]
+pub fn errno_to_wire(e: &io::Error) -> i32 {
+    xlate::errno_to_linux(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+#[cfg(target_os = "linux")]
 pub fn errno_from_wire(n: i32) -> io::Error {
     if n > 0 && n < 4096 {
         io::Error::from_raw_os_error(n)
@@ -222,6 +290,7 @@ pub fn errno_from_wire(n: i32) -> io::Error {
 }
 
 /// `st_rdev` (glibc's 64-bit `dev_t`) split into major and minor.
+#[cfg(test)]
 fn dev_split(dev: u64) -> (u32, u32) {
     let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
     let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
@@ -229,6 +298,7 @@ fn dev_split(dev: u64) -> (u32, u32) {
 }
 
 /// glibc's `makedev`.
+#[cfg(target_os = "linux")]
 fn dev_join(major: u32, minor: u32) -> u64 {
     let (ma, mi) = (u64::from(major), u64::from(minor));
     ((ma & 0xffff_f000) << 32) | ((ma & 0xfff) << 8) | ((mi & 0xffff_ff00) << 12) | (mi & 0xff)
@@ -242,7 +312,7 @@ fn time(sec: i64, nsec: i64) -> Time {
 }
 
 pub fn attr_to_wire(st: &stat64) -> Attr {
-    let (rdev_major, rdev_minor) = dev_split(st.st_rdev);
+    let (rdev_major, rdev_minor) = platform::rdev_of(st);
     Attr {
         ino: st.st_ino,
         size: st.st_size.max(0) as u64,
@@ -250,7 +320,7 @@ pub fn attr_to_wire(st: &stat64) -> Attr {
         atime: time(st.st_atime, st.st_atime_nsec),
         mtime: time(st.st_mtime, st.st_mtime_nsec),
         ctime: time(st.st_ctime, st.st_ctime_nsec),
-        mode: st.st_mode,
+        mode: platform::st_mode(st),
         nlink: u32::try_from(st.st_nlink).unwrap_or(u32::MAX),
         uid: st.st_uid,
         gid: st.st_gid,
@@ -260,6 +330,7 @@ pub fn attr_to_wire(st: &stat64) -> Attr {
     }
 }
 
+#[cfg(target_os = "linux")]
 pub fn attr_from_wire(a: &Attr) -> stat64 {
     let mut st = platform::zeroed_stat();
     st.st_ino = a.ino;
@@ -281,10 +352,11 @@ pub fn attr_from_wire(a: &Attr) -> stat64 {
 }
 
 /// setattr arguments travel as a `stat64` through the FileSystem trait.
+#[cfg(target_os = "linux")]
 pub fn setattr_to_wire(st: &stat64, valid: SetattrValid) -> wire::SetattrIn {
     wire::SetattrIn {
         valid: setattr_valid_to_wire(valid),
-        mode: st.st_mode,
+        mode: platform::st_mode(st),
         uid: st.st_uid,
         gid: st.st_gid,
         size: st.st_size.max(0) as u64,
@@ -296,7 +368,7 @@ pub fn setattr_to_wire(st: &stat64, valid: SetattrValid) -> wire::SetattrIn {
 
 pub fn setattr_from_wire(s: &wire::SetattrIn) -> (stat64, SetattrValid) {
     let mut st = platform::zeroed_stat();
-    st.st_mode = s.mode;
+    platform::set_st_mode(&mut st, s.mode);
     st.st_uid = s.uid;
     st.st_gid = s.gid;
     st.st_size = s.size.min(i64::MAX as u64) as i64;
@@ -321,6 +393,7 @@ pub fn entry_to_wire(e: &Entry) -> EntryOut {
 }
 
 /// The entry with the node id the client kernel will see.
+#[cfg(target_os = "linux")]
 pub fn entry_from_wire(e: &EntryOut, node: u64) -> Entry {
     Entry {
         inode: node,
@@ -332,19 +405,21 @@ pub fn entry_from_wire(e: &EntryOut, node: u64) -> Entry {
     }
 }
 
+#[allow(clippy::useless_conversion)] // 32-bit counts on macOS
 pub fn statfs_to_wire(s: &statvfs64) -> StatfsOut {
     StatfsOut {
-        blocks: s.f_blocks,
-        bfree: s.f_bfree,
-        bavail: s.f_bavail,
-        files: s.f_files,
-        ffree: s.f_ffree,
+        blocks: u64::from(s.f_blocks),
+        bfree: u64::from(s.f_bfree),
+        bavail: u64::from(s.f_bavail),
+        files: u64::from(s.f_files),
+        ffree: u64::from(s.f_ffree),
         bsize: u32::try_from(s.f_bsize).unwrap_or(u32::MAX),
         frsize: u32::try_from(s.f_frsize).unwrap_or(u32::MAX),
         namemax: u32::try_from(s.f_namemax).unwrap_or(255),
     }
 }
 
+#[cfg(target_os = "linux")]
 pub fn statfs_from_wire(s: &StatfsOut) -> statvfs64 {
     let mut st = platform::zeroed_statvfs();
     st.f_blocks = s.blocks;
@@ -364,7 +439,9 @@ pub fn open_options_to_wire(o: OpenOptions) -> u32 {
         (OpenOptions::DIRECT_IO, wire::open_out::DIRECT_IO),
         (OpenOptions::KEEP_CACHE, wire::open_out::KEEP_CACHE),
         (OpenOptions::NONSEEKABLE, wire::open_out::NONSEEKABLE),
+        #[cfg(target_os = "linux")]
         (OpenOptions::CACHE_DIR, wire::open_out::CACHE_DIR),
+        #[cfg(target_os = "linux")]
         (OpenOptions::STREAM, wire::open_out::STREAM),
     ];
     map.iter()
@@ -373,6 +450,7 @@ pub fn open_options_to_wire(o: OpenOptions) -> u32 {
 }
 
 /// Open reply options: wire to host.
+#[cfg(target_os = "linux")]
 pub fn open_options_from_wire(w: u32) -> OpenOptions {
     let map = [
         (wire::open_out::DIRECT_IO, OpenOptions::DIRECT_IO),

@@ -13,7 +13,9 @@
 //!
 //! `docs/protocol.md` describes the protocol and its failure semantics.
 
+#[cfg(target_os = "linux")]
 pub mod client;
+#[cfg(target_os = "linux")]
 mod groups;
 pub mod host;
 mod iobuf;

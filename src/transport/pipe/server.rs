@@ -347,18 +347,9 @@ where
         let fs = &*self.fs;
         let entry = |e: Entry| ReplyData::Entry(host::entry_to_wire(&e));
         Ok(match req {
-            Request::Init { flags } => {
-                let mut capable = FsOptions::empty();
-                if flags & wire::init::WRITEBACK != 0 {
-                    capable |= FsOptions::WRITEBACK_CACHE;
-                }
-                let granted = fs.init(capable)? & capable;
-                let mut out = 0;
-                if granted.contains(FsOptions::WRITEBACK_CACHE) {
-                    out |= wire::init::WRITEBACK;
-                }
-                ReplyData::Init { flags: out }
-            }
+            Request::Init { flags } => ReplyData::Init {
+                flags: init(fs, flags)?,
+            },
             Request::Lookup { parent, name } => {
                 entry(fs.lookup(ctx, parent.into(), &cname(name)?)?)
             }
@@ -512,6 +503,8 @@ where
                 if delayed {
                     fuse_flags |= fuse_backend_rs::abi::fuse_abi::WRITE_CACHE;
                 }
+                // macOS's FUSE ABI has no such bit; the host clears set-id bits on write.
+                #[cfg(target_os = "linux")]
                 if write_flags & wire::write::KILL_SUIDGID != 0 {
                     fuse_flags |= fuse_backend_rs::abi::fuse_abi::WRITE_KILL_PRIV;
                 }
@@ -736,6 +729,28 @@ fn context(c: &Caller) -> Context {
     // the kernel (pid 0 runs as the server).
     ctx.pid = i32::try_from(c.pid).unwrap_or(i32::MAX);
     ctx
+}
+
+/// INIT: the wire's flags offered to the filesystem, and what it granted.
+#[cfg(target_os = "linux")]
+fn init<F: FileSystem>(fs: &F, flags: u32) -> io::Result<u32> {
+    let mut capable = FsOptions::empty();
+    if flags & wire::init::WRITEBACK != 0 {
+        capable |= FsOptions::WRITEBACK_CACHE;
+    }
+    let granted = fs.init(capable)? & capable;
+    let mut out = 0;
+    if granted.contains(FsOptions::WRITEBACK_CACHE) {
+        out |= wire::init::WRITEBACK;
+    }
+    Ok(out)
+}
+
+/// macOS's FUSE ABI has no WRITEBACK_CACHE bit: the guest runs without it.
+#[cfg(not(target_os = "linux"))]
+fn init<F: FileSystem>(fs: &F, _flags: u32) -> io::Result<u32> {
+    fs.init(FsOptions::empty())?;
+    Ok(0)
 }
 
 fn cname(name: Vec<u8>) -> io::Result<CString> {
