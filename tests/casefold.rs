@@ -38,7 +38,8 @@ struct Volume {
 impl Volume {
     fn mount(at: &Path) -> Volume {
         let image = PathBuf::from(format!("/tmp/ownfs-it-casefold-{}.img", std::process::id()));
-        let img = image.to_str().unwrap();
+        let img = image.to_str().unwrap().to_string();
+        let img = img.as_str();
         run("truncate", &["-s", "32M", img]);
         run("mkfs.ext4", &["-q", "-F", "-O", "casefold", img]);
         fs::create_dir_all(at).unwrap();
