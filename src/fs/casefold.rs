@@ -33,3 +33,26 @@ pub fn listed(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<bool> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listed_matches_exact_bytes_only() {
+        let dir = std::env::temp_dir().join(format!("ownfs-casefold-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("Upper"), b"").unwrap();
+        let path = crate::fs::path_cstr(&dir).unwrap();
+        let pin = platform::open_path(&path, platform::O_PATH | libc::O_DIRECTORY).unwrap();
+        let found = |n: &[u8]| listed(pin.as_fd(), n).unwrap();
+        let result = (
+            found(b"Upper"),
+            found(b"upper"),
+            found(b"Uppe"),
+            found(b"."),
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(result, (true, false, false, true));
+    }
+}
