@@ -17,6 +17,9 @@
 #                            by UID:GID, as in rootless), client /mnt/wq
 #   native                   no FUSE: the suite runs on a host directory
 #                            (baseline for comparison; not in the default set)
+#   --mounted NAME=MNT       mode NAME on a file system someone else mounted at MNT
+#                            and will unmount (scripts/vm/guest.sh: virtio-fs and
+#                            vsock mounts inside a VM); repeatable
 #
 # Options:
 #   --native     same as the single mode `native` (or OWNFS_PJD_NATIVE=1)
@@ -34,6 +37,7 @@
 #   PJDFSTEST_TIMEOUT  seconds allowed per pjdfstest pass (default 600; a pass takes ~5 s)
 #   OWNFS_PJD_WORK     where the source directories go (default /var/tmp/ownfs-pjd)
 #   PJDFSTEST_CONFIG   pjdfstest config (default pjdfstest/pjdfstest.toml)
+#   OWNFS_PJD_LOGS     where the logs go (default target/pjdfstest)
 #   OWNFS_PJD_RUN_AS   UID:GID the rootless server drops to (default 4000:4000)
 #
 # Output: one summary line per mode, `pjdfstest[MODE]: N passed, N failed,
@@ -48,7 +52,7 @@ CONFIG="${PJDFSTEST_CONFIG:-$HERE/pjdfstest.toml}"
 EXPECTED="$HERE/expected-failures.txt"
 PJDFSTEST="$REPO/.tools/bin/pjdfstest"
 OWNFS="${OWNFS_BIN:-$REPO/target/release/ownfs}"
-LOGDIR="$REPO/target/pjdfstest"
+LOGDIR="${OWNFS_PJD_LOGS:-$REPO/target/pjdfstest}"
 WORK="${OWNFS_PJD_WORK:-/var/tmp/ownfs-pjd}"
 TIMEOUT="${PJDFSTEST_TIMEOUT:-600}"
 ALL_MODES=(default_permissions no-default-permissions writeback rootless pipe-root pipe-rootless)
@@ -80,6 +84,8 @@ declare -A SERVE_FLAGS=(
     [pipe-root]=""
     [pipe-rootless]="--run-as $RUN_AS"
 )
+# --mounted modes: NAME -> MNT, mounted and unmounted by the caller.
+declare -A MOUNTED=()
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
@@ -98,6 +104,16 @@ while (($#)); do
     --no-deps) deps=0 ;;
     --keep) keep=1 ;;
     -h | --help) usage; exit 0 ;;
+    --mounted)
+        [[ ${2:-} =~ ^([A-Za-z0-9_-]+)=(/.+)$ ]] || {
+            echo "run.sh: --mounted needs NAME=MNT (got '${2:-}')" >&2
+            exit 2
+        }
+        MOUNTED[${BASH_REMATCH[1]}]=${BASH_REMATCH[2]}
+        MNT[${BASH_REMATCH[1]}]=${BASH_REMATCH[2]}
+        modes+=("${BASH_REMATCH[1]}")
+        shift
+        ;;
     --) shift; patterns=("$@"); break ;;
     default_permissions | no-default-permissions | writeback | rootless | pipe-root | pipe-rootless | native) modes+=("$1") ;;
     *) echo "run.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
@@ -302,6 +318,9 @@ run_mode() {
     # A stale mount from an earlier, killed run must go before its directory.
     if [[ $mode == native ]]; then
         mnt="$src"
+    elif [[ -n ${MOUNTED[$mode]:-} ]]; then
+        mnt="${MOUNTED[$mode]}"
+        is_mounted "$mnt" || fail_setup "--mounted $mode=$mnt: nothing is mounted there"
     else
         mnt="${MNT[$mode]}"
         if is_mounted "$mnt"; then
@@ -354,53 +373,57 @@ run_mode() {
             'exec /usr/bin/mount "$@"' >"$dir/bin/mount"
         chmod 0755 "$dir/bin/mount"
         path="$dir/bin:$PATH"
-        mkdir -p "$mnt"
         local flags=()
-        mode_mnt="$mnt"
-        if [[ $mode == pipe-* ]]; then
-            local sock="$dir/pipe.sock" serve_flags=()
-            # shellcheck disable=SC2206 # word splitting of the flag strings is intended
-            serve_flags=(${SERVE_FLAGS[$mode]})
-            note "+ ownfs serve $src --listen unix:$sock ${serve_flags[*]}"
-            RUST_LOG="${RUST_LOG:-warn}" "$OWNFS" serve "$src" --listen "unix:$sock" \
-                "${serve_flags[@]}" </dev/null >"$LOGDIR/$mode.serve.log" 2>&1 &
-            pipe_pid=$!
-            for ((t = 0; t < 100; t++)); do
-                [[ -S $sock ]] && break
-                alive "$pipe_pid" || break
+        if [[ -n ${MOUNTED[$mode]:-} ]]; then
+            note "on $mnt: $(grep -F " $mnt " /proc/self/mountinfo)"
+        else
+            mkdir -p "$mnt"
+            mode_mnt="$mnt"
+            if [[ $mode == pipe-* ]]; then
+                local sock="$dir/pipe.sock" serve_flags=()
+                # shellcheck disable=SC2206 # word splitting of the flag strings is intended
+                serve_flags=(${SERVE_FLAGS[$mode]})
+                note "+ ownfs serve $src --listen unix:$sock ${serve_flags[*]}"
+                RUST_LOG="${RUST_LOG:-warn}" "$OWNFS" serve "$src" --listen "unix:$sock" \
+                    "${serve_flags[@]}" </dev/null >"$LOGDIR/$mode.serve.log" 2>&1 &
+                pipe_pid=$!
+                for ((t = 0; t < 100; t++)); do
+                    [[ -S $sock ]] && break
+                    alive "$pipe_pid" || break
+                    sleep 0.1
+                done
+                if [[ ! -S $sock ]]; then
+                    tail -n 20 "$LOGDIR/$mode.serve.log" >>"$mode_log" 2>/dev/null || true
+                    fail_setup "ownfs serve did not listen on $sock within 10 s"
+                fi
+                # shellcheck disable=SC2206 # word splitting of the flag strings is intended
+                flags=(${FLAGS[$mode]} ${OWNFS_PIPE_ARGS:-})
+                note "+ ownfs client $mnt --connect unix:$sock ${flags[*]}"
+                RUST_LOG="${RUST_LOG:-warn}" "$OWNFS" client "$mnt" --connect "unix:$sock" \
+                    "${flags[@]}" </dev/null >"$server_log" 2>&1 &
+            else
+                # shellcheck disable=SC2206 # word splitting of the flag strings is intended
+                flags=(${FLAGS[$mode]} ${OWNFS_ARGS:-})
+                note "+ ownfs mount $src $mnt ${flags[*]}"
+                RUST_LOG="${RUST_LOG:-warn}" "$OWNFS" mount "$src" "$mnt" "${flags[@]}" \
+                    </dev/null >"$server_log" 2>&1 &
+            fi
+            server_pid=$!
+            local t ready=0
+            for ((t = 0; t < 300; t++)); do
+                if [[ "$(fstype_of "$mnt")" == fuse.ownfs ]]; then
+                    ready=1
+                    break
+                fi
+                alive "$server_pid" || break
                 sleep 0.1
             done
-            if [[ ! -S $sock ]]; then
-                tail -n 20 "$LOGDIR/$mode.serve.log" >>"$mode_log" 2>/dev/null || true
-                fail_setup "ownfs serve did not listen on $sock within 10 s"
+            if ((!ready)); then
+                tail -n 20 "$server_log" >>"$mode_log" 2>/dev/null || true
+                fail_setup "ownfs did not mount $mnt within 30 s"
             fi
-            # shellcheck disable=SC2206 # word splitting of the flag strings is intended
-            flags=(${FLAGS[$mode]} ${OWNFS_PIPE_ARGS:-})
-            note "+ ownfs client $mnt --connect unix:$sock ${flags[*]}"
-            RUST_LOG="${RUST_LOG:-warn}" "$OWNFS" client "$mnt" --connect "unix:$sock" \
-                "${flags[@]}" </dev/null >"$server_log" 2>&1 &
-        else
-            # shellcheck disable=SC2206 # word splitting of the flag strings is intended
-            flags=(${FLAGS[$mode]} ${OWNFS_ARGS:-})
-            note "+ ownfs mount $src $mnt ${flags[*]}"
-            RUST_LOG="${RUST_LOG:-warn}" "$OWNFS" mount "$src" "$mnt" "${flags[@]}" \
-                </dev/null >"$server_log" 2>&1 &
+            note "mounted: $(grep -F " $mnt " /proc/self/mountinfo)"
         fi
-        server_pid=$!
-        local t ready=0
-        for ((t = 0; t < 300; t++)); do
-            if [[ "$(fstype_of "$mnt")" == fuse.ownfs ]]; then
-                ready=1
-                break
-            fi
-            alive "$server_pid" || break
-            sleep 0.1
-        done
-        if ((!ready)); then
-            tail -n 20 "$server_log" >>"$mode_log" 2>/dev/null || true
-            fail_setup "ownfs did not mount $mnt within 30 s"
-        fi
-        note "mounted: $(grep -F " $mnt " /proc/self/mountinfo)"
     fi
 
     run_pjdfstest() { # config, pjdfstest arguments...
@@ -506,7 +529,7 @@ finish_mode() {
 # --- main ---------------------------------------------------------------------
 
 for m in "${modes[@]}"; do
-    if [[ $m != native ]]; then
+    if [[ $m != native && -z ${MOUNTED[$m]:-} ]]; then
         need_ownfs=1
     fi
 done
@@ -549,7 +572,7 @@ parent_cleanup() {
     children=()
     # Safety net: nothing of ours may stay mounted.
     for m in "${modes[@]}"; do
-        [[ $m == native ]] && continue
+        [[ $m == native || -n ${MOUNTED[$m]:-} ]] && continue
         if is_mounted "${MNT[$m]}"; then
             echo "run.sh: forcing unmount of ${MNT[$m]}" >&2
             force_unmount "${MNT[$m]}" || echo "run.sh: could not unmount ${MNT[$m]}" >&2
@@ -591,7 +614,7 @@ for m in "${modes[@]}"; do
         overall=1
     fi
     [[ -z $r_unexpected ]] || overall=1
-    echo "pjdfstest[$m]: wall time ${r_wall}s, log target/pjdfstest/$m.log"
+    echo "pjdfstest[$m]: wall time ${r_wall}s, log ${LOGDIR#"$REPO"/}/$m.log"
     echo "pjdfstest[$m]: $r_passed passed, $r_failed failed, $r_skipped skipped"
 done
 exit "$overall"

@@ -9,6 +9,8 @@
 #   - user_allow_other in /etc/fuse.conf, and a usable /dev/fuse
 #   - pjdfstest 0.2.2 and fsx 0.3.2 (data-integrity exerciser) under .tools/ in
 #     the repository
+#   - what the guest-VM harness needs (scripts/vm/deps.sh): QEMU, busybox-static,
+#     vhost-device-vsock, the Debian cloud kernel
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -140,5 +142,8 @@ install_tool() { # name version
 
 install_tool pjdfstest "$PJDFSTEST_VERSION"
 install_tool fsx "$FSX_VERSION"
+
+# --- guest-VM harness: QEMU, busybox, vhost-device-vsock, the guest kernel -------
+"$REPO/scripts/vm/deps.sh"
 
 log "ok"

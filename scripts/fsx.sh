@@ -8,9 +8,11 @@
 #
 # usage: scripts/fsx.sh [options] [MODE...]
 #
-# Modes (default: root writeback rootless pipe); each gets a fresh, empty
-# source directory and its own mount:
-#   root            ownfs mount SRC MNT
+# Modes (default: root root-served writeback rootless pipe); each gets a fresh,
+# empty source directory and its own mount:
+#   root            ownfs mount SRC MNT (kernel passthrough: the client kernel does
+#                   reads, writes and mmap on the host file itself)
+#   root-served     ownfs mount SRC MNT --no-passthrough (the server does the I/O)
 #   writeback       ownfs mount SRC MNT --writeback
 #   rootless        ownfs mount SRC MNT --run-as UID:GID, SRC owned by UID:GID
 #                   (default 4000:4000)
@@ -27,7 +29,7 @@
 #   --no-deps      skip scripts/deps.sh
 #
 # A longer soak, e.g. before a release (about 8x the default; 15-30 min on
-# 2 cores for the 4 default modes; the default run takes about 2 min):
+# 2 cores for the 5 default modes; the default run takes about 2-3 min):
 #   scripts/fsx.sh --ops 1000000 --seeds "11 12 13 14"
 # Fresh seeds each time: scripts/fsx.sh --seeds "$RANDOM $RANDOM $RANDOM"
 #
@@ -64,8 +66,8 @@ OWNFS="${OWNFS_BIN:-$REPO/target/release/ownfs}"
 ARTIFACTS="$REPO/target/fsx"
 WORK="${OWNFS_FSX_WORK:-/var/tmp/ownfs-fsx}"
 RUN_AS="${OWNFS_FSX_RUN_AS:-4000:4000}"
-ALL_MODES=(root writeback rootless pipe pipe-rootless)
-DEFAULT_MODES=(root writeback rootless pipe)
+ALL_MODES=(root root-served writeback rootless pipe pipe-rootless)
+DEFAULT_MODES=(root root-served writeback rootless pipe)
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 die() {
@@ -260,6 +262,7 @@ run_mode() {
 
     local -a mount_flags=() serve_flags=()
     case $mode in
+    root-served) mount_flags=(--no-passthrough) ;;
     writeback) mount_flags=(--writeback) ;;
     rootless) mount_flags=(--run-as "$RUN_AS") ;;
     pipe-rootless) serve_flags=(--run-as "$RUN_AS") ;;

@@ -2,7 +2,8 @@
 # The project's single test command (also what CI runs, via .ci/run):
 # dependencies, formatting, lints, unit and integration tests, then the
 # pjdfstest POSIX compliance suite and the fsx data-integrity exerciser on ownfs
-# mounts. Stops at the first failure.
+# mounts, then pjdfstest again inside a QEMU guest (virtio-fs and vsock). Stops at the
+# first failure.
 # Needs root: the integration tests and pjdfstest mount FUSE file systems.
 set -euo pipefail
 
@@ -43,5 +44,9 @@ pjdfstest/run.sh --no-deps --serial
 section "fsx data integrity (scripts/fsx.sh)"
 # Defaults: 120k operations in each of root, writeback, rootless and pipe; ~2.5 min.
 scripts/fsx.sh --no-deps
+
+section "pjdfstest in a QEMU guest: virtio-fs and vsock (scripts/vm/run.sh)"
+# One TCG guest, four suites (virtio-fs root/rootless, fuse-pipe over vsock root/rootless).
+scripts/vm/run.sh --no-deps --no-build
 
 printf '(%ds)\n\n==== all checks passed in %ds ====\n' $((SECONDS - section_start)) $((SECONDS - started))

@@ -5,8 +5,10 @@
 //! - [`creds`]: per-thread caller credentials.
 //! - [`fs`]: the passthrough `FileSystem`.
 //! - [`transport`]: ways to reach it (local `/dev/fuse` mount).
+//! - [`backing`]: kernel passthrough of open files, between the two.
 //! - [`tools`]: offline views of a rootless share (owner listing, tar export).
 
+pub mod backing;
 pub mod creds;
 pub mod fs;
 pub mod negotiate;

@@ -40,9 +40,12 @@ enum Command {
     /// Guest side of fuse-pipe: mount MNT, forwarding every operation to a server.
     #[cfg(target_os = "linux")]
     Client(ClientArgs),
+    /// vhost-user virtio-fs device for a VMM (QEMU vhost-user-fs-pci), like virtiofsd.
+    #[cfg(target_os = "linux")]
+    Virtiofs(VirtiofsArgs),
 }
 
-/// How a server applies ownership: shared by `mount` and `serve`.
+/// How a server applies ownership: shared by `mount`, `serve` and `virtiofs`.
 #[derive(Args, Clone)]
 struct OwnershipArgs {
     /// Virtualize ownership instead of applying it on the host (on by default without CAP_CHOWN).
@@ -125,9 +128,14 @@ struct MountArgs {
     /// Worker threads, each with its own /dev/fuse fd.
     #[arg(long, default_value_t = default_threads())]
     threads: usize,
-    /// Let the client kernel cache writes (WRITEBACK_CACHE).
+    /// Let the client kernel cache writes (WRITEBACK_CACHE; turns kernel passthrough off).
     #[arg(long)]
     writeback: bool,
+    /// Serve every read and write instead of letting the client kernel do them on the
+    /// host file itself (kernel passthrough, on by default where the kernel and
+    /// privileges allow it).
+    #[arg(long)]
+    no_passthrough: bool,
     /// Attribute and entry caching in the client kernel.
     #[arg(long, value_enum, default_value_t = CachePolicy::Auto)]
     cache: CachePolicy,
@@ -156,10 +164,13 @@ fn default_threads() -> usize {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
     let cli = Cli::parse_from(helper_form_args(std::env::args_os().collect()));
+    let log_level = match &cli.command {
+        #[cfg(target_os = "linux")]
+        Command::Virtiofs(args) => args.log_level.map(LogLevel::filter),
+        _ => None,
+    };
+    init_logging(log_level);
     let result = match cli.command {
         #[cfg(target_os = "linux")]
         Command::Mount(args) => run_mount(args),
@@ -168,6 +179,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => run_serve(args),
         #[cfg(target_os = "linux")]
         Command::Client(args) => run_client(args),
+        #[cfg(target_os = "linux")]
+        Command::Virtiofs(args) => run_virtiofs(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -176,6 +189,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// An explicit level wins over RUST_LOG; without one, RUST_LOG or `info`.
+fn init_logging(level: Option<&str>) {
+    let mut builder = match level {
+        Some(level) => {
+            let mut b = env_logger::Builder::new();
+            b.parse_filters(level);
+            b
+        }
+        None => env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")),
+    };
+    builder.format_timestamp_millis().init();
 }
 
 /// mount.fuse3 runs `ownfs SRC MNT -o OPTS` and expects it to detach once mounted;
@@ -217,6 +243,8 @@ fn apply_options(args: &mut MountArgs, mount: &mut MountOptions) -> Result<(), S
             ("noatime", None) => mount.noatime = true,
             ("atime" | "relatime" | "strictatime", None) => mount.noatime = false,
             ("writeback", None) => args.writeback = true,
+            ("passthrough", None) => args.no_passthrough = false,
+            ("no_passthrough", None) => args.no_passthrough = true,
             ("threads", Some(v)) => {
                 args.threads = v.parse().map_err(|_| format!("bad threads={v}"))?;
             }
@@ -290,6 +318,18 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
             return Err(format!("opening worker channels: {e}"));
         }
     };
+    // Rootless servers see every write so the overlay can clear set-id bits.
+    let backing = if args.no_passthrough || rootless {
+        None
+    } else {
+        match mount.offer_passthrough() {
+            Ok(b) => Some(b),
+            Err(e) => {
+                let _ = mount.unmount();
+                return Err(format!("preparing kernel passthrough: {e}"));
+            }
+        }
+    };
     if let Some((uid, gid)) = args.own.run_as {
         if let Err(e) = mount.keep_unmount_helper() {
             let _ = mount.unmount();
@@ -310,6 +350,8 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
         creds: CredentialPolicy::new(switch, GroupSource::Proc),
         rootless: rootless_cfg,
         posix_acl: mount_opts.default_permissions,
+        read_only: mount_opts.read_only,
+        backing,
     };
     let fs = match Passthrough::new(cfg) {
         Ok(fs) => fs,
@@ -431,6 +473,8 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
         rootless: args.own.config(rootless),
         // ACLs are the guest kernel's business; the host enforces them per request.
         posix_acl: false,
+        read_only: false,
+        backing: None,
     };
     let fs = Passthrough::new(cfg).map_err(|e| format!("opening {}: {e}", src.display()))?;
     let mut caps = wire::CAP_WRITEBACK;
@@ -519,4 +563,187 @@ fn run_client(args: ClientArgs) -> Result<(), String> {
         }
     };
     mount.run_until_done(workers).map_err(|e| e.to_string())
+}
+
+// ---- virtio-fs: a vhost-user device backend, flag-compatible with virtiofsd ----
+
+#[cfg(target_os = "linux")]
+#[derive(Args, Clone)]
+struct VirtiofsArgs {
+    /// vhost-user socket to create and listen on (the VMM connects to it).
+    #[arg(long, value_name = "PATH", required_unless_present = "fd")]
+    socket_path: Option<PathBuf>,
+    /// Serve on this already-listening Unix socket, inherited from the caller, instead.
+    #[arg(long, value_name = "FD", conflicts_with_all = ["socket_path", "socket_group"])]
+    fd: Option<i32>,
+    /// Let this group (name or number) connect to the socket as well as its owner.
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
+    /// Host directory to share.
+    #[arg(long, value_name = "DIR")]
+    shared_dir: PathBuf,
+    /// Worker threads that run requests; 0 runs them on the virtqueue thread.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    thread_pool_size: usize,
+    /// Attribute and entry caching in the guest kernel.
+    #[arg(long, value_enum, default_value_t = CachePolicy::Auto)]
+    cache: CachePolicy,
+    /// Let the guest kernel cache writes (WRITEBACK_CACHE).
+    #[arg(long)]
+    writeback: bool,
+    /// Let the guest kernel enforce POSIX ACLs (FUSE_POSIX_ACL).
+    #[arg(long, overrides_with = "no_posix_acl")]
+    posix_acl: bool,
+    /// Do not offer POSIX ACLs to the guest (default).
+    #[arg(long, overrides_with = "posix_acl")]
+    no_posix_acl: bool,
+    /// Refuse every change to the share with EROFS.
+    #[arg(long)]
+    readonly: bool,
+    /// Log level (RUST_LOG syntax also works through the environment).
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    log_level: Option<LogLevel>,
+    #[command(flatten)]
+    own: OwnershipArgs,
+}
+
+#[cfg(target_os = "linux")]
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+    Off,
+}
+
+#[cfg(target_os = "linux")]
+impl LogLevel {
+    fn filter(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+            LogLevel::Off => "off",
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn parse_group(group: &str) -> Result<u32, String> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(format!("unknown group '{group}'")),
+        Err(e) => Err(format!("looking up group '{group}': {e}")),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn run_virtiofs(args: VirtiofsArgs) -> Result<(), String> {
+    use ownfs::transport::virtiofs::{self, VirtioFsOptions};
+    let src = &args.shared_dir;
+    let meta = std::fs::metadata(src).map_err(|e| format!("shared dir {}: {e}", src.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("shared dir {} is not a directory", src.display()));
+    }
+    let src = src
+        .canonicalize()
+        .map_err(|e| format!("shared dir {}: {e}", src.display()))?;
+    let group = args.socket_group.as_deref().map(parse_group).transpose()?;
+    match platform::raise_nofile_limit() {
+        Ok(n) => log::debug!("RLIMIT_NOFILE raised to {n}"),
+        Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {e}"),
+    }
+    platform::block_termination_signals().map_err(|e| format!("signal mask: {e}"))?;
+    let (listener, socket_path) = match (&args.socket_path, args.fd) {
+        (_, Some(fd)) => {
+            let l = platform::inherited_unix_listener(fd)
+                .map_err(|e| format!("--fd {fd}: not a listening Unix socket: {e}"))?;
+            (l, None)
+        }
+        (Some(path), None) => {
+            let l = virtiofs::bind_socket(path, group)
+                .map_err(|e| format!("socket {}: {e}", path.display()))?;
+            (l, Some(path.clone()))
+        }
+        (None, None) => return Err("--socket-path or --fd is required".into()),
+    };
+    let remove_socket = || {
+        if let Some(p) = &socket_path {
+            let _ = std::fs::remove_file(p);
+        }
+    };
+    // The guest kernel already applied the caller's umask.
+    platform::set_umask(0);
+    if let Some((uid, gid)) = args.own.run_as {
+        if let Err(e) = platform::drop_privileges(uid, gid) {
+            remove_socket();
+            return Err(format!("dropping to {uid}:{gid}: {e}"));
+        }
+        log::info!("running as {uid}:{gid}");
+    }
+    let rootless = args.own.rootless();
+    let switch = !rootless && platform::geteuid() == 0;
+    let cfg = Config {
+        root: src.clone(),
+        cache: args.cache,
+        // Offered only when the guest kernel supports it.
+        writeback: args.writeback,
+        // Groups are never forwarded: see the transport and README.
+        creds: CredentialPolicy::new(switch, GroupSource::Forwarded),
+        rootless: args.own.config(rootless),
+        // virtio-fs guests always mount with default_permissions, as POSIX_ACL needs.
+        posix_acl: args.posix_acl,
+        read_only: args.readonly,
+        backing: None,
+    };
+    let fs = match Passthrough::new(cfg) {
+        Ok(fs) => fs,
+        Err(e) => {
+            remove_socket();
+            return Err(format!("opening {}: {e}", src.display()));
+        }
+    };
+    let server = Arc::new(Server::new(fs));
+    let opts = VirtioFsOptions {
+        thread_pool_size: args.thread_pool_size,
+    };
+    log::info!(
+        "serving {} on {}{}{}; waiting for the VMM",
+        src.display(),
+        socket_path.as_ref().map_or_else(
+            || format!("fd {}", args.fd.unwrap_or(-1)),
+            |p| p.display().to_string()
+        ),
+        if rootless { " (rootless)" } else { "" },
+        if args.readonly { " (read-only)" } else { "" },
+    );
+    let device = std::thread::Builder::new()
+        .name("ownfs-vhost".into())
+        .spawn(move || virtiofs::serve(listener, server, &opts))
+        .map_err(|e| format!("starting the device thread: {e}"))?;
+    let result = loop {
+        if let Some(sig) = platform::wait_termination_signal(200) {
+            log::info!("signal {sig}: stopping");
+            break Ok(());
+        }
+        if device.is_finished() {
+            break match device.join() {
+                Ok(Ok(())) => {
+                    log::info!("the VMM disconnected: exiting");
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("the device thread panicked".to_string()),
+            };
+        }
+    };
+    remove_socket();
+    result
 }

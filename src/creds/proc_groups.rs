@@ -62,7 +62,12 @@ impl Cache {
         if let Err(e) = read_into(tid, &mut self.buf, &mut slot.groups) {
             slot.tid = 0; // never a valid hit
             log::warn!("cannot read groups of pid {tid}: {e}");
-            return Err(io::Error::from_raw_os_error(libc::EIO));
+            // Out of fds, the caller gets what the request itself would have got.
+            let errno = match e.raw_os_error() {
+                Some(n @ (libc::EMFILE | libc::ENFILE)) => n,
+                _ => libc::EIO,
+            };
+            return Err(io::Error::from_raw_os_error(errno));
         }
         Ok(&slot.groups)
     }

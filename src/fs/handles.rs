@@ -19,6 +19,8 @@ pub struct HandleData {
     pub inode: u64,
     fd: OwnedFd,
     dir: Option<Mutex<DirCursor>>,
+    /// Counted in the kernel I/O table (regular files while passthrough is on).
+    pub kernel_io: bool,
 }
 
 impl HandleData {
@@ -50,6 +52,10 @@ impl Default for HandleTable {
 
 impl HandleTable {
     pub fn insert(&self, inode: u64, fd: OwnedFd, is_dir: bool) -> u64 {
+        self.insert_with(inode, fd, is_dir, false)
+    }
+
+    pub fn insert_with(&self, inode: u64, fd: OwnedFd, is_dir: bool, kernel_io: bool) -> u64 {
         let dir = is_dir.then(|| {
             Mutex::new(DirCursor {
                 pos: None,
@@ -59,7 +65,12 @@ impl HandleTable {
             })
         });
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let data = Arc::new(HandleData { inode, fd, dir });
+        let data = Arc::new(HandleData {
+            inode,
+            fd,
+            dir,
+            kernel_io,
+        });
         self.map
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -76,14 +87,13 @@ impl HandleTable {
         }
     }
 
-    pub fn remove(&self, id: u64, inode: u64) -> io::Result<()> {
+    pub fn remove(&self, id: u64, inode: u64) -> io::Result<Arc<HandleData>> {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         match map.get(&id) {
-            Some(h) if h.inode == inode => {
-                map.remove(&id);
-                Ok(())
-            }
-            _ => Err(io::Error::from_raw_os_error(libc::EBADF)),
+            Some(h) if h.inode == inode => {}
+            _ => return Err(io::Error::from_raw_os_error(libc::EBADF)),
         }
+        map.remove(&id)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))
     }
 }

@@ -4,6 +4,7 @@
 mod casefold;
 mod handles;
 mod inode_store;
+mod kernel_io;
 pub mod overlay;
 pub mod record;
 
@@ -21,10 +22,12 @@ use fuse_backend_rs::api::filesystem::{
     ZeroCopyWriter,
 };
 
+use crate::backing::BackingFiles;
 use crate::creds::{CallerGuard, CredentialPolicy};
 use crate::platform::{self, mode, stat64, statvfs64, TimeSpec};
 use handles::HandleTable;
 pub use inode_store::{InodeData, InodeStore, ROOT_ID};
+use kernel_io::KernelIo;
 use overlay::{Overlay, Rootless, SymlinkStore, Virtual};
 use record::Kind;
 
@@ -52,6 +55,12 @@ pub struct Config {
     /// an ACL change implies. The kernel turns default_permissions on with it, so only
     /// set it on mounts that have default_permissions anyway.
     pub posix_acl: bool,
+    /// Refuse every operation that would change the share with EROFS.
+    pub read_only: bool,
+    /// Lets the client kernel do reads and writes of open files itself, when the
+    /// transport can (kernel passthrough). Only for servers that own host ownership:
+    /// a rootless overlay must see the writes that clear set-id bits.
+    pub backing: Option<Arc<dyn BackingFiles>>,
 }
 
 pub struct Passthrough {
@@ -62,7 +71,11 @@ pub struct Passthrough {
     cfg: Config,
     timeout: Duration,
     writeback: AtomicBool,
+    kernel_io: Option<KernelIo>,
 }
+
+/// Largest extended attribute value Linux stores (`XATTR_SIZE_MAX`).
+const XATTR_SIZE_MAX: usize = 65536;
 
 fn err(errno: i32) -> io::Error {
     io::Error::from_raw_os_error(errno)
@@ -108,7 +121,12 @@ impl Passthrough {
             }),
             None => None,
         };
+        let kernel_io = match (&cfg.backing, &cfg.rootless) {
+            (Some(b), None) => Some(KernelIo::new(b.clone())),
+            _ => None,
+        };
         Ok(Passthrough {
+            kernel_io,
             inodes,
             overlay,
             root,
@@ -121,6 +139,14 @@ impl Passthrough {
 
     pub fn inode_count(&self) -> usize {
         self.inodes.len()
+    }
+
+    /// EROFS on a read-only share, before anything is looked at or changed.
+    fn check_writable(&self) -> io::Result<()> {
+        if self.cfg.read_only {
+            return Err(err(libc::EROFS));
+        }
+        Ok(())
     }
 
     fn caller(&self, ctx: &Context) -> io::Result<CallerGuard> {
@@ -195,6 +221,16 @@ impl Passthrough {
         platform::openat(dir.fd(), name, platform::O_PATH | libc::O_NOFOLLOW, 0)
     }
 
+    /// `open_child` of an entry this request just created. Out of fds, the entry is
+    /// removed again: the client is told the request failed, so it must not exist.
+    fn open_created(&self, dir: &InodeData, name: &CStr, is_dir: bool) -> io::Result<OwnedFd> {
+        self.open_child(dir, name).inspect_err(|e| {
+            if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                let _ = platform::unlinkat(dir.fd(), name, is_dir);
+            }
+        })
+    }
+
     /// Adds the host inode behind an `O_PATH` fd to the table and builds its entry.
     fn register(&self, fd: OwnedFd) -> io::Result<Entry> {
         let (mut st, key) = platform::statx_identity(std::os::fd::AsFd::as_fd(&fd))?;
@@ -256,7 +292,7 @@ impl Passthrough {
     /// our own record, and in rootless mode POSIX ACLs, which would bypass the
     /// virtual mode (the server owns every host file, so the host never denies).
     fn refused_xattr(&self, name: &CStr) -> Option<i32> {
-        if name == overlay::RECORD_XATTR {
+        if name.to_bytes().starts_with(overlay::RESERVED_XATTR_PREFIX) {
             return Some(libc::EPERM);
         }
         let acl = name.to_bytes().starts_with(b"system.posix_acl_");
@@ -348,6 +384,32 @@ impl Passthrough {
             #[cfg(target_os = "linux")]
             (CachePolicy::Always, true) => OpenOptions::CACHE_DIR,
             _ => OpenOptions::empty(),
+        }
+    }
+
+    /// The kernel I/O table, when passthrough was granted on this connection.
+    fn kernel_io(&self) -> Option<&KernelIo> {
+        self.kernel_io.as_ref().filter(|k| k.enabled())
+    }
+
+    /// Files a just-opened host file under `inode`; with kernel passthrough the reply
+    /// carries the backing id and FOPEN_PASSTHROUGH instead of the cache policy, whose
+    /// page-cache flags the kernel refuses with passthrough. Call as the caller.
+    fn insert_file(&self, inode: &InodeData, fd: OwnedFd) -> (u64, OpenOptions, Option<u32>) {
+        let Some(kio) = self.kernel_io() else {
+            let h = self.handles.insert(inode.id, fd, false);
+            return (h, self.open_options(false), None);
+        };
+        match kio.open(inode.id, inode.fd()) {
+            Some(id) => {
+                let h = self.handles.insert_with(inode.id, fd, false, true);
+                let opts = platform::with_fopen_passthrough(OpenOptions::empty());
+                (h, opts, Some(id))
+            }
+            None => {
+                let h = self.handles.insert_with(inode.id, fd, false, true);
+                (h, self.open_options(false), None)
+            }
         }
     }
 
@@ -580,6 +642,7 @@ impl FileSystem for Passthrough {
         handle: Option<u64>,
         valid: SetattrValid,
     ) -> io::Result<(stat64, Duration)> {
+        self.check_writable()?;
         let data = self.inodes.get(inode)?;
         let handle = match handle {
             Some(h) => Some(self.handles.get(h, inode)?),
@@ -604,6 +667,10 @@ impl FileSystem for Passthrough {
 
     fn readlink(&self, _ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
         let data = self.inodes.get(inode)?;
+        // readlink(2) of anything but a symlink is EINVAL (the host says ENOENT).
+        if !data.is_symlink() {
+            return Err(err(libc::EINVAL));
+        }
         platform::readlink_fd(data.fd())
     }
 
@@ -614,12 +681,13 @@ impl FileSystem for Passthrough {
         parent: u64,
         name: &CStr,
     ) -> io::Result<Entry> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
         let want = self.new_virtual(ctx, &dir, mode::S_IFLNK, 0o777, 0)?;
         platform::symlinkat(linkname, dir.fd(), name)?;
-        self.register_new(self.open_child(&dir, name)?, want)
+        self.register_new(self.open_created(&dir, name, false)?, want)
     }
 
     fn mknod(
@@ -631,6 +699,7 @@ impl FileSystem for Passthrough {
         rdev: u32,
         _umask: u32,
     ) -> io::Result<Entry> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -647,7 +716,7 @@ impl FileSystem for Passthrough {
         } else {
             platform::mknodat(dir.fd(), name, mode, u64::from(rdev))?;
         }
-        self.register_new(self.open_child(&dir, name)?, want)
+        self.register_new(self.open_created(&dir, name, false)?, want)
     }
 
     fn mkdir(
@@ -658,6 +727,7 @@ impl FileSystem for Passthrough {
         mode: u32,
         _umask: u32,
     ) -> io::Result<Entry> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -667,10 +737,11 @@ impl FileSystem for Passthrough {
             None => mode,
         };
         platform::mkdirat(dir.fd(), name, host_mode)?;
-        self.register_new(self.open_child(&dir, name)?, want)
+        self.register_new(self.open_created(&dir, name, true)?, want)
     }
 
     fn unlink(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -696,6 +767,7 @@ impl FileSystem for Passthrough {
     }
 
     fn rmdir(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -714,6 +786,7 @@ impl FileSystem for Passthrough {
         newname: &CStr,
         flags: u32,
     ) -> io::Result<()> {
+        self.check_writable()?;
         self.check_new(olddir, oldname)?;
         self.check_new(newdir, newname)?;
         let old = self.inodes.get(olddir)?;
@@ -740,6 +813,7 @@ impl FileSystem for Passthrough {
     }
 
     fn link(&self, ctx: &Context, inode: u64, newparent: u64, newname: &CStr) -> io::Result<Entry> {
+        self.check_writable()?;
         self.check_new(newparent, newname)?;
         let data = self.inodes.get(inode)?;
         let dir = self.inodes.get(newparent)?;
@@ -759,10 +833,14 @@ impl FileSystem for Passthrough {
         if data.is_dir() {
             return Err(err(libc::EISDIR));
         }
+        let modifying = flags as i32 & (libc::O_ACCMODE | libc::O_TRUNC) != libc::O_RDONLY;
+        if modifying {
+            self.check_writable()?;
+        }
         let _c = self.caller(ctx)?;
         let fd = self.open_with_fallback(flags, |f| platform::reopen(data.fd(), f))?;
-        let h = self.handles.insert(inode, fd, false);
-        Ok((Some(h), self.open_options(false), None))
+        let (h, opts, backing_id) = self.insert_file(&data, fd);
+        Ok((Some(h), opts, backing_id))
     }
 
     fn create(
@@ -772,6 +850,7 @@ impl FileSystem for Passthrough {
         name: &CStr,
         args: CreateIn,
     ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
+        self.check_writable()?;
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
@@ -782,6 +861,9 @@ impl FileSystem for Passthrough {
             Some(_) => ((args.mode & 0o777) | overlay::FILE_FLOOR, libc::O_EXCL),
             None => (args.mode, 0),
         };
+        // Holds the fd slot the O_PATH reopen below needs: out of fds, fail before
+        // creating anything rather than after.
+        let slot = dir.fd().try_clone_to_owned()?;
         let open = |extra: i32| {
             self.open_with_fallback(args.flags, |f| {
                 let flags = f | libc::O_CREAT | libc::O_NOFOLLOW | extra;
@@ -800,10 +882,12 @@ impl FileSystem for Passthrough {
             r => r?,
         };
         // Pin the very inode we created, not whatever the name points to by now.
+        drop(slot);
         let path_fd = platform::reopen(std::os::fd::AsFd::as_fd(&fd), platform::O_PATH)?;
         let entry = self.register_new(path_fd, want)?;
-        let h = self.handles.insert(entry.inode, fd, false);
-        Ok((entry, Some(h), self.open_options(false), None))
+        let data = self.inodes.get(entry.inode)?;
+        let (h, opts, backing_id) = self.insert_file(&data, fd);
+        Ok((entry, Some(h), opts, backing_id))
     }
 
     fn read(
@@ -818,7 +902,9 @@ impl FileSystem for Passthrough {
         _flags: u32,
     ) -> io::Result<usize> {
         let h = self.handles.get(handle, inode)?;
-        platform::with_file(h.fd(), |f| w.write_from(f, size as usize, offset))
+        // A size beyond the reply buffer is a short read, as POSIX allows, not an error.
+        let size = (size as usize).min(w.available_bytes());
+        platform::with_file(h.fd(), |f| w.write_from(f, size, offset))
     }
 
     fn write(
@@ -834,6 +920,7 @@ impl FileSystem for Passthrough {
         _flags: u32,
         _fuse_flags: u32,
     ) -> io::Result<usize> {
+        self.check_writable()?;
         let h = self.handles.get(handle, inode)?;
         // As the writer, so the host clears set-id bits exactly when the kernel would.
         let _c = self.caller(ctx)?;
@@ -859,6 +946,7 @@ impl FileSystem for Passthrough {
         offset: u64,
         length: u64,
     ) -> io::Result<()> {
+        self.check_writable()?;
         let h = self.handles.get(handle, inode)?;
         let _c = self.caller(ctx)?;
         platform::fallocate(h.fd(), mode, offset, length)
@@ -874,12 +962,20 @@ impl FileSystem for Passthrough {
         _flock_release: bool,
         _lock_owner: Option<u64>,
     ) -> io::Result<()> {
-        self.handles.remove(handle, inode)
+        let h = self.handles.remove(handle, inode)?;
+        if let (true, Some(kio)) = (h.kernel_io, &self.kernel_io) {
+            kio.release(inode);
+        }
+        Ok(())
     }
 
     fn statfs(&self, _ctx: &Context, inode: u64) -> io::Result<statvfs64> {
         let data = self.inodes.get(inode)?;
-        platform::fstatvfs(data.fd())
+        let mut st = platform::fstatvfs(data.fd())?;
+        if self.cfg.read_only {
+            st.f_flag |= libc::ST_RDONLY;
+        }
+        Ok(st)
     }
 
     fn setxattr(
@@ -890,6 +986,7 @@ impl FileSystem for Passthrough {
         value: &[u8],
         flags: u32,
     ) -> io::Result<()> {
+        self.check_writable()?;
         if let Some(ov) = &self.overlay {
             if name == c"system.posix_acl_access" {
                 // An ACL that only restates the mode (cp -p, tar) becomes a chmod of the
@@ -926,7 +1023,8 @@ impl FileSystem for Passthrough {
             let n = platform::getxattr(data.fd(), name, &mut [])?;
             return Ok(GetxattrReply::Count(n as u32));
         }
-        let mut buf = vec![0u8; size as usize];
+        // No value is larger than the host's limit: never allocate what a client names.
+        let mut buf = vec![0u8; (size as usize).min(XATTR_SIZE_MAX)];
         let n = platform::getxattr(data.fd(), name, &mut buf)?;
         buf.truncate(n);
         Ok(GetxattrReply::Value(buf))
@@ -969,6 +1067,7 @@ impl FileSystem for Passthrough {
     }
 
     fn removexattr(&self, ctx: &Context, inode: u64, name: &CStr) -> io::Result<()> {
+        self.check_writable()?;
         match self.refused_xattr(name) {
             // Rootless shares hold no ACLs, so there is none to remove.
             Some(libc::EOPNOTSUPP) => return Err(err(libc::ENODATA)),
@@ -1068,11 +1167,14 @@ impl FileSystem for Passthrough {
     }
 
     fn releasedir(&self, _ctx: &Context, inode: u64, _flags: u32, handle: u64) -> io::Result<()> {
-        self.handles.remove(handle, inode)
+        self.handles.remove(handle, inode).map(drop)
     }
 
     fn access(&self, ctx: &Context, inode: u64, mask: u32) -> io::Result<()> {
         let data = self.inodes.get(inode)?;
+        if mask & libc::W_OK as u32 != 0 {
+            self.check_writable()?;
+        }
         let _c = self.caller(ctx)?;
         platform::access_fd(data.fd(), mask)
     }

@@ -17,6 +17,9 @@ use super::record::{DecodeError, Kind, Record};
 use crate::platform::{self, mode, stat64};
 
 pub const RECORD_XATTR: &CStr = c"user.ownfs.stat";
+/// The server's own xattr namespace (the record and anything it may add later):
+/// clients can neither read, write, remove nor list names in it.
+pub const RESERVED_XATTR_PREFIX: &[u8] = b"user.ownfs.";
 /// Hidden at the share root: clients can neither see nor create these names.
 pub const SIDECAR_NAME: &CStr = c".ownfs-symlinks";
 const SIDECAR_TMP: &CStr = c".ownfs-symlinks.tmp";

@@ -596,6 +596,52 @@ pub fn clone_fuse_device(session: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Hands the host file behind `file` (any descriptor, O_PATH included) to the FUSE
+/// connection of `device` for kernel passthrough (FUSE_DEV_IOC_BACKING_OPEN, Linux 6.9);
+/// returns its backing id. The kernel keeps the calling thread's credentials for the I/O
+/// it does on that file. Needs CAP_SYS_ADMIN.
+pub fn fuse_backing_open(device: BorrowedFd<'_>, file: BorrowedFd<'_>) -> io::Result<u32> {
+    // struct fuse_backing_map from <linux/fuse.h>.
+    #[repr(C)]
+    struct BackingMap {
+        fd: i32,
+        flags: u32,
+        padding: u64,
+    }
+    const FUSE_DEV_IOC_BACKING_OPEN: libc::c_ulong = 0x4010_e501; // _IOW(229, 1, fuse_backing_map)
+    let map = BackingMap {
+        fd: file.as_raw_fd(),
+        flags: 0,
+        padding: 0,
+    };
+    // SAFETY: the kernel reads one fuse_backing_map from a valid pointer.
+    let id = cvt(unsafe { libc::ioctl(device.as_raw_fd(), FUSE_DEV_IOC_BACKING_OPEN, &map) })?;
+    Ok(id as u32)
+}
+
+/// Drops a backing id (FUSE_DEV_IOC_BACKING_CLOSE); files the kernel already opened
+/// through it keep working.
+pub fn fuse_backing_close(device: BorrowedFd<'_>, id: u32) -> io::Result<()> {
+    const FUSE_DEV_IOC_BACKING_CLOSE: libc::c_ulong = 0x4004_e502; // _IOW(229, 2, uint32_t)
+                                                                   // SAFETY: the kernel reads one u32 from a valid pointer.
+    cvt(unsafe { libc::ioctl(device.as_raw_fd(), FUSE_DEV_IOC_BACKING_CLOSE, &id) }).map(drop)
+}
+
+/// `opts` plus FOPEN_PASSTHROUGH (bit 7 of fuse_open_out.open_flags, Linux 6.9), which
+/// fuse-backend-rs 0.14 does not name.
+pub fn with_fopen_passthrough(
+    opts: fuse_backend_rs::abi::fuse_abi::OpenOptions,
+) -> fuse_backend_rs::abi::fuse_abi::OpenOptions {
+    const FOPEN_PASSTHROUGH: u32 = 1 << 7;
+    // SAFETY: OpenOptions is a plain u32 copied into the open reply; bitflags 1 marks
+    // unnamed bits unsafe only because its own operations ignore them.
+    unsafe {
+        fuse_backend_rs::abi::fuse_abi::OpenOptions::from_bits_unchecked(
+            opts.bits() | FOPEN_PASSTHROUGH,
+        )
+    }
+}
+
 /// mount(2).
 pub fn mount(
     source: &CStr,
@@ -819,6 +865,20 @@ pub fn getxattr_at(
     })
 }
 
+/// True if the calling thread's effective capability set holds CAP_SYS_ADMIN.
+pub fn thread_has_cap_sys_admin() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    let Ok(status) = std::fs::read_to_string("/proc/thread-self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .map(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
+        .unwrap_or(false)
+}
+
 /// True if the effective capability set holds CAP_CHOWN.
 pub fn has_cap_chown() -> bool {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
@@ -895,6 +955,43 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     // SAFETY: the kernel wrote one int after the header; read_unaligned copes with alignment.
     let fd = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>()) };
     owned(fd)
+}
+
+/// Reads one int-valued socket option.
+fn socket_option_int(fd: RawFd, option: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: value and len are live and sized for one int.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(value)
+}
+
+/// Takes over a listening Unix socket the parent process left open at `fd`
+/// (virtiofsd's `--fd`). Call once per descriptor: the listener owns and closes it.
+pub fn inherited_unix_listener(fd: RawFd) -> io::Result<std::os::unix::net::UnixListener> {
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    if socket_option_int(fd, libc::SO_DOMAIN)? != libc::AF_UNIX {
+        return Err(io::Error::other("not a Unix socket"));
+    }
+    if socket_option_int(fd, libc::SO_ACCEPTCONN)? == 0 {
+        return Err(io::Error::other("socket is not listening"));
+    }
+    // SAFETY: getsockopt just proved `fd` open; the caller hands it over, and nothing
+    // else in this process owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: valid descriptor; F_SETFD with FD_CLOEXEC has no memory effects.
+    cvt(unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    Ok(owned.into())
 }
 
 // ---- fuse-pipe transport ----

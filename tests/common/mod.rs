@@ -16,6 +16,13 @@
 
 #![allow(dead_code)]
 
+pub mod pipe;
+pub mod served;
+#[allow(unused_imports)]
+pub use pipe::*;
+#[allow(unused_imports)]
+pub use served::*;
+
 use std::ffi::{CString, OsStr, OsString};
 use std::fs;
 use std::io;
@@ -318,6 +325,8 @@ pub struct Mount {
     child: Option<Child>,
     stderr_path: PathBuf,
     args: Vec<String>,
+    /// RLIMIT_NOFILE (soft and hard) the server starts with, if not inherited.
+    nofile: Option<u64>,
     // Dropped last (fields drop in declaration order).
     pub scratch: Scratch,
 }
@@ -349,6 +358,17 @@ impl Mount {
     /// Like [`Mount::start`], but calls `prepare(SRC)` before the server starts
     /// (e.g. to give SRC to the uid of `--run-as`).
     pub fn start_with(extra: &[&str], prepare: impl FnOnce(&Path)) -> Result<Mount, String> {
+        Self::start_limited(extra, prepare, None)
+    }
+
+    /// Like [`Mount::start_with`], with the server's RLIMIT_NOFILE (soft and hard)
+    /// set to `nofile`: the server raises its soft limit to the hard one, so only a
+    /// hard limit bounds it. Restarts keep the limit.
+    pub fn start_limited(
+        extra: &[&str],
+        prepare: impl FnOnce(&Path),
+        nofile: Option<u64>,
+    ) -> Result<Mount, String> {
         let scratch = Scratch::new("mnt");
         let src = scratch.dir("s/src");
         let mnt = scratch.dir("m/mnt");
@@ -359,6 +379,7 @@ impl Mount {
             child: None,
             stderr_path: scratch.path("server.stderr"),
             args: extra.iter().map(|s| s.to_string()).collect(),
+            nofile,
             scratch,
         };
         m.spawn_server()?;
@@ -378,7 +399,23 @@ impl Mount {
         let stdout = append(self.scratch.path("server.stdout"));
         let stderr = append(self.stderr_path.clone());
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        let child = server_command(&self.src, &self.mnt, &args)
+        let mut cmd = server_command(&self.src, &self.mnt, &args);
+        if let Some(n) = self.nofile {
+            let lim = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit is async-signal-safe and `lim` lives in the closure.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)

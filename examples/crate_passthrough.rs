@@ -1,0 +1,42 @@
+//! Benchmark peer: fuse-backend-rs's own `PassthroughFs` with its default settings,
+//! served over our `/dev/fuse` transport. "What you get without ownfs's filesystem."
+//! Usage (as root): crate_passthrough SRC MNT   (serves until SIGTERM or unmount)
+
+use std::sync::Arc;
+
+use fuse_backend_rs::api::server::Server;
+use fuse_backend_rs::passthrough::{Config, PassthroughFs};
+use ownfs::platform;
+use ownfs::transport::fusedev::{FuseMount, MountOptions};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let args: Vec<String> = std::env::args().collect();
+    let [_, src, mnt] = args.as_slice() else {
+        return Err("usage: crate_passthrough SRC MNT".into());
+    };
+    platform::block_termination_signals()?;
+    let fs = PassthroughFs::<()>::new(Config {
+        root_dir: src.clone(),
+        do_import: true,
+        ..Default::default()
+    })?;
+    fs.import()?;
+    let mut mount = FuseMount::mount(&MountOptions {
+        source: src.into(),
+        mountpoint: mnt.into(),
+        default_permissions: true,
+        allow_other: true,
+        suid: false,
+        dev: false,
+        read_only: false,
+        noexec: false,
+        noatime: false,
+        owner: None,
+    })?;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let channels = mount.channels(threads)?;
+    let workers = mount.serve(Arc::new(Server::new(fs)), channels)?;
+    mount.run_until_done(workers)?;
+    Ok(())
+}

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Runs inside the guest (scripts/vm/init.sh chroots into the host's / for it), as root:
+# mounts the test shares and runs pjdfstest/run.sh on each. Results go to the `results`
+# virtio-fs share: pjdfstest logs, summary.txt, and `status` (guest.sh's exit status;
+# the host treats a missing file as a failure).
+#
+# usage: guest.sh [--ownfs BIN] [MODE...] [-- PATTERN...]
+#   vm-virtiofs-root      virtio-fs tag `vroot`, served by `ownfs virtiofs` as root
+#   vm-virtiofs-rootless  virtio-fs tag `vrootless`, served with --run-as
+#   vm-pipe-root          ownfs client --connect vsock:2:5001 (host: ownfs serve, root)
+#   vm-pipe-rootless      ownfs client --connect vsock:2:5002 (host: serve --run-as)
+set -uo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+OWNFS="$REPO/target/release/ownfs"
+RESULTS=/tmp/ownfs-vm-results
+ALL_MODES=(vm-virtiofs-root vm-virtiofs-rootless vm-pipe-root vm-pipe-rootless)
+# Short mountpoints: see check_path_length in pjdfstest/run.sh.
+declare -A MNT=(
+    [vm-virtiofs-root]=/tmp/vr
+    [vm-virtiofs-rootless]=/tmp/vl
+    [vm-pipe-root]=/tmp/vp
+    [vm-pipe-rootless]=/tmp/vq
+)
+declare -A TAG=([vm-virtiofs-root]=vroot [vm-virtiofs-rootless]=vrootless)
+declare -A PORT=([vm-pipe-root]=5001 [vm-pipe-rootless]=5002)
+
+modes=()
+patterns=()
+while (($#)); do
+    case $1 in
+    --ownfs) OWNFS=$2; shift ;;
+    --) shift; patterns=("$@"); break ;;
+    vm-*) [[ -n ${MNT[$1]:-} ]] || { echo "guest.sh: unknown mode $1"; exit 2; }; modes+=("$1") ;;
+    *) echo "guest.sh: unknown argument '$1'"; exit 2 ;;
+    esac
+    shift
+done
+((${#modes[@]})) || modes=("${ALL_MODES[@]}")
+
+say() { echo "ownfs-vm-guest: $*"; }
+
+mkdir -p "$RESULTS"
+if ! mount -t virtiofs results "$RESULTS"; then
+    say "ERROR: cannot mount the results share; nothing can be reported"
+    exit 1
+fi
+
+status=1
+clients=()
+# shellcheck disable=SC2317 # invoked by the trap
+finish() {
+    local p m
+    for p in "${clients[@]}"; do
+        kill -TERM "$p" 2>/dev/null
+    done
+    for p in "${clients[@]}"; do
+        wait "$p" 2>/dev/null
+    done
+    for m in "${modes[@]}"; do
+        if grep -qF " ${MNT[$m]} " /proc/self/mountinfo; then
+            umount "${MNT[$m]}" || umount -l "${MNT[$m]}"
+        fi
+    done
+    echo "$status" >"$RESULTS/status.tmp" && mv "$RESULTS/status.tmp" "$RESULTS/status"
+    sync
+    umount "$RESULTS"
+}
+trap finish EXIT
+
+say "kernel $(uname -r), $(nproc) CPUs; modes: ${modes[*]}"
+mounted=()
+for m in "${modes[@]}"; do
+    mnt=${MNT[$m]}
+    mkdir -p "$mnt"
+    if [[ -n ${TAG[$m]:-} ]]; then
+        mount -t virtiofs "${TAG[$m]}" "$mnt" || { say "ERROR: $m: mount -t virtiofs ${TAG[$m]} failed"; exit 1; }
+    else
+        RUST_LOG="${RUST_LOG:-warn}" "$OWNFS" client "$mnt" --connect "vsock:2:${PORT[$m]}" \
+            </dev/null >"$RESULTS/$m.client.log" 2>&1 &
+        clients+=($!)
+        for ((t = 0; t < 300; t++)); do
+            grep -qF " $mnt " /proc/self/mountinfo && break
+            kill -0 "$!" 2>/dev/null || break
+            sleep 0.1
+        done
+        if ! grep -qF " $mnt " /proc/self/mountinfo; then
+            say "ERROR: $m: ownfs client did not mount $mnt (vsock port ${PORT[$m]}):"
+            tail -n 20 "$RESULTS/$m.client.log"
+            exit 1
+        fi
+    fi
+    mounted+=(--mounted "$m=$mnt")
+done
+
+# pjdfstest/run.sh does the rest: the two passes, the summary, expected failures.
+OWNFS_PJD_LOGS="$RESULTS/pjdfstest" OWNFS_PJD_WORK=/tmp/ownfs-vm-pjd \
+    "$REPO/pjdfstest/run.sh" --no-deps --no-build --serial "${mounted[@]}" \
+    ${patterns[@]:+-- "${patterns[@]}"} 2>&1 | tee "$RESULTS/summary.txt"
+status=${PIPESTATUS[0]}
+for p in "${clients[@]}"; do
+    kill -0 "$p" 2>/dev/null || { say "ERROR: an ownfs client exited during the run"; status=1; }
+done
+say "status $status"
+exit "$status"

@@ -1,0 +1,3358 @@
+//! Hostile clients at the protocol level, with no kernel in between to keep them honest.
+//!
+//! * Raw FUSE: messages built byte by byte go straight into the `/dev/fuse` worker's
+//!   own handler (`serve_message`) in front of a real `Passthrough`, root and
+//!   rootless: dot names, bad names, unknown and forgotten node ids and handles,
+//!   over-forgetting, extreme offsets and sizes, odd setattr and rename requests,
+//!   links of directories, reserved xattrs, made-up readdir offsets, truncated and
+//!   oversized messages, unknown opcodes, INIT twice, requests before INIT, and every
+//!   operation on nodes that are symlinks pointing out of the share.
+//! * fuse-pipe: well-formed frames with the same payloads, request-id reuse and
+//!   malformed frames, sent to a running `ownfs serve` over its Unix socket.
+//!
+//! Every case must get its proper errno (or success where that is the right answer),
+//! within a time limit, without a panic, without touching anything outside SRC (a
+//! canary file and directory next to it, compared in full after every case), and the
+//! server must answer a good request afterwards. Framing errors that fuse-pipe's own
+//! `bad_input_closes_only_that_connection` (tests/pipe.rs) already covers are not
+//! repeated here.
+
+mod common;
+mod fuse_raw;
+
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{self as unix_fs, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use common::*;
+use fuse_raw::*;
+use ownfs::creds::{CredentialPolicy, GroupSource};
+use ownfs::fs::overlay::Rootless;
+use ownfs::fs::{CachePolicy, Config, Passthrough};
+use ownfs::platform;
+use ownfs::transport::fusedev::Handled;
+
+const SECRET: &[u8] = b"canary secret\n";
+/// Every name a case could smuggle out of SRC contains this, so a stray file is found.
+const MARK: &str = "hostile-escape";
+
+// ---------------------------------------------------------------------------
+// The share and the canary next to it
+// ---------------------------------------------------------------------------
+
+/// What a file outside SRC looks like, in every respect an escape could change.
+#[derive(Debug, PartialEq, Eq)]
+struct Seen {
+    path: PathBuf,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    nlink: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    content: Vec<u8>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+fn xattrs_of(p: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let f = fs::File::open(p).unwrap_or_else(|e| panic!("open {}: {e}", p.display()));
+    let mut names = vec![0u8; 64 * 1024];
+    let n = platform::listxattr(f.as_fd(), &mut names).expect("listxattr");
+    let mut out = Vec::new();
+    for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let c = CString::new(name).unwrap();
+        let mut v = vec![0u8; 64 * 1024];
+        let len = platform::getxattr(f.as_fd(), &c, &mut v).expect("getxattr");
+        out.push((name.to_vec(), v[..len].to_vec()));
+    }
+    out.sort();
+    out
+}
+
+fn snapshot(dir: &Path, skip: &Path, out: &mut Vec<Seen>) {
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p == skip {
+            continue;
+        }
+        let m = fs::symlink_metadata(&p).unwrap();
+        let content = if m.is_file() {
+            fs::read(&p).unwrap()
+        } else if m.file_type().is_symlink() {
+            fs::read_link(&p)
+                .unwrap()
+                .into_os_string()
+                .into_encoded_bytes()
+        } else {
+            Vec::new()
+        };
+        let xattrs = if m.is_file() || m.is_dir() {
+            xattrs_of(&p)
+        } else {
+            Vec::new()
+        };
+        out.push(Seen {
+            path: p.clone(),
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            nlink: m.nlink(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+            content,
+            xattrs,
+        });
+        if m.is_dir() {
+            snapshot(&p, skip, out);
+        }
+    }
+}
+
+/// `base/canary`, `base/canary_dir/inner` and SRC = `base/src` with links out of it.
+struct Fixture {
+    scratch: Scratch,
+    src: PathBuf,
+    outside: Vec<Seen>,
+}
+
+impl Fixture {
+    fn new(tag: &str) -> Fixture {
+        let scratch = Scratch::new(tag);
+        let base = scratch.base.clone();
+        let canary = base.join("canary");
+        fs::write(&canary, SECRET).unwrap();
+        fs::set_permissions(&canary, fs::Permissions::from_mode(0o640)).unwrap();
+        let f = fs::File::options().write(true).open(&canary).unwrap();
+        platform::setxattr(f.as_fd(), c"user.canary", b"keep", 0).unwrap();
+        f.set_modified(UNIX_EPOCH + Duration::from_secs(1_000_000_000))
+            .unwrap();
+        drop(f);
+        let cdir = scratch.dir("canary_dir");
+        fs::write(cdir.join("inner"), SECRET).unwrap();
+
+        let src = scratch.dir("src");
+        fs::write(src.join("f"), b"hello world\n").unwrap();
+        let f = fs::File::open(src.join("f")).unwrap();
+        platform::setxattr(f.as_fd(), c"user.test", b"value", 0).unwrap();
+        scratch.dir("src/d/sub");
+        unix_fs::symlink(&canary, src.join("out_abs")).unwrap();
+        unix_fs::symlink("../canary", src.join("out_rel")).unwrap();
+        unix_fs::symlink("../canary_dir", src.join("out_dir")).unwrap();
+        unix_fs::symlink("../../canary", src.join("d/up")).unwrap();
+        let mut fx = Fixture {
+            scratch,
+            src,
+            outside: Vec::new(),
+        };
+        fx.outside = fx.look_outside();
+        fx
+    }
+
+    fn look_outside(&self) -> Vec<Seen> {
+        let mut v = Vec::new();
+        snapshot(&self.scratch.base, &self.src, &mut v);
+        v
+    }
+
+    /// Differences outside SRC since the last call (then the new state is the baseline).
+    fn escaped(&mut self) -> Option<String> {
+        let now = self.look_outside();
+        let mut diff = String::new();
+        if now != self.outside {
+            diff = format!(
+                "outside SRC changed:\n before {:?}\n after  {:?}",
+                self.outside, now
+            );
+            self.outside = now;
+        }
+        for dir in [self.scratch.base.parent().unwrap(), Path::new("/")] {
+            for e in fs::read_dir(dir).unwrap().flatten() {
+                if e.file_name().to_string_lossy().contains(MARK) {
+                    let p = e.path();
+                    diff += &format!("\n{} was created", p.display());
+                    let _ = fs::remove_file(&p).or_else(|_| fs::remove_dir_all(&p));
+                }
+            }
+        }
+        (!diff.is_empty()).then_some(diff)
+    }
+}
+
+fn passthrough(src: &Path, rootless: bool) -> Passthrough {
+    let cfg = Config {
+        root: src.to_path_buf(),
+        cache: CachePolicy::Auto,
+        writeback: false,
+        creds: CredentialPolicy::new(!rootless, GroupSource::Proc),
+        rootless: rootless.then(|| Rootless {
+            default_uid: 0,
+            default_gid: 0,
+            server_uid: platform::geteuid(),
+            server_gid: platform::getegid(),
+            // As a server without CAP_CHOWN: ownership lives in the records only.
+            try_host_chown: false,
+        }),
+        posix_acl: false,
+        read_only: false,
+        backing: None,
+    };
+    Passthrough::new(cfg).expect("passthrough")
+}
+
+// ---------------------------------------------------------------------------
+// Raw FUSE
+// ---------------------------------------------------------------------------
+
+/// What a case must get back.
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    Ok,
+    /// One of these errnos.
+    Err(&'static [i32]),
+    /// Success or one of these errnos (requests whose answer legitimately varies).
+    OkOr(&'static [i32]),
+    /// Nothing at all (forget, interrupt, a message too short to name its request).
+    Silent,
+}
+
+#[derive(Default)]
+struct Tally {
+    cases: usize,
+    crashes: usize,
+    hangs: usize,
+    escapes: usize,
+    failures: Vec<String>,
+}
+
+impl Tally {
+    fn add(&mut self, o: &Tally) {
+        self.cases += o.cases;
+        self.crashes += o.crashes;
+        self.hangs += o.hangs;
+        self.escapes += o.escapes;
+    }
+}
+
+struct Suite {
+    fx: Fixture,
+    raw: RawFuse<Passthrough>,
+    mode: &'static str,
+    t: Tally,
+}
+
+/// Nodes and handles of the fixture, as the server handed them out.
+struct Nodes {
+    f: u64,
+    d: u64,
+    sub: u64,
+    out_abs: u64,
+    out_rel: u64,
+    out_dir: u64,
+}
+
+const NONE_SUCH: [u64; 4] = [0, 0xdead_beef, 1 << 48, u64::MAX];
+const S_IFMT: u32 = libc::S_IFMT;
+
+impl Suite {
+    fn new(rootless: bool) -> Suite {
+        let fx = Fixture::new(if rootless {
+            "hostile-rl"
+        } else {
+            "hostile-root"
+        });
+        let raw = RawFuse::new(passthrough(&fx.src, rootless));
+        Suite {
+            fx,
+            raw,
+            mode: if rootless { "rootless" } else { "root" },
+            t: Tally::default(),
+        }
+    }
+
+    fn fail(&mut self, what: &str, why: String) {
+        self.t
+            .failures
+            .push(format!("[{}] {what}: {why}", self.mode));
+    }
+
+    /// One hostile case: send, check the answer, check nothing escaped, check the
+    /// server still serves. Returns the reply when there is one.
+    fn case(&mut self, what: &str, msg: Msg, expect: Expect) -> Option<Reply> {
+        let (unique, outcome) = self.raw.send(&msg);
+        self.judge(what, unique, outcome, expect)
+    }
+
+    /// Like `case`, for bytes that are not a well-formed message.
+    fn case_bytes(&mut self, what: &str, bytes: Vec<u8>, unique: u64, expect: Expect) {
+        let outcome = self.raw.send_bytes(bytes);
+        self.judge(what, unique, outcome, expect);
+    }
+
+    fn judge(
+        &mut self,
+        what: &str,
+        unique: u64,
+        outcome: Outcome,
+        expect: Expect,
+    ) -> Option<Reply> {
+        self.t.cases += 1;
+        let mut reply = None;
+        match (&outcome, expect) {
+            (Outcome::Hung, _) => {
+                self.t.hangs += 1;
+                self.fail(what, "no answer within the limit".into());
+            }
+            (Outcome::Crashed, _) | (Outcome::Done(Handled::Panicked, _), _) => {
+                self.t.crashes += 1;
+                self.fail(what, "the server panicked".into());
+            }
+            (Outcome::Done(_, replies), Expect::Silent) => {
+                if !replies.is_empty() {
+                    self.fail(
+                        what,
+                        format!("{} replies to a message that takes none", replies.len()),
+                    );
+                }
+            }
+            (Outcome::Done(..), _) => match expect_one_reply(unique, outcome) {
+                Err(e) => self.fail(what, e),
+                Ok(r) => {
+                    let good = match expect {
+                        Expect::Ok => r.errno == 0,
+                        Expect::Err(list) => list.contains(&r.errno),
+                        Expect::OkOr(list) => r.errno == 0 || list.contains(&r.errno),
+                        Expect::Silent => unreachable!(),
+                    };
+                    if !good {
+                        let got = match r.errno {
+                            0 => "success".to_string(),
+                            e => std::io::Error::from_raw_os_error(e).to_string(),
+                        };
+                        self.fail(what, format!("expected {expect:?}, got {got}"));
+                    }
+                    reply = Some(r);
+                }
+            },
+        }
+        if let Some(diff) = self.fx.escaped() {
+            self.t.escapes += 1;
+            self.fail(what, diff);
+        }
+        self.still_serving(what);
+        reply
+    }
+
+    /// A good request or two after every case.
+    fn still_serving(&mut self, after: &str) {
+        let root = self.raw.call(&getattr(ROOT));
+        match root {
+            Ok(r) if r.errno == 0 && r.attr_mode() & S_IFMT == libc::S_IFDIR => {}
+            other => return self.fail(after, format!("getattr of the root afterwards: {other:?}")),
+        }
+        match self.raw.call(&lookup(ROOT, b"f")) {
+            Ok(r) if r.errno == 0 && r.entry_mode() & S_IFMT == libc::S_IFREG => {
+                let _ = self.raw.send(&forget(r.entry_node(), 1));
+            }
+            other => self.fail(after, format!("lookup of f afterwards: {other:?}")),
+        }
+    }
+
+    /// A setup step that must succeed; not a case.
+    #[track_caller]
+    fn ok(&mut self, msg: Msg) -> Reply {
+        match self.raw.call(&msg) {
+            Ok(r) if r.errno == 0 => r,
+            other => panic!(
+                "[{}] setup request (opcode {}) failed: {other:?}",
+                self.mode, msg.opcode
+            ),
+        }
+    }
+
+    fn node(&mut self, parent: u64, name: &str) -> u64 {
+        self.ok(lookup(parent, name.as_bytes())).entry_node()
+    }
+
+    fn nodes(&mut self) -> Nodes {
+        let d = self.node(ROOT, "d");
+        Nodes {
+            f: self.node(ROOT, "f"),
+            d,
+            sub: self.node(d, "sub"),
+            out_abs: self.node(ROOT, "out_abs"),
+            out_rel: self.node(ROOT, "out_rel"),
+            out_dir: self.node(ROOT, "out_dir"),
+        }
+    }
+}
+
+const EINVAL: &[i32] = &[libc::EINVAL];
+const EBADF: &[i32] = &[libc::EBADF];
+
+fn long_name(n: usize) -> Vec<u8> {
+    let mut v = MARK.as_bytes().to_vec();
+    v.resize(n, b'x');
+    v
+}
+
+/// Names no operation may accept, with the errno each must get.
+fn bad_names() -> Vec<(String, Vec<u8>, &'static [i32])> {
+    let esc = |s: &str| s.replace("M", MARK);
+    vec![
+        ("slash".into(), esc("a/M").into_bytes(), EINVAL),
+        ("dotdot-slash".into(), esc("../M").into_bytes(), EINVAL),
+        (
+            "deep dotdot".into(),
+            esc("../../../../M").into_bytes(),
+            EINVAL,
+        ),
+        ("absolute".into(), esc("/tmp/M").into_bytes(), EINVAL),
+        ("empty".into(), Vec::new(), &[libc::EINVAL, libc::ENOENT]),
+        ("256 bytes".into(), long_name(256), &[libc::ENAMETOOLONG]),
+        ("64 KiB".into(), long_name(65536), &[libc::ENAMETOOLONG]),
+    ]
+}
+
+fn raw_fuse_cases(s: &mut Suite) {
+    // Requests before INIT: the kernel never sends any; the server answers them.
+    s.case("getattr before INIT", getattr(ROOT), Expect::Ok);
+    s.case("lookup before INIT", lookup(ROOT, b"f"), Expect::Ok);
+    s.ok(init(7, 33, 0));
+    let n = s.nodes();
+
+    // ---- `.` and `..` ----
+    for (what, parent, name, want) in [
+        ("lookup .. of the root", ROOT, "..", ROOT),
+        ("lookup . of the root", ROOT, ".", ROOT),
+        ("lookup .. of a top directory", n.d, "..", ROOT),
+        ("lookup .. of a subdirectory", n.sub, "..", n.d),
+    ] {
+        if let Some(r) = s.case(what, lookup(parent, name.as_bytes()), Expect::Ok) {
+            if r.errno == 0 && r.entry_node() != want {
+                s.fail(
+                    what,
+                    format!("got node {}, expected {want}", r.entry_node()),
+                );
+            }
+        }
+    }
+    s.case(
+        "lookup .. of a file",
+        lookup(n.f, b".."),
+        Expect::Err(&[libc::ENOTDIR]),
+    );
+    s.case(
+        "lookup .. of a link out",
+        lookup(n.out_dir, b".."),
+        Expect::Err(&[libc::ENOTDIR]),
+    );
+    s.case(
+        "lookup ... of the root",
+        lookup(ROOT, b"..."),
+        Expect::Err(&[libc::ENOENT]),
+    );
+    s.case(
+        "lookup through a link to a directory outside",
+        lookup(n.out_dir, b"inner"),
+        Expect::Err(&[libc::ENOTDIR]),
+    );
+    for name in [".", ".."] {
+        let nb = name.as_bytes();
+        let e = Expect::Err(EINVAL);
+        s.case(&format!("mkdir {name}"), mkdir(ROOT, nb, 0o755), e);
+        s.case(&format!("create {name}"), create(ROOT, nb, 0o2, 0o644), e);
+        s.case(&format!("rmdir {name}"), rmdir(n.d, nb), e);
+        s.case(&format!("unlink {name}"), unlink(n.d, nb), e);
+        s.case(&format!("rename of {name}"), rename(n.d, nb, ROOT, b"x"), e);
+        s.case(
+            &format!("rename onto {name}"),
+            rename(ROOT, b"f", n.d, nb),
+            e,
+        );
+        s.case(&format!("link as {name}"), link(n.f, n.d, nb), e);
+        s.case(&format!("symlink as {name}"), symlink(n.d, nb, b"f"), e);
+    }
+
+    // ---- names with '/', NUL, empty, too long ----
+    for (what, name, errno) in bad_names() {
+        s.case(
+            &format!("lookup {what}"),
+            lookup(ROOT, &name),
+            Expect::Err(errno),
+        );
+        s.case(
+            &format!("mkdir {what}"),
+            mkdir(ROOT, &name, 0o755),
+            Expect::Err(errno),
+        );
+        s.case(
+            &format!("create {what}"),
+            create(ROOT, &name, 0o2, 0o644),
+            Expect::Err(errno),
+        );
+        s.case(
+            &format!("mknod {what}"),
+            mknod(ROOT, &name, libc::S_IFIFO | 0o644, 0),
+            Expect::Err(errno),
+        );
+        s.case(
+            &format!("symlink {what}"),
+            symlink(ROOT, &name, b"f"),
+            Expect::Err(errno),
+        );
+        s.case(
+            &format!("link {what}"),
+            link(n.f, ROOT, &name),
+            Expect::Err(errno),
+        );
+        s.case(
+            &format!("rename to {what}"),
+            rename(ROOT, b"f", ROOT, &name),
+            Expect::Err(errno),
+        );
+        s.case(
+            &format!("rename from {what}"),
+            rename(ROOT, &name, ROOT, b"x"),
+            Expect::Err(errno),
+        );
+        s.case(
+            &format!("rename2 to {what}"),
+            rename2(ROOT, b"f", n.d, &name, libc::RENAME_NOREPLACE),
+            Expect::Err(errno),
+        );
+        s.case(
+            &format!("unlink {what}"),
+            unlink(ROOT, &name),
+            Expect::Err(errno),
+        );
+        s.case(
+            &format!("rmdir {what}"),
+            rmdir(ROOT, &name),
+            Expect::Err(errno),
+        );
+    }
+    s.case(
+        "lookup of a 255-byte name",
+        lookup(ROOT, &long_name(255)),
+        Expect::Err(&[libc::ENOENT]),
+    );
+    // A NUL ends a name: what follows it is never part of the path.
+    let nul_name = format!("nul\0/../../{MARK}");
+    s.case(
+        "mkdir with NUL inside",
+        mkdir(ROOT, nul_name.as_bytes(), 0o755),
+        Expect::Ok,
+    );
+    s.case(
+        "rmdir with NUL inside",
+        rmdir(ROOT, nul_name.as_bytes()),
+        Expect::Ok,
+    );
+    s.case(
+        "lookup with NUL inside",
+        lookup(ROOT, b"f\0/../../canary"),
+        Expect::Ok,
+    );
+    s.case(
+        "symlink target longer than PATH_MAX",
+        symlink(ROOT, MARK.as_bytes(), &long_name(5000)),
+        Expect::Err(&[libc::ENAMETOOLONG]),
+    );
+    s.case(
+        "symlink to nothing",
+        symlink(ROOT, MARK.as_bytes(), b""),
+        Expect::Err(&[libc::ENOENT]),
+    );
+    // The share's reserved names at the root (rootless bookkeeping).
+    s.case(
+        "lookup of .ownfs-symlinks",
+        lookup(ROOT, b".ownfs-symlinks"),
+        Expect::Err(&[libc::ENOENT]),
+    );
+    s.case(
+        "create .ownfs-symlinks",
+        create(ROOT, b".ownfs-symlinks", 0o2, 0o644),
+        Expect::Err(&[libc::EPERM]),
+    );
+    s.case(
+        "rename onto .ownfs-symlinks",
+        rename(n.d, b"sub", ROOT, b".ownfs-symlinks.tmp"),
+        Expect::Err(&[libc::EPERM]),
+    );
+
+    // ---- node ids never handed out, and forgotten ones ----
+    for bogus in NONE_SUCH {
+        let w = format!("node {bogus:#x}");
+        s.case(
+            &format!("getattr of {w}"),
+            getattr(bogus),
+            Expect::Err(EBADF),
+        );
+        s.case(
+            &format!("lookup in {w}"),
+            lookup(bogus, b"f"),
+            Expect::Err(EBADF),
+        );
+        s.case(
+            &format!("mkdir in {w}"),
+            mkdir(bogus, MARK.as_bytes(), 0o755),
+            Expect::Err(EBADF),
+        );
+        s.case(
+            &format!("create in {w}"),
+            create(bogus, MARK.as_bytes(), 0o2, 0o644),
+            Expect::Err(EBADF),
+        );
+        s.case(
+            &format!("open {w}"),
+            open(bogus, libc::O_RDWR as u32),
+            Expect::Err(EBADF),
+        );
+        s.case(&format!("opendir {w}"), opendir(bogus), Expect::Err(EBADF));
+        s.case(
+            &format!("setattr of {w}"),
+            setattr(
+                bogus,
+                Setattr {
+                    valid: fattr::MODE,
+                    mode: 0o777,
+                    ..Default::default()
+                },
+            ),
+            Expect::Err(EBADF),
+        );
+        s.case(
+            &format!("readlink of {w}"),
+            readlink(bogus),
+            Expect::Err(EBADF),
+        );
+        s.case(&format!("statfs of {w}"), statfs(bogus), Expect::Err(EBADF));
+        s.case(&format!("access {w}"), access(bogus, 0), Expect::Err(EBADF));
+        s.case(
+            &format!("getxattr of {w}"),
+            getxattr(bogus, b"user.test", 64),
+            Expect::Err(EBADF),
+        );
+        s.case(
+            &format!("listxattr of {w}"),
+            listxattr(bogus, 4096),
+            Expect::Err(EBADF),
+        );
+        s.case(
+            &format!("setxattr of {w}"),
+            setxattr(bogus, b"user.x", b"v", 1),
+            Expect::Err(EBADF),
+        );
+        s.case(
+            &format!("link of {w}"),
+            link(bogus, ROOT, MARK.as_bytes()),
+            Expect::Err(EBADF),
+        );
+        s.case(
+            &format!("link into {w}"),
+            link(n.f, bogus, MARK.as_bytes()),
+            Expect::Err(EBADF),
+        );
+        s.case(
+            &format!("rename into {w}"),
+            rename(ROOT, b"f", bogus, b"f"),
+            Expect::Err(EBADF),
+        );
+        s.case(
+            &format!("unlink in {w}"),
+            unlink(bogus, b"f"),
+            Expect::Err(EBADF),
+        );
+        s.case(&format!("forget {w}"), forget(bogus, 1), Expect::Silent);
+    }
+    let gone = s.ok(create(ROOT, b"gone", libc::O_RDWR as u32, 0o644));
+    let (gone_node, gone_fh) = (gone.entry_node(), gone.create_fh());
+    s.ok(release(gone_node, gone_fh));
+    s.case(
+        "forget of a created file",
+        forget(gone_node, 1),
+        Expect::Silent,
+    );
+    s.case(
+        "getattr of a forgotten node",
+        getattr(gone_node),
+        Expect::Err(EBADF),
+    );
+    s.case(
+        "open of a forgotten node",
+        open(gone_node, 0),
+        Expect::Err(EBADF),
+    );
+    s.case(
+        "forget of a forgotten node",
+        forget(gone_node, 1),
+        Expect::Silent,
+    );
+    if let Some(r) = s.case("lookup after forget", lookup(ROOT, b"gone"), Expect::Ok) {
+        if r.errno == 0 && r.entry_node() == gone_node {
+            s.fail(
+                "lookup after forget",
+                "a forgotten node id was handed out again".into(),
+            );
+        }
+        s.ok(unlink(ROOT, b"gone"));
+        let _ = s.raw.send(&forget(r.entry_node(), 1));
+    }
+
+    // ---- forgetting more than was looked up ----
+    let f2 = s.node(ROOT, "f");
+    s.case(
+        "forget 1000 of a node looked up once more",
+        forget(f2, 1000),
+        Expect::Silent,
+    );
+    s.case(
+        "getattr of the over-forgotten node",
+        getattr(f2),
+        Expect::Err(EBADF),
+    );
+    s.case(
+        "forget u64::MAX of the root",
+        forget(ROOT, u64::MAX),
+        Expect::Silent,
+    );
+    s.case(
+        "batch forget of the root, repeats, bogus ids",
+        batch_forget(&[(ROOT, u64::MAX), (ROOT, 1), (0, 1), (u64::MAX, u64::MAX)]),
+        Expect::Silent,
+    );
+    s.case(
+        "getattr of the root after forgets",
+        getattr(ROOT),
+        Expect::Ok,
+    );
+    let n = s.nodes();
+
+    // ---- handles never handed out, of other nodes, and released ----
+    let fh = s.ok(open(n.f, libc::O_RDWR as u32)).open_fh();
+    let dh = s.ok(opendir(n.d)).open_fh();
+    for bogus in [0, 0xdead_beef, u64::MAX] {
+        let w = format!("handle {bogus:#x}");
+        s.case(
+            &format!("read {w}"),
+            read(n.f, bogus, 0, 16),
+            Expect::Err(EBADF),
+        );
+        s.case(
+            &format!("write {w}"),
+            write(n.f, bogus, 0, 3, MARK.as_bytes()),
+            Expect::Err(EBADF),
+        );
+        s.case(&format!("flush {w}"), flush(n.f, bogus), Expect::Err(EBADF));
+        s.case(&format!("fsync {w}"), fsync(n.f, bogus), Expect::Err(EBADF));
+        s.case(
+            &format!("lseek {w}"),
+            lseek(n.f, bogus, 0, libc::SEEK_END as u32),
+            Expect::Err(EBADF),
+        );
+        s.case(
+            &format!("fallocate {w}"),
+            fallocate(n.f, bogus, 0, 1, 0),
+            Expect::Err(EBADF),
+        );
+        s.case(
+            &format!("release {w}"),
+            release(n.f, bogus),
+            Expect::Err(EBADF),
+        );
+        s.case(
+            &format!("readdir {w}"),
+            readdir(n.d, bogus, 0, 4096),
+            Expect::Err(EBADF),
+        );
+        s.case(
+            &format!("readdirplus {w}"),
+            readdirplus(n.d, bogus, 0, 4096),
+            Expect::Err(EBADF),
+        );
+        s.case(
+            &format!("fsyncdir {w}"),
+            fsyncdir(n.d, bogus),
+            Expect::Err(EBADF),
+        );
+        s.case(
+            &format!("releasedir {w}"),
+            releasedir(n.d, bogus),
+            Expect::Err(EBADF),
+        );
+        s.case(
+            &format!("setattr size with {w}"),
+            setattr(
+                n.f,
+                Setattr {
+                    valid: fattr::SIZE | fattr::FH,
+                    fh: bogus,
+                    ..Default::default()
+                },
+            ),
+            Expect::Err(EBADF),
+        );
+    }
+    s.case(
+        "read with the handle of another node",
+        read(n.d, fh, 0, 16),
+        Expect::Err(EBADF),
+    );
+    s.case(
+        "readdir with the handle of another node",
+        readdir(n.sub, dh, 0, 4096),
+        Expect::Err(EBADF),
+    );
+    s.case(
+        "readdir with a file handle",
+        readdir(n.f, fh, 0, 4096),
+        Expect::Err(&[libc::ENOTDIR]),
+    );
+    s.case(
+        "read with a directory handle",
+        read(n.d, dh, 0, 16),
+        Expect::Err(&[libc::EISDIR]),
+    );
+    s.case(
+        "write with a directory handle",
+        write(n.d, dh, 0, 3, b"abc"),
+        Expect::Err(&[libc::EBADF, libc::EISDIR]),
+    );
+    s.case(
+        "setattr size with another node's handle",
+        setattr(
+            n.d,
+            Setattr {
+                valid: fattr::SIZE | fattr::FH,
+                fh,
+                ..Default::default()
+            },
+        ),
+        Expect::Err(EBADF),
+    );
+
+    // ---- offsets and sizes ----
+    let i64_max = i64::MAX as u64;
+    s.case(
+        "read at a negative offset",
+        read(n.f, fh, u64::MAX, 16),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "read at offset 2^62",
+        read(n.f, fh, 1 << 62, 16),
+        Expect::Ok,
+    );
+    s.case("read of 4 GiB", read(n.f, fh, 0, u32::MAX), Expect::Ok);
+    s.case("read of 0 bytes", read(n.f, fh, 0, 0), Expect::Ok);
+    s.case(
+        "write at a negative offset",
+        write(n.f, fh, u64::MAX, 3, b"abc"),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "write at offset i64::MAX",
+        write(n.f, fh, i64_max, 3, b"abc"),
+        Expect::Err(&[libc::EFBIG, libc::EINVAL]),
+    );
+    if let Some(r) = s.case(
+        "write whose size exceeds its data",
+        write(n.f, fh, 100, 1 << 20, b"abc"),
+        Expect::OkOr(EINVAL),
+    ) {
+        if r.errno == 0 && r.size_field() > 3 {
+            s.fail(
+                "write whose size exceeds its data",
+                format!("claims {} bytes written", r.size_field()),
+            );
+        }
+    }
+    s.case("write of 0 bytes", write(n.f, fh, 0, 0, b""), Expect::Ok);
+    s.case(
+        "fallocate at a negative offset",
+        fallocate(n.f, fh, u64::MAX, 1, 0),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "fallocate of a negative length",
+        fallocate(n.f, fh, 0, u64::MAX, 0),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "fallocate of length 0",
+        fallocate(n.f, fh, 0, 0, 0),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "fallocate past the largest offset",
+        fallocate(n.f, fh, i64_max, 1, 0),
+        Expect::Err(&[libc::EFBIG, libc::EINVAL]),
+    );
+    s.case(
+        "fallocate whose end overflows",
+        fallocate(n.f, fh, 1 << 62, 1 << 62, 0),
+        Expect::Err(&[libc::EFBIG, libc::EINVAL]),
+    );
+    s.case(
+        "fallocate with every mode bit",
+        fallocate(n.f, fh, 0, 1, u32::MAX),
+        Expect::Err(&[libc::EOPNOTSUPP, libc::EINVAL]),
+    );
+    s.case(
+        "lseek to a negative offset",
+        lseek(n.f, fh, u64::MAX, 0),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "lseek with whence 99",
+        lseek(n.f, fh, 0, 99),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "lseek SEEK_DATA past the end",
+        lseek(n.f, fh, 1 << 40, libc::SEEK_DATA as u32),
+        Expect::Err(&[libc::ENXIO]),
+    );
+    s.case(
+        "copy_file_range (not implemented)",
+        copy_file_range(n.f, fh, n.f, fh, u64::MAX),
+        Expect::Err(&[libc::ENOSYS]),
+    );
+    let size = |size: u64| Setattr {
+        valid: fattr::SIZE,
+        size,
+        ..Default::default()
+    };
+    s.case(
+        "setattr to a negative size",
+        setattr(n.f, size(u64::MAX)),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "setattr to size i64::MAX",
+        setattr(n.f, size(i64_max)),
+        Expect::Err(&[libc::EFBIG, libc::EINVAL]),
+    );
+    s.case(
+        "setattr size of a directory",
+        setattr(n.d, size(0)),
+        Expect::Err(&[libc::EISDIR]),
+    );
+    s.case(
+        "setattr size of a link out",
+        setattr(n.out_abs, size(0)),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "setattr size of a relative link out",
+        setattr(n.out_rel, size(0)),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "readdir of 4 GiB",
+        readdir(n.d, dh, 0, u32::MAX),
+        Expect::OkOr(&[libc::ENOMEM, libc::EINVAL]),
+    );
+    s.case("readdir of 0 bytes", readdir(n.d, dh, 0, 0), Expect::Ok);
+
+    // ---- setattr combinations ----
+    s.case(
+        "setattr with only unknown valid bits",
+        setattr(
+            n.f,
+            Setattr {
+                valid: 0xffff_0000,
+                ..Default::default()
+            },
+        ),
+        Expect::Ok,
+    );
+    s.case(
+        "setattr atime and atime_now",
+        setattr(
+            n.f,
+            Setattr {
+                valid: fattr::ATIME | fattr::ATIME_NOW,
+                atime: (5, 0),
+                ..Default::default()
+            },
+        ),
+        Expect::Ok,
+    );
+    s.case(
+        "setattr with 2e9 nanoseconds",
+        setattr(
+            n.f,
+            Setattr {
+                valid: fattr::MTIME,
+                mtime: (5, 2_000_000_000),
+                ..Default::default()
+            },
+        ),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "setattr of every bit with a bogus handle",
+        setattr(
+            n.f,
+            Setattr {
+                valid: u32::MAX,
+                fh: 0xdead_beef,
+                size: 1,
+                ..Default::default()
+            },
+        ),
+        Expect::Err(EBADF),
+    );
+    s.case(
+        "setattr mode with file type bits",
+        setattr(
+            n.f,
+            Setattr {
+                valid: fattr::MODE,
+                mode: libc::S_IFDIR | 0o644,
+                ..Default::default()
+            },
+        ),
+        Expect::Ok,
+    );
+    if let Some(r) = s.case(
+        "getattr after a mode with type bits",
+        getattr(n.f),
+        Expect::Ok,
+    ) {
+        if r.errno == 0 && r.attr_mode() != libc::S_IFREG | 0o644 {
+            s.fail(
+                "mode with type bits",
+                format!("mode is now {:o}", r.attr_mode()),
+            );
+        }
+    }
+    s.case(
+        "setattr times of a link out",
+        setattr(
+            n.out_abs,
+            Setattr {
+                valid: fattr::MTIME | fattr::ATIME,
+                mtime: (7, 0),
+                atime: (7, 0),
+                ..Default::default()
+            },
+        ),
+        Expect::Ok,
+    );
+    s.case(
+        "setattr mode of a link out",
+        setattr(
+            n.out_rel,
+            Setattr {
+                valid: fattr::MODE,
+                mode: 0o777,
+                ..Default::default()
+            },
+        ),
+        Expect::OkOr(&[libc::EOPNOTSUPP]),
+    );
+    s.case(
+        "setattr owner of a link out",
+        setattr(
+            n.out_abs,
+            Setattr {
+                valid: fattr::UID | fattr::GID,
+                uid: 4242,
+                gid: 4242,
+                ..Default::default()
+            },
+        ),
+        Expect::Ok,
+    );
+
+    // ---- every other operation on links that point out of SRC ----
+    for (what, node) in [
+        ("absolute link out", n.out_abs),
+        ("relative link out", n.out_rel),
+    ] {
+        s.case(
+            &format!("open {what} read-write"),
+            open(node, (libc::O_RDWR | libc::O_TRUNC) as u32),
+            Expect::Err(&[libc::ELOOP]),
+        );
+        s.case(
+            &format!("open {what}"),
+            open(node, libc::O_RDONLY as u32),
+            Expect::Err(&[libc::ELOOP]),
+        );
+        s.case(
+            &format!("opendir {what}"),
+            opendir(node),
+            Expect::Err(&[libc::ENOTDIR]),
+        );
+        s.case(
+            &format!("getxattr of {what}"),
+            getxattr(node, b"user.canary", 64),
+            Expect::Err(&[libc::ENODATA]),
+        );
+        if let Some(r) = s.case(
+            &format!("listxattr of {what}"),
+            listxattr(node, 4096),
+            Expect::Ok,
+        ) {
+            if r.body.windows(6).any(|w| w == b"canary") {
+                s.fail(
+                    &format!("listxattr of {what}"),
+                    "lists the canary's xattrs".into(),
+                );
+            }
+        }
+        s.case(
+            &format!("setxattr of {what}"),
+            setxattr(node, b"user.canary", b"gone", 4),
+            Expect::Err(&[libc::EPERM]),
+        );
+        s.case(
+            &format!("removexattr of {what}"),
+            removexattr(node, b"user.canary"),
+            Expect::Err(&[libc::EPERM, libc::ENODATA]),
+        );
+        s.case(
+            &format!("create below {what}"),
+            create(node, MARK.as_bytes(), 0o2, 0o644),
+            Expect::Err(&[libc::ENOTDIR]),
+        );
+        s.case(&format!("readlink of {what}"), readlink(node), Expect::Ok);
+        s.case(
+            &format!("access of {what}"),
+            access(node, libc::W_OK as u32),
+            Expect::OkOr(&[libc::EACCES]),
+        );
+        if let Some(r) = s.case(
+            &format!("hard link of {what}"),
+            link(node, ROOT, b"hardlink"),
+            Expect::Ok,
+        ) {
+            if r.errno == 0 {
+                if r.entry_mode() & S_IFMT != libc::S_IFLNK {
+                    s.fail(
+                        &format!("hard link of {what}"),
+                        format!("linked a {:o}", r.entry_mode()),
+                    );
+                }
+                s.ok(unlink(ROOT, b"hardlink"));
+                let _ = s.raw.send(&forget(r.entry_node(), 1));
+            }
+        }
+    }
+    s.case(
+        "mkdir below a link to a directory outside",
+        mkdir(n.out_dir, MARK.as_bytes(), 0o755),
+        Expect::Err(&[libc::ENOTDIR]),
+    );
+    s.case(
+        "rename into a link to a directory outside",
+        rename(ROOT, b"f", n.out_dir, MARK.as_bytes()),
+        Expect::Err(&[libc::ENOTDIR]),
+    );
+    s.case(
+        "rename of a link out",
+        rename(n.d, b"up", n.d, b"up2"),
+        Expect::Ok,
+    );
+    s.case(
+        "rename it back",
+        rename(n.d, b"up2", n.d, b"up"),
+        Expect::Ok,
+    );
+
+    // ---- creating over the names of links out: never through them ----
+    for link_name in ["out_abs", "out_rel"] {
+        let lb = link_name.as_bytes();
+        let trunc = (libc::O_RDWR | libc::O_TRUNC) as u32;
+        s.case(
+            &format!("create O_TRUNC over {link_name}"),
+            create(ROOT, lb, trunc, 0o644),
+            Expect::Err(&[libc::ELOOP, libc::EEXIST]),
+        );
+        s.case(
+            &format!("mknod over {link_name}"),
+            mknod(ROOT, lb, libc::S_IFREG | 0o644, 0),
+            Expect::Err(&[libc::EEXIST]),
+        );
+        s.case(
+            &format!("mkdir over {link_name}"),
+            mkdir(ROOT, lb, 0o755),
+            Expect::Err(&[libc::EEXIST]),
+        );
+        s.case(
+            &format!("symlink over {link_name}"),
+            symlink(ROOT, lb, b"f"),
+            Expect::Err(&[libc::EEXIST]),
+        );
+    }
+    s.case(
+        "open O_CREAT|O_TRUNC of a link out",
+        open(
+            n.out_rel,
+            (libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC) as u32,
+        ),
+        Expect::Err(&[libc::ELOOP]),
+    );
+    s.case(
+        "create O_TMPFILE",
+        create(
+            ROOT,
+            MARK.as_bytes(),
+            (libc::O_RDWR | libc::O_TMPFILE) as u32,
+            0o644,
+        ),
+        Expect::Err(&[libc::EINVAL, libc::EISDIR, libc::ENOTDIR]),
+    );
+    s.case(
+        "open O_TMPFILE of a file",
+        open(n.f, (libc::O_RDWR | libc::O_TMPFILE) as u32),
+        Expect::Err(&[libc::EINVAL, libc::ENOTDIR]),
+    );
+    s.case(
+        "open O_DIRECTORY of a file",
+        open(n.f, libc::O_DIRECTORY as u32),
+        Expect::Err(&[libc::ENOTDIR]),
+    );
+    if let Some(r) = s.case(
+        "open O_PATH of a file",
+        open(n.f, libc::O_PATH as u32),
+        Expect::Ok,
+    ) {
+        if r.errno == 0 {
+            let ph = r.open_fh();
+            s.case(
+                "read through an O_PATH handle",
+                read(n.f, ph, 0, 16),
+                Expect::Err(EBADF),
+            );
+            s.case(
+                "write through an O_PATH handle",
+                write(n.f, ph, 0, 3, b"abc"),
+                Expect::Err(EBADF),
+            );
+            s.ok(release(n.f, ph));
+        }
+    }
+    let ro = s.ok(open(n.f, libc::O_RDONLY as u32)).open_fh();
+    s.case(
+        "write through a read-only handle",
+        write(n.f, ro, 0, 3, b"abc"),
+        Expect::Err(EBADF),
+    );
+    s.case(
+        "truncate through a read-only handle",
+        setattr(
+            n.f,
+            Setattr {
+                valid: fattr::SIZE | fattr::FH,
+                fh: ro,
+                ..Default::default()
+            },
+        ),
+        Expect::Err(&[libc::EBADF, libc::EINVAL]),
+    );
+    s.ok(release(n.f, ro));
+    s.case(
+        "fallocate through a directory handle",
+        fallocate(n.d, dh, 0, 1, 0),
+        Expect::Err(&[libc::EBADF, libc::ENODEV, libc::EISDIR]),
+    );
+    s.case("readlink of a file", readlink(n.f), Expect::Err(EINVAL));
+    s.case(
+        "access with unknown mask bits",
+        access(n.f, 0xff),
+        Expect::Err(EINVAL),
+    );
+
+    // ---- renames ----
+    s.case(
+        "rename onto itself",
+        rename(ROOT, b"f", ROOT, b"f"),
+        Expect::Ok,
+    );
+    s.ok(mkdir(ROOT, b"mv", 0o755));
+    s.case(
+        "rename across directories",
+        rename(ROOT, b"mv", n.d, b"mv"),
+        Expect::Ok,
+    );
+    s.case(
+        "rename back across directories",
+        rename(n.d, b"mv", ROOT, b"mv"),
+        Expect::Ok,
+    );
+    s.case(
+        "rename a directory into its own subdirectory",
+        rename(ROOT, b"d", n.sub, b"d"),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "rename the root's parent",
+        rename(ROOT, b"..", n.d, b"x"),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "rename with every flag bit",
+        rename2(ROOT, b"mv", ROOT, b"mv2", u32::MAX),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "rename exchange with nothing",
+        rename2(ROOT, b"mv", ROOT, b"nothing", libc::RENAME_EXCHANGE),
+        Expect::Err(&[libc::ENOENT]),
+    );
+    s.case(
+        "rename into a file",
+        rename(ROOT, b"mv", n.f, b"x"),
+        Expect::Err(&[libc::ENOTDIR]),
+    );
+    s.ok(rmdir(ROOT, b"mv"));
+
+    // ---- hard links of directories ----
+    s.case(
+        "link of a directory",
+        link(n.d, ROOT, MARK.as_bytes()),
+        Expect::Err(&[libc::EPERM]),
+    );
+    s.case(
+        "link of the root",
+        link(ROOT, n.d, MARK.as_bytes()),
+        Expect::Err(&[libc::EPERM]),
+    );
+    s.case(
+        "link into a file",
+        link(n.f, n.f, MARK.as_bytes()),
+        Expect::Err(&[libc::ENOTDIR]),
+    );
+
+    // ---- extended attributes ----
+    // Give f a rootless ownership record first (a no-op owner change elsewhere).
+    s.ok(setattr(
+        n.f,
+        Setattr {
+            valid: fattr::MODE,
+            mode: 0o640,
+            ..Default::default()
+        },
+    ));
+    for name in ["user.ownfs.stat", "user.ownfs.future", "user.ownfs."] {
+        let nb = name.as_bytes();
+        s.case(
+            &format!("getxattr {name}"),
+            getxattr(n.f, nb, 4096),
+            Expect::Err(&[libc::ENODATA]),
+        );
+        s.case(
+            &format!("getxattr {name} size 0"),
+            getxattr(n.f, nb, 0),
+            Expect::Err(&[libc::ENODATA]),
+        );
+        s.case(
+            &format!("getxattr {name} of the root"),
+            getxattr(ROOT, nb, 4096),
+            Expect::Err(&[libc::ENODATA]),
+        );
+        s.case(
+            &format!("setxattr {name}"),
+            setxattr(n.f, nb, b"forged", 6),
+            Expect::Err(&[libc::EPERM]),
+        );
+        s.case(
+            &format!("removexattr {name}"),
+            removexattr(n.f, nb),
+            Expect::Err(&[libc::EPERM]),
+        );
+    }
+    for (what, size) in [("listxattr", 64 * 1024), ("listxattr size 0", 0)] {
+        if let Some(r) = s.case(what, listxattr(n.f, size), Expect::Ok) {
+            if r.body.windows(10).any(|w| w == b"user.ownfs") {
+                s.fail(what, "lists the ownership record".into());
+            }
+            if size == 0 && r.errno == 0 && r.size_field() as usize != b"user.test\0".len() {
+                s.fail(what, format!("counts {} bytes of names", r.size_field()));
+            }
+        }
+    }
+    s.case(
+        "listxattr into 1 byte",
+        listxattr(n.f, 1),
+        Expect::Err(&[libc::ERANGE]),
+    );
+    s.case(
+        "getxattr of 4 GiB",
+        getxattr(n.f, b"user.test", u32::MAX),
+        Expect::Ok,
+    );
+    s.case(
+        "getxattr size 0",
+        getxattr(n.f, b"user.test", 0),
+        Expect::Ok,
+    );
+    s.case(
+        "getxattr into 1 byte",
+        getxattr(n.f, b"user.test", 1),
+        Expect::Err(&[libc::ERANGE]),
+    );
+    s.case(
+        "getxattr of an empty name",
+        getxattr(n.f, b"", 64),
+        Expect::Err(&[libc::ERANGE, libc::EINVAL, libc::ENODATA, libc::EOPNOTSUPP]),
+    );
+    s.case(
+        "getxattr of a 300-byte name",
+        getxattr(n.f, &long_name(300), 64),
+        Expect::Err(&[libc::ERANGE]),
+    );
+    s.case(
+        "getxattr without a namespace",
+        getxattr(n.f, b"test", 64),
+        Expect::Err(&[libc::EOPNOTSUPP]),
+    );
+    let big = vec![7u8; 70_000];
+    s.case(
+        "setxattr of 70 000 bytes",
+        setxattr(n.f, b"user.big", &big, big.len() as u32),
+        Expect::Err(&[libc::E2BIG, libc::ENOSPC]),
+    );
+    s.case(
+        "setxattr whose size field lies",
+        setxattr(n.f, b"user.x", b"abc", 10),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "setxattr with every flag bit",
+        setxattr_flags(n.f, b"user.x", b"abc", u32::MAX),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "setxattr replace of nothing",
+        setxattr_flags(n.f, b"user.x", b"abc", libc::XATTR_REPLACE as u32),
+        Expect::Err(&[libc::ENODATA]),
+    );
+    s.case(
+        "setxattr trusted.*",
+        setxattr(n.f, b"trusted.hostile", b"x", 1),
+        Expect::OkOr(&[libc::EPERM]),
+    );
+    s.case(
+        "removexattr trusted.*",
+        removexattr(n.f, b"trusted.hostile"),
+        Expect::OkOr(&[libc::EPERM, libc::ENODATA]),
+    );
+    s.case(
+        "setxattr security.*",
+        setxattr(n.f, b"security.hostile", b"x", 1),
+        Expect::OkOr(&[libc::EPERM, libc::EOPNOTSUPP]),
+    );
+    s.case(
+        "removexattr security.*",
+        removexattr(n.f, b"security.hostile"),
+        Expect::OkOr(&[libc::EPERM, libc::ENODATA, libc::EOPNOTSUPP]),
+    );
+    s.case(
+        "setxattr of a garbage ACL",
+        setxattr(n.f, b"system.posix_acl_access", b"garbage", 7),
+        Expect::Err(&[libc::EINVAL, libc::EOPNOTSUPP]),
+    );
+
+    // ---- readdir at offsets the server never returned ----
+    for (what, offset) in [
+        ("12345", 12345u64),
+        ("2^62", 1 << 62),
+        ("u64::MAX", u64::MAX),
+    ] {
+        s.case(
+            &format!("readdir at offset {what}"),
+            readdir(n.d, dh, offset, 4096),
+            Expect::OkOr(EINVAL),
+        );
+        s.case(
+            &format!("readdirplus at offset {what}"),
+            readdirplus(n.d, dh, offset, 4096),
+            Expect::OkOr(EINVAL),
+        );
+    }
+    if let Some(r) = s.case(
+        "readdir from the start after that",
+        readdir(n.d, dh, 0, 4096),
+        Expect::Ok,
+    ) {
+        let names = r.dirent_names(false);
+        if !names.iter().any(|n| n == b"sub") {
+            s.fail("readdir from the start", format!("no sub in {names:?}"));
+        }
+    }
+    // Rootless: a symlink made through the server creates the hidden bookkeeping file.
+    s.ok(symlink(ROOT, b"newlink", b"f"));
+    let rh = s.ok(opendir(ROOT)).open_fh();
+    for plus in [false, true] {
+        let what = if plus {
+            "readdirplus of the root"
+        } else {
+            "readdir of the root"
+        };
+        let m = if plus {
+            readdirplus(ROOT, rh, 0, 64 * 1024)
+        } else {
+            readdir(ROOT, rh, 0, 64 * 1024)
+        };
+        if let Some(r) = s.case(what, m, Expect::Ok) {
+            let names = r.dirent_names(plus);
+            if names.iter().any(|n| n.starts_with(b".ownfs")) {
+                s.fail(what, "lists the server's bookkeeping file".into());
+            }
+        }
+    }
+    s.ok(releasedir(ROOT, rh));
+    s.ok(unlink(ROOT, b"newlink"));
+
+    // ---- released handles ----
+    s.ok(release(n.f, fh));
+    s.ok(releasedir(n.d, dh));
+    s.case(
+        "read a released handle",
+        read(n.f, fh, 0, 16),
+        Expect::Err(EBADF),
+    );
+    s.case(
+        "write a released handle",
+        write(n.f, fh, 0, 3, b"abc"),
+        Expect::Err(EBADF),
+    );
+    s.case(
+        "fsync a released handle",
+        fsync(n.f, fh),
+        Expect::Err(EBADF),
+    );
+    s.case(
+        "release a released handle",
+        release(n.f, fh),
+        Expect::Err(EBADF),
+    );
+    s.case(
+        "readdir a released handle",
+        readdir(n.d, dh, 0, 4096),
+        Expect::Err(EBADF),
+    );
+    s.case(
+        "releasedir a released handle",
+        releasedir(n.d, dh),
+        Expect::Err(EBADF),
+    );
+
+    // ---- identity still applies (root mode switches to the caller) ----
+    if s.mode == "root" {
+        s.case(
+            "create in the root as nobody",
+            create(ROOT, MARK.as_bytes(), 0o2, 0o644).caller(65534, 65534),
+            Expect::Err(&[libc::EACCES]),
+        );
+    }
+
+    // ---- truncated, lying and oversized messages ----
+    let u = s.raw.take_unique();
+    let good = lookup(ROOT, b"f").encode(u);
+    let mut longer = good.clone();
+    longer[..4].copy_from_slice(&((good.len() + 100) as u32).to_le_bytes());
+    s.case_bytes(
+        "length field longer than the message",
+        longer,
+        u,
+        Expect::Err(EINVAL),
+    );
+    let u = s.raw.take_unique();
+    let mut shorter = lookup(ROOT, b"f").encode(u);
+    let shorter_len = (shorter.len() - 2) as u32;
+    shorter[..4].copy_from_slice(&shorter_len.to_le_bytes());
+    s.case_bytes(
+        "length field shorter than the message",
+        shorter,
+        u,
+        Expect::Err(EINVAL),
+    );
+    let u = s.raw.take_unique();
+    s.case_bytes(
+        "length field 0",
+        lookup(ROOT, b"f").len(0).encode(u),
+        u,
+        Expect::Err(EINVAL),
+    );
+    let u = s.raw.take_unique();
+    s.case_bytes(
+        "length field u32::MAX",
+        lookup(ROOT, b"f").len(u32::MAX).encode(u),
+        u,
+        Expect::Err(EINVAL),
+    );
+    let u = s.raw.take_unique();
+    let mut cut = getattr(ROOT).encode(u);
+    cut.truncate(24);
+    let cut_len = cut.len() as u32;
+    cut[..4].copy_from_slice(&cut_len.to_le_bytes());
+    s.case_bytes(
+        "message shorter than its header",
+        cut,
+        u,
+        Expect::Err(EINVAL),
+    );
+    s.case_bytes(
+        "8 bytes of nothing",
+        vec![8, 0, 0, 0, 1, 0, 0, 0],
+        0,
+        Expect::Silent,
+    );
+    s.case_bytes("empty message", Vec::new(), 0, Expect::Silent);
+    let short = |opcode: u32, body: &[u8]| Msg::new(opcode, ROOT, Body::new().bytes(body));
+    s.case(
+        "lookup name without NUL",
+        short(op::LOOKUP, b"f"),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "lookup with no name at all",
+        short(op::LOOKUP, b""),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "mkdir with a short op struct",
+        short(op::MKDIR, &[1, 2, 3]),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "mkdir name without NUL",
+        short(op::MKDIR, b"\xed\x01\0\0\0\0\0\0abc"),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "setattr with a short op struct",
+        short(op::SETATTR, &[0; 10]),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "getattr with no op struct",
+        short(op::GETATTR, &[]),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "read with a short op struct",
+        Msg::new(op::READ, n.f, Body::new().u64(1)),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "write with a short op struct",
+        Msg::new(op::WRITE, n.f, Body::new().u64(1)),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "symlink target without NUL",
+        short(op::SYMLINK, format!("{MARK}\0f").as_bytes()),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "symlink with one name",
+        short(op::SYMLINK, format!("{MARK}\0").as_bytes()),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "rename with one name",
+        Msg::new(op::RENAME, ROOT, Body::new().u64(ROOT).name(b"f")),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "rename new name without NUL",
+        Msg::new(
+            op::RENAME,
+            ROOT,
+            Body::new().u64(ROOT).name(b"f").bytes(MARK.as_bytes()),
+        ),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "rename2 with no op struct",
+        short(op::RENAME2, &[]),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "link with no names",
+        Msg::new(op::LINK, ROOT, Body::new().u64(n.f)),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "setxattr name without NUL",
+        Msg::new(
+            op::SETXATTR,
+            n.f,
+            Body::new().u32(1).u32(0).bytes(b"user.x"),
+        ),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "getxattr name without NUL",
+        Msg::new(
+            op::GETXATTR,
+            n.f,
+            Body::new().u32(1).u32(0).bytes(b"user.x"),
+        ),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "create with a short op struct",
+        short(op::CREATE, &[0; 12]),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "init with a short op struct",
+        Msg::new(op::INIT, 0, Body::new().u32(7)),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "init announcing flags2 it does not carry",
+        init(7, 36, 1 << 30),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "forget with a short op struct",
+        Msg::new(op::FORGET, n.f, Body::new().u32(1)),
+        Expect::Silent,
+    );
+    s.case(
+        "batch forget claiming 2^32-1 entries",
+        Msg::new(
+            op::BATCH_FORGET,
+            0,
+            Body::new().u32(u32::MAX).u32(0).u64(n.f).u64(1),
+        ),
+        Expect::Silent,
+    );
+    s.case(
+        "batch forget claiming more entries than it has",
+        Msg::new(
+            op::BATCH_FORGET,
+            0,
+            Body::new().u32(3).u32(0).u64(n.f).u64(0),
+        ),
+        Expect::Silent,
+    );
+    let huge = vec![b'a'; (1 << 20) + 8192];
+    s.case(
+        "2 MiB lookup",
+        lookup(ROOT, &huge),
+        Expect::Err(&[libc::ENOMEM, libc::ENAMETOOLONG]),
+    );
+    s.case(
+        "1 MiB + 8 KiB write",
+        write(n.f, 0xdead, 0, huge.len() as u32, &huge),
+        Expect::Err(&[libc::ENOMEM, libc::EBADF]),
+    );
+
+    // ---- opcodes the server does not know, and odd protocol sequences ----
+    for (what, opcode, errno) in [
+        ("opcode 0", 0, &[libc::ENOSYS, libc::ENOSYS]),
+        ("opcode 999", 999, &[libc::ENOSYS, libc::ENOSYS]),
+        ("opcode u32::MAX", u32::MAX, &[libc::ENOSYS, libc::ENOSYS]),
+        ("SYNCFS", op::SYNCFS, &[libc::ENOSYS, libc::ENOSYS]),
+        ("TMPFILE", op::TMPFILE, &[libc::ENOSYS, libc::ENOSYS]),
+        ("STATX", op::STATX, &[libc::ENOSYS, libc::ENOSYS]),
+        ("POLL", op::POLL, &[libc::ENOSYS, libc::ENOSYS]),
+        ("GETLK", op::GETLK, &[libc::ENOSYS, libc::ENOSYS]),
+        ("SETLK", op::SETLK, &[libc::ENOSYS, libc::ENOSYS]),
+        ("BMAP", op::BMAP, &[libc::ENOSYS, libc::ENOSYS]),
+        ("IOCTL", op::IOCTL, &[libc::ENOTTY, libc::ENOSYS]),
+        (
+            "NOTIFY_REPLY",
+            op::NOTIFY_REPLY,
+            &[libc::ENOSYS, libc::ENOSYS],
+        ),
+        (
+            "SETUPMAPPING without a DAX window",
+            op::SETUPMAPPING,
+            &[libc::EINVAL, libc::ENOSYS],
+        ),
+    ] {
+        s.case(
+            what,
+            Msg::new(opcode, n.f, Body::new().bytes(&[0; 80])),
+            Expect::Err(errno),
+        );
+    }
+    s.case(
+        "INTERRUPT of nothing",
+        Msg::new(op::INTERRUPT, 0, Body::new().u64(12345)),
+        Expect::Silent,
+    );
+    s.case("INIT again", init(7, 33, 0), Expect::Ok);
+    s.case(
+        "INIT of major 6",
+        init(6, 0, 0),
+        Expect::Err(&[libc::EPROTO]),
+    );
+    s.case("INIT of major 8", init(8, 0, 0), Expect::Ok);
+    s.case("INIT of minor 0", init(7, 0, 0), Expect::Ok);
+    s.case(
+        "INIT with every flag",
+        init(7, 33, !(1u32 << 30)),
+        Expect::Ok,
+    );
+    s.case("DESTROY", Msg::new(op::DESTROY, 0, Body::new()), Expect::Ok);
+    s.case("getattr after DESTROY", getattr(n.f), Expect::Ok);
+    s.ok(init(7, 33, 0));
+}
+
+fn run_raw_fuse(rootless: bool) -> (Tally, String) {
+    let mut s = Suite::new(rootless);
+    raw_fuse_cases(&mut s);
+    let line = format!(
+        "hostile[raw-fuse {}]: {} cases, {} crashes, {} hangs, {} escapes",
+        s.mode, s.t.cases, s.t.crashes, s.t.hangs, s.t.escapes
+    );
+    (std::mem::take(&mut s.t), line)
+}
+
+#[test]
+fn raw_fuse_hostile_client() {
+    // The real server runs with umask 0 (the client kernel applied the caller's).
+    platform::set_umask(0);
+    let mut total = Tally::default();
+    let mut failures = Vec::new();
+    for rootless in [false, true] {
+        let (t, line) = run_raw_fuse(rootless);
+        println!("{line}");
+        total.add(&t);
+        failures.extend(t.failures);
+    }
+    println!(
+        "hostile[raw-fuse]: {} cases, {} crashes, {} hangs, {} escapes",
+        total.cases, total.crashes, total.hangs, total.escapes
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        total.cases,
+        failures.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// A panic inside the server, through the /dev/fuse message handler
+// ---------------------------------------------------------------------------
+
+/// getattr panics; everything else is the trait's default.
+struct Grumpy;
+
+impl fuse_backend_rs::api::filesystem::FileSystem for Grumpy {
+    type Inode = u64;
+    type Handle = u64;
+
+    fn getattr(
+        &self,
+        _ctx: &fuse_backend_rs::api::filesystem::Context,
+        _inode: u64,
+        _handle: Option<u64>,
+    ) -> std::io::Result<(libc::stat64, Duration)> {
+        panic!("getattr of a grumpy filesystem");
+    }
+}
+
+#[test]
+fn a_panic_while_serving_a_fuse_message_is_answered_with_eio() {
+    let mut raw = RawFuse::new(Grumpy);
+    let (unique, outcome) = raw.send(&getattr(ROOT));
+    match &outcome {
+        Outcome::Done(Handled::Panicked, replies) if replies.len() == 1 => {}
+        other => panic!("expected a caught panic and one reply, got {other:?}"),
+    }
+    let r = expect_one_reply(
+        unique,
+        match outcome {
+            Outcome::Done(_, replies) => Outcome::Done(Handled::Served, replies),
+            o => o,
+        },
+    )
+    .expect("a well-formed reply");
+    assert_eq!(r.errno, libc::EIO);
+    // The same server answers the next message (the trait's default statfs).
+    let r = raw.call(&statfs(ROOT)).expect("statfs after the panic");
+    assert_eq!(r.errno, 0);
+}
+
+// ---------------------------------------------------------------------------
+// fuse-pipe: frames down the socket of a running `ownfs serve`
+// ---------------------------------------------------------------------------
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command, Stdio};
+
+use ownfs::transport::pipe::wire::{
+    self, Caller, Header, Hello, ReplyData, Request, SetattrIn, Time, Welcome, XattrOut,
+    HEADER_LEN, HELLO_LEN, WELCOME_FIXED_LEN,
+};
+
+/// How long a reply may take before the case counts as a hang.
+const REPLY_LIMIT: Duration = Duration::from_secs(10);
+
+struct ServeProc {
+    child: Child,
+    sock: PathBuf,
+    log: PathBuf,
+    /// Socket and log live here, away from the canary's directory.
+    _run: Scratch,
+}
+
+impl ServeProc {
+    fn start(fx: &Fixture, rootless: bool) -> ServeProc {
+        let run = Scratch::new("hostile-pipe-run");
+        let sock = run.path("serve.sock");
+        let log = run.path("serve.log");
+        let mut cmd = Command::new(ownfs_bin());
+        cmd.arg("serve")
+            .arg(&fx.src)
+            .arg("--listen")
+            .arg(format!("unix:{}", sock.display()));
+        if rootless {
+            cmd.arg("--rootless");
+        }
+        let child = cmd
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn ownfs serve");
+        let mut p = ServeProc {
+            child,
+            sock,
+            log,
+            _run: run,
+        };
+        let deadline = std::time::Instant::now() + READY_TIMEOUT;
+        while UnixStream::connect(&p.sock).is_err() {
+            if let Some(st) = p.child.try_wait().unwrap() {
+                panic!("ownfs serve exited ({st}):\n{}", p.stderr());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ownfs serve did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        p
+    }
+
+    fn stderr(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for ServeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One raw connection that did the handshake.
+struct Conn {
+    s: UnixStream,
+    next_id: u64,
+}
+
+impl Conn {
+    fn open(sock: &Path) -> Conn {
+        let mut s = UnixStream::connect(sock).expect("connect");
+        s.set_read_timeout(Some(REPLY_LIMIT)).unwrap();
+        s.set_write_timeout(Some(REPLY_LIMIT)).unwrap();
+        let hello = Hello {
+            version: wire::VERSION,
+            caps: 0,
+            required: 0,
+            max_frame: wire::MAX_FRAME,
+        };
+        s.write_all(&hello.encode()).unwrap();
+        let mut fixed = [0u8; WELCOME_FIXED_LEN];
+        s.read_exact(&mut fixed).expect("welcome");
+        let (w, n): (Welcome, usize) = Welcome::decode_fixed(&fixed).expect("welcome decodes");
+        let mut msg = vec![0u8; n];
+        s.read_exact(&mut msg).unwrap();
+        assert_eq!(w.status, wire::status::OK);
+        let _ = HELLO_LEN;
+        Conn { s, next_id: 1 }
+    }
+
+    fn send(&mut self, frame: &[u8]) -> Result<(), String> {
+        self.s.write_all(frame).map_err(|e| format!("send: {e}"))
+    }
+
+    /// The next reply frame: its header and decoded result.
+    fn reply(&mut self) -> Result<(Header, Result<ReplyData, i32>), String> {
+        let mut hb = [0u8; HEADER_LEN];
+        self.s.read_exact(&mut hb).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => "hang".to_string(),
+            _ => format!("reading a reply: {e}"),
+        })?;
+        let h = Header::parse(&hb).map_err(|e| format!("reply header: {e:?}"))?;
+        let mut body = vec![0u8; h.body_len()];
+        self.s
+            .read_exact(&mut body)
+            .map_err(|e| format!("reply body: {e}"))?;
+        let r = wire::decode_reply(h.op, &body).map_err(|e| format!("reply body: {e:?}"))?;
+        Ok((h, r))
+    }
+
+    fn call(&mut self, req: &Request, caller: &Caller) -> Result<Result<ReplyData, i32>, String> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(&req.encode(id, caller))?;
+        let (h, r) = self.reply()?;
+        if h.id != id || !h.is_reply() {
+            return Err(format!("reply {h:?} to request {id}"));
+        }
+        Ok(r)
+    }
+
+    /// The server closed the connection (EOF or reset) within the limit.
+    fn closed(&mut self) -> bool {
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.s.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+            }
+        }
+    }
+}
+
+struct PipeSuite {
+    fx: Fixture,
+    server: ServeProc,
+    /// A well-behaved connection that must keep working throughout.
+    good: Conn,
+    /// The hostile connection (reopened after the server closes it).
+    bad: Conn,
+    caller: Caller,
+    mode: &'static str,
+    t: Tally,
+}
+
+impl PipeSuite {
+    fn new(rootless: bool) -> PipeSuite {
+        let fx = Fixture::new(if rootless {
+            "hostile-pipe-rl"
+        } else {
+            "hostile-pipe"
+        });
+        let server = ServeProc::start(&fx, rootless);
+        let good = Conn::open(&server.sock);
+        let bad = Conn::open(&server.sock);
+        let caller = Caller {
+            uid: 0,
+            gid: 0,
+            pid: 4242,
+            groups: Vec::new(),
+        };
+        let mut s = PipeSuite {
+            fx,
+            server,
+            good,
+            bad,
+            caller,
+            mode: if rootless { "rootless" } else { "root" },
+            t: Tally::default(),
+        };
+        let init = Request::Init { flags: 0 };
+        for c in [&mut s.good, &mut s.bad] {
+            assert!(matches!(c.call(&init, &Caller::default()), Ok(Ok(_))));
+        }
+        s
+    }
+
+    fn fail(&mut self, what: &str, why: String) {
+        self.t
+            .failures
+            .push(format!("[pipe {}] {what}: {why}", self.mode));
+    }
+
+    fn case(&mut self, what: &str, req: Request, expect: Expect) -> Option<ReplyData> {
+        self.t.cases += 1;
+        let caller = self.caller.clone();
+        let got = match expect {
+            Expect::Silent => {
+                // Nothing comes back: the next reply is the probe's.
+                let id = self.bad.next_id;
+                self.bad.next_id += 1;
+                let r = self.bad.send(&req.encode(id, &caller));
+                r.and_then(|()| self.bad.call(&Request::Statfs { node: ROOT }, &caller))
+                    .map(|r| r.map(|_| ReplyData::None))
+            }
+            _ => self.bad.call(&req, &caller),
+        };
+        let mut out = None;
+        match got {
+            Err(e) if e == "hang" => {
+                self.t.hangs += 1;
+                self.fail(what, "no reply within the limit".into());
+                self.bad = Conn::open(&self.server.sock);
+            }
+            Err(e) => {
+                self.fail(what, e);
+                self.bad = Conn::open(&self.server.sock);
+            }
+            Ok(r) => {
+                let good = match expect {
+                    Expect::Ok | Expect::Silent => r.is_ok(),
+                    Expect::Err(list) => matches!(r, Err(e) if list.contains(&e)),
+                    Expect::OkOr(list) => r.is_ok() || matches!(r, Err(e) if list.contains(&e)),
+                };
+                if !good {
+                    self.fail(what, format!("expected {expect:?}, got {r:?}"));
+                }
+                out = r.ok();
+            }
+        }
+        self.after(what);
+        out
+    }
+
+    /// A frame the server must refuse by closing this connection, and only it.
+    fn malformed(&mut self, what: &str, frame: Vec<u8>) {
+        self.t.cases += 1;
+        let mut c = Conn::open(&self.server.sock);
+        let _ = c.send(&frame);
+        if !c.closed() {
+            self.fail(what, "the connection stayed open".into());
+        }
+        self.after(what);
+    }
+
+    fn after(&mut self, what: &str) {
+        if !self.server.alive() {
+            self.t.crashes += 1;
+            self.fail(what, format!("the server died:\n{}", self.server.stderr()));
+            self.server = ServeProc::start(&self.fx, self.mode == "rootless");
+            self.good = Conn::open(&self.server.sock);
+            self.bad = Conn::open(&self.server.sock);
+        }
+        if let Some(diff) = self.fx.escaped() {
+            self.t.escapes += 1;
+            self.fail(what, diff);
+        }
+        let caller = self.caller.clone();
+        match self.good.call(
+            &Request::Getattr {
+                node: ROOT,
+                handle: None,
+            },
+            &caller,
+        ) {
+            Ok(Ok(ReplyData::Attr { attr, .. })) if attr.mode & S_IFMT == libc::S_IFDIR => {}
+            other => {
+                self.fail(what, format!("the good connection afterwards: {other:?}"));
+                self.good = Conn::open(&self.server.sock);
+            }
+        }
+    }
+
+    #[track_caller]
+    fn ok(&mut self, req: Request) -> ReplyData {
+        let caller = self.caller.clone();
+        match self.bad.call(&req, &caller) {
+            Ok(Ok(r)) => r,
+            other => panic!("[pipe {}] setup {req:?} failed: {other:?}", self.mode),
+        }
+    }
+
+    fn node(&mut self, parent: u64, name: &str) -> u64 {
+        match self.ok(Request::Lookup {
+            parent,
+            name: name.into(),
+        }) {
+            ReplyData::Entry(e) => e.node,
+            other => panic!("lookup reply {other:?}"),
+        }
+    }
+
+    fn handle(&mut self, req: Request) -> u64 {
+        match self.ok(req) {
+            ReplyData::Open {
+                handle: Some(h), ..
+            } => h,
+            other => panic!("open reply {other:?}"),
+        }
+    }
+}
+
+fn entry_node(r: &Option<ReplyData>) -> Option<u64> {
+    match r {
+        Some(ReplyData::Entry(e)) => Some(e.node),
+        _ => None,
+    }
+}
+
+fn pipe_cases(s: &mut PipeSuite) {
+    let rw = 2; // wire access mode: read-write
+    let d = s.node(ROOT, "d");
+    let f = s.node(ROOT, "f");
+    let sub = s.node(d, "sub");
+    let out_abs = s.node(ROOT, "out_abs");
+    let out_dir = s.node(ROOT, "out_dir");
+    let name = |v: &[u8]| v.to_vec();
+    let mark = MARK.as_bytes().to_vec();
+
+    // ---- `.` and `..` ----
+    for (what, parent, n, want) in [
+        ("lookup .. of the root", ROOT, "..", ROOT),
+        ("lookup . of the root", ROOT, ".", ROOT),
+        ("lookup .. of a top directory", d, "..", ROOT),
+        ("lookup .. of a subdirectory", sub, "..", d),
+    ] {
+        let r = s.case(
+            what,
+            Request::Lookup {
+                parent,
+                name: n.into(),
+            },
+            Expect::Ok,
+        );
+        if let Some(got) = entry_node(&r) {
+            if got != want {
+                s.fail(what, format!("got node {got}, expected {want}"));
+            }
+        }
+    }
+    s.case(
+        "lookup through a link out",
+        Request::Lookup {
+            parent: out_dir,
+            name: b"inner".to_vec(),
+        },
+        Expect::Err(&[libc::ENOTDIR]),
+    );
+
+    // ---- bad names ----
+    for (what, n, errno) in bad_names() {
+        if n.len() > wire::MAX_NAME {
+            continue; // not encodable: the wire's own limit (malformed, below)
+        }
+        let e = Expect::Err(errno);
+        s.case(
+            &format!("lookup {what}"),
+            Request::Lookup {
+                parent: ROOT,
+                name: n.clone(),
+            },
+            e,
+        );
+        s.case(
+            &format!("mkdir {what}"),
+            Request::Mkdir {
+                parent: ROOT,
+                name: n.clone(),
+                mode: 0o755,
+                umask: 0,
+            },
+            e,
+        );
+        s.case(
+            &format!("create {what}"),
+            Request::Create {
+                parent: ROOT,
+                name: n.clone(),
+                mode: 0o644,
+                umask: 0,
+                flags: rw,
+                open_in: 0,
+            },
+            e,
+        );
+        s.case(
+            &format!("mknod {what}"),
+            Request::Mknod {
+                parent: ROOT,
+                name: n.clone(),
+                mode: libc::S_IFIFO | 0o644,
+                rdev_major: 0,
+                rdev_minor: 0,
+                umask: 0,
+            },
+            e,
+        );
+        s.case(
+            &format!("symlink {what}"),
+            Request::Symlink {
+                parent: ROOT,
+                name: n.clone(),
+                target: name(b"f"),
+            },
+            e,
+        );
+        s.case(
+            &format!("link {what}"),
+            Request::Link {
+                node: f,
+                newparent: ROOT,
+                newname: n.clone(),
+            },
+            e,
+        );
+        s.case(
+            &format!("rename to {what}"),
+            Request::Rename {
+                olddir: ROOT,
+                oldname: name(b"f"),
+                newdir: d,
+                newname: n.clone(),
+                flags: 0,
+            },
+            e,
+        );
+        s.case(
+            &format!("rename from {what}"),
+            Request::Rename {
+                olddir: ROOT,
+                oldname: n.clone(),
+                newdir: d,
+                newname: name(b"x"),
+                flags: 0,
+            },
+            e,
+        );
+        s.case(
+            &format!("unlink {what}"),
+            Request::Unlink {
+                parent: ROOT,
+                name: n.clone(),
+            },
+            e,
+        );
+        s.case(
+            &format!("rmdir {what}"),
+            Request::Rmdir {
+                parent: ROOT,
+                name: n.clone(),
+            },
+            e,
+        );
+    }
+    s.case(
+        "mkdir ..",
+        Request::Mkdir {
+            parent: d,
+            name: name(b".."),
+            mode: 0o755,
+            umask: 0,
+        },
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "rmdir .",
+        Request::Rmdir {
+            parent: d,
+            name: name(b"."),
+        },
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "create .ownfs-symlinks",
+        Request::Create {
+            parent: ROOT,
+            name: name(b".ownfs-symlinks"),
+            mode: 0o644,
+            umask: 0,
+            flags: rw,
+            open_in: 0,
+        },
+        Expect::Err(&[libc::EPERM]),
+    );
+
+    // ---- node ids never handed out ----
+    for bogus in NONE_SUCH {
+        let w = format!("node {bogus:#x}");
+        let e = Expect::Err(EBADF);
+        s.case(
+            &format!("getattr of {w}"),
+            Request::Getattr {
+                node: bogus,
+                handle: None,
+            },
+            e,
+        );
+        s.case(
+            &format!("lookup in {w}"),
+            Request::Lookup {
+                parent: bogus,
+                name: name(b"f"),
+            },
+            e,
+        );
+        s.case(
+            &format!("mkdir in {w}"),
+            Request::Mkdir {
+                parent: bogus,
+                name: mark.clone(),
+                mode: 0o755,
+                umask: 0,
+            },
+            e,
+        );
+        s.case(
+            &format!("open {w}"),
+            Request::Open {
+                node: bogus,
+                flags: rw,
+                open_in: 0,
+            },
+            e,
+        );
+        s.case(
+            &format!("opendir {w}"),
+            Request::Opendir {
+                node: bogus,
+                flags: 0,
+            },
+            e,
+        );
+        s.case(
+            &format!("setattr of {w}"),
+            Request::Setattr {
+                node: bogus,
+                handle: None,
+                attr: SetattrIn {
+                    valid: wire::setattr::MODE,
+                    mode: 0o777,
+                    ..Default::default()
+                },
+            },
+            e,
+        );
+        s.case(
+            &format!("readlink of {w}"),
+            Request::Readlink { node: bogus },
+            e,
+        );
+        s.case(
+            &format!("statfs of {w}"),
+            Request::Statfs { node: bogus },
+            e,
+        );
+        s.case(
+            &format!("access {w}"),
+            Request::Access {
+                node: bogus,
+                mask: 0,
+            },
+            e,
+        );
+        s.case(
+            &format!("getxattr of {w}"),
+            Request::Getxattr {
+                node: bogus,
+                name: name(b"user.test"),
+                size: 64,
+            },
+            e,
+        );
+        s.case(
+            &format!("listxattr of {w}"),
+            Request::Listxattr {
+                node: bogus,
+                size: 64,
+            },
+            e,
+        );
+        s.case(
+            &format!("setxattr of {w}"),
+            Request::Setxattr {
+                node: bogus,
+                name: name(b"user.x"),
+                value: name(b"v"),
+                flags: 0,
+            },
+            e,
+        );
+        s.case(
+            &format!("link of {w}"),
+            Request::Link {
+                node: bogus,
+                newparent: ROOT,
+                newname: mark.clone(),
+            },
+            e,
+        );
+        s.case(
+            &format!("rename into {w}"),
+            Request::Rename {
+                olddir: ROOT,
+                oldname: name(b"f"),
+                newdir: bogus,
+                newname: name(b"f"),
+                flags: 0,
+            },
+            e,
+        );
+        s.case(
+            &format!("forget {w}"),
+            Request::Forget {
+                items: vec![(bogus, 1)],
+            },
+            Expect::Silent,
+        );
+    }
+
+    // ---- forgetting more than was looked up; the root is never freed ----
+    let f2 = s.node(ROOT, "f");
+    s.case(
+        "forget 1000 of a node",
+        Request::Forget {
+            items: vec![(f2, 1000)],
+        },
+        Expect::Silent,
+    );
+    s.case(
+        "getattr of the over-forgotten node",
+        Request::Getattr {
+            node: f2,
+            handle: None,
+        },
+        Expect::Err(EBADF),
+    );
+    s.case(
+        "forget the root, repeats and bogus ids",
+        Request::Forget {
+            items: vec![
+                (ROOT, u64::MAX),
+                (ROOT, u64::MAX),
+                (0, 1),
+                (u64::MAX, u64::MAX),
+            ],
+        },
+        Expect::Silent,
+    );
+    s.case(
+        "getattr of the root after forgets",
+        Request::Getattr {
+            node: ROOT,
+            handle: None,
+        },
+        Expect::Ok,
+    );
+    let f = s.node(ROOT, "f");
+
+    // ---- handles never handed out, and released ----
+    let fh = s.handle(Request::Open {
+        node: f,
+        flags: rw,
+        open_in: 0,
+    });
+    let dh = s.handle(Request::Opendir { node: d, flags: 0 });
+    for bogus in [0, 0xdead_beef, u64::MAX] {
+        let w = format!("handle {bogus:#x}");
+        let e = Expect::Err(EBADF);
+        s.case(
+            &format!("read {w}"),
+            Request::Read {
+                node: f,
+                handle: bogus,
+                offset: 0,
+                size: 16,
+                lock_owner: None,
+                flags: rw,
+            },
+            e,
+        );
+        s.case(
+            &format!("write {w}"),
+            Request::Write {
+                node: f,
+                handle: bogus,
+                offset: 0,
+                lock_owner: None,
+                flags: rw,
+                write_flags: 0,
+                data: mark.clone(),
+            },
+            e,
+        );
+        s.case(
+            &format!("flush {w}"),
+            Request::Flush {
+                node: f,
+                handle: bogus,
+                lock_owner: 0,
+            },
+            e,
+        );
+        s.case(
+            &format!("fsync {w}"),
+            Request::Fsync {
+                node: f,
+                handle: bogus,
+                datasync: false,
+            },
+            e,
+        );
+        s.case(
+            &format!("lseek {w}"),
+            Request::Lseek {
+                node: f,
+                handle: bogus,
+                offset: 0,
+                whence: wire::whence::END,
+            },
+            e,
+        );
+        s.case(
+            &format!("fallocate {w}"),
+            Request::Fallocate {
+                node: f,
+                handle: bogus,
+                mode: 0,
+                offset: 0,
+                length: 1,
+            },
+            e,
+        );
+        s.case(
+            &format!("release {w}"),
+            Request::Release {
+                node: f,
+                handle: bogus,
+                flags: rw,
+                flush: false,
+                flock_release: false,
+                lock_owner: None,
+            },
+            e,
+        );
+        s.case(
+            &format!("readdir {w}"),
+            Request::Readdir {
+                node: d,
+                handle: bogus,
+                offset: 0,
+                size: 4096,
+                plus: false,
+            },
+            e,
+        );
+        s.case(
+            &format!("readdirplus {w}"),
+            Request::Readdir {
+                node: d,
+                handle: bogus,
+                offset: 0,
+                size: 4096,
+                plus: true,
+            },
+            e,
+        );
+        s.case(
+            &format!("releasedir {w}"),
+            Request::Releasedir {
+                node: d,
+                handle: bogus,
+                flags: 0,
+            },
+            e,
+        );
+        s.case(
+            &format!("fsyncdir {w}"),
+            Request::Fsyncdir {
+                node: d,
+                handle: bogus,
+                datasync: true,
+            },
+            e,
+        );
+    }
+    s.case(
+        "read with another node's handle",
+        Request::Read {
+            node: d,
+            handle: fh,
+            offset: 0,
+            size: 16,
+            lock_owner: None,
+            flags: rw,
+        },
+        Expect::Err(EBADF),
+    );
+    s.case(
+        "readdir with a file handle",
+        Request::Readdir {
+            node: f,
+            handle: fh,
+            offset: 0,
+            size: 4096,
+            plus: false,
+        },
+        Expect::Err(&[libc::ENOTDIR]),
+    );
+
+    // ---- offsets and sizes ----
+    let i64_max = i64::MAX as u64;
+    s.case(
+        "read at a negative offset",
+        Request::Read {
+            node: f,
+            handle: fh,
+            offset: u64::MAX,
+            size: 16,
+            lock_owner: None,
+            flags: rw,
+        },
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "read of 1 MiB at 2^62",
+        Request::Read {
+            node: f,
+            handle: fh,
+            offset: 1 << 62,
+            size: wire::MAX_DATA,
+            lock_owner: None,
+            flags: rw,
+        },
+        Expect::Ok,
+    );
+    s.case(
+        "write at a negative offset",
+        Request::Write {
+            node: f,
+            handle: fh,
+            offset: u64::MAX,
+            lock_owner: None,
+            flags: rw,
+            write_flags: 0,
+            data: mark.clone(),
+        },
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "write at i64::MAX",
+        Request::Write {
+            node: f,
+            handle: fh,
+            offset: i64_max,
+            lock_owner: None,
+            flags: rw,
+            write_flags: 0,
+            data: mark.clone(),
+        },
+        Expect::Err(&[libc::EFBIG, libc::EINVAL]),
+    );
+    s.case(
+        "fallocate at a negative offset",
+        Request::Fallocate {
+            node: f,
+            handle: fh,
+            mode: 0,
+            offset: u64::MAX,
+            length: 1,
+        },
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "fallocate whose end overflows",
+        Request::Fallocate {
+            node: f,
+            handle: fh,
+            mode: 0,
+            offset: 1 << 62,
+            length: 1 << 62,
+        },
+        Expect::Err(&[libc::EFBIG, libc::EINVAL]),
+    );
+    s.case(
+        "fallocate with unknown mode bits",
+        Request::Fallocate {
+            node: f,
+            handle: fh,
+            mode: u32::MAX,
+            offset: 0,
+            length: 1,
+        },
+        Expect::Err(&[libc::EOPNOTSUPP]),
+    );
+    s.case(
+        "lseek to a negative offset",
+        Request::Lseek {
+            node: f,
+            handle: fh,
+            offset: u64::MAX,
+            whence: 0,
+        },
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "lseek with whence 99",
+        Request::Lseek {
+            node: f,
+            handle: fh,
+            offset: 0,
+            whence: 99,
+        },
+        Expect::Err(EINVAL),
+    );
+    let size = |size: u64| SetattrIn {
+        valid: wire::setattr::SIZE,
+        size,
+        ..Default::default()
+    };
+    s.case(
+        "setattr to a negative size",
+        Request::Setattr {
+            node: f,
+            handle: None,
+            attr: size(u64::MAX),
+        },
+        Expect::Err(&[libc::EFBIG, libc::EINVAL]),
+    );
+    s.case(
+        "setattr size of a directory",
+        Request::Setattr {
+            node: d,
+            handle: None,
+            attr: size(0),
+        },
+        Expect::Err(&[libc::EISDIR]),
+    );
+    s.case(
+        "setattr size of a link out",
+        Request::Setattr {
+            node: out_abs,
+            handle: None,
+            attr: size(0),
+        },
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "setattr with unknown valid bits",
+        Request::Setattr {
+            node: f,
+            handle: None,
+            attr: SetattrIn {
+                valid: 0xffff_0000,
+                ..Default::default()
+            },
+        },
+        Expect::OkOr(EINVAL),
+    );
+    s.case(
+        "setattr atime and atime_now",
+        Request::Setattr {
+            node: f,
+            handle: None,
+            attr: SetattrIn {
+                valid: wire::setattr::ATIME | wire::setattr::ATIME_NOW,
+                atime: Time { sec: 5, nsec: 0 },
+                ..Default::default()
+            },
+        },
+        Expect::Ok,
+    );
+    s.case(
+        "getxattr of 4 GiB",
+        Request::Getxattr {
+            node: f,
+            name: name(b"user.test"),
+            size: u32::MAX,
+        },
+        Expect::Ok,
+    );
+    s.case(
+        "listxattr of 4 GiB",
+        Request::Listxattr {
+            node: f,
+            size: u32::MAX,
+        },
+        Expect::Ok,
+    );
+    s.case(
+        "readdir at a made-up offset",
+        Request::Readdir {
+            node: d,
+            handle: dh,
+            offset: 12345,
+            size: 4096,
+            plus: false,
+        },
+        Expect::OkOr(EINVAL),
+    );
+    s.case(
+        "readdir at offset u64::MAX",
+        Request::Readdir {
+            node: d,
+            handle: dh,
+            offset: u64::MAX,
+            size: 4096,
+            plus: true,
+        },
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "open of a link out",
+        Request::Open {
+            node: out_abs,
+            flags: rw | wire::open::TRUNC,
+            open_in: 0,
+        },
+        Expect::Err(&[libc::ELOOP]),
+    );
+    s.case(
+        "getxattr of a link out",
+        Request::Getxattr {
+            node: out_abs,
+            name: name(b"user.canary"),
+            size: 64,
+        },
+        Expect::Err(&[libc::ENODATA]),
+    );
+    s.case(
+        "setxattr of a link out",
+        Request::Setxattr {
+            node: out_abs,
+            name: name(b"user.canary"),
+            value: name(b"gone"),
+            flags: 0,
+        },
+        Expect::Err(&[libc::EPERM]),
+    );
+
+    s.case(
+        "readlink of a file",
+        Request::Readlink { node: f },
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "create O_TRUNC over a link out",
+        Request::Create {
+            parent: ROOT,
+            name: name(b"out_abs"),
+            mode: 0o644,
+            umask: 0,
+            flags: rw | wire::open::TRUNC,
+            open_in: 0,
+        },
+        Expect::Err(&[libc::ELOOP, libc::EEXIST]),
+    );
+    s.case(
+        "mkdir over a link out",
+        Request::Mkdir {
+            parent: ROOT,
+            name: name(b"out_dir"),
+            mode: 0o755,
+            umask: 0,
+        },
+        Expect::Err(&[libc::EEXIST]),
+    );
+    let ro = s.handle(Request::Open {
+        node: f,
+        flags: 0,
+        open_in: 0,
+    });
+    s.case(
+        "write through a read-only handle",
+        Request::Write {
+            node: f,
+            handle: ro,
+            offset: 0,
+            lock_owner: None,
+            flags: 0,
+            write_flags: 0,
+            data: mark.clone(),
+        },
+        Expect::Err(EBADF),
+    );
+    s.ok(Request::Release {
+        node: f,
+        handle: ro,
+        flags: 0,
+        flush: false,
+        flock_release: false,
+        lock_owner: None,
+    });
+
+    // ---- renames and links ----
+    s.case(
+        "rename onto itself",
+        Request::Rename {
+            olddir: ROOT,
+            oldname: name(b"f"),
+            newdir: ROOT,
+            newname: name(b"f"),
+            flags: 0,
+        },
+        Expect::Ok,
+    );
+    s.case(
+        "rename a directory into its subdirectory",
+        Request::Rename {
+            olddir: ROOT,
+            oldname: name(b"d"),
+            newdir: sub,
+            newname: name(b"d"),
+            flags: 0,
+        },
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "rename with unknown flag bits",
+        Request::Rename {
+            olddir: ROOT,
+            oldname: name(b"f"),
+            newdir: d,
+            newname: name(b"g"),
+            flags: u32::MAX,
+        },
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "rename exchange and noreplace",
+        Request::Rename {
+            olddir: ROOT,
+            oldname: name(b"f"),
+            newdir: d,
+            newname: name(b"sub"),
+            flags: wire::rename::EXCHANGE | wire::rename::NOREPLACE,
+        },
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "link of a directory",
+        Request::Link {
+            node: d,
+            newparent: ROOT,
+            newname: mark.clone(),
+        },
+        Expect::Err(&[libc::EPERM]),
+    );
+    s.case(
+        "link of the root",
+        Request::Link {
+            node: ROOT,
+            newparent: d,
+            newname: mark.clone(),
+        },
+        Expect::Err(&[libc::EPERM]),
+    );
+
+    // ---- the server's xattrs ----
+    s.ok(Request::Setattr {
+        node: f,
+        handle: None,
+        attr: SetattrIn {
+            valid: wire::setattr::MODE,
+            mode: 0o640,
+            ..Default::default()
+        },
+    });
+    for xn in ["user.ownfs.stat", "user.ownfs.future"] {
+        let xb = xn.as_bytes().to_vec();
+        s.case(
+            &format!("getxattr {xn}"),
+            Request::Getxattr {
+                node: f,
+                name: xb.clone(),
+                size: 4096,
+            },
+            Expect::Err(&[libc::ENODATA]),
+        );
+        s.case(
+            &format!("getxattr {xn} size 0"),
+            Request::Getxattr {
+                node: f,
+                name: xb.clone(),
+                size: 0,
+            },
+            Expect::Err(&[libc::ENODATA]),
+        );
+        s.case(
+            &format!("setxattr {xn}"),
+            Request::Setxattr {
+                node: f,
+                name: xb.clone(),
+                value: name(b"forged"),
+                flags: 0,
+            },
+            Expect::Err(&[libc::EPERM]),
+        );
+        s.case(
+            &format!("removexattr {xn}"),
+            Request::Removexattr {
+                node: f,
+                name: xb.clone(),
+            },
+            Expect::Err(&[libc::EPERM]),
+        );
+    }
+    if let Some(ReplyData::Xattr(XattrOut::Data(names))) = s.case(
+        "listxattr",
+        Request::Listxattr {
+            node: f,
+            size: 65536,
+        },
+        Expect::Ok,
+    ) {
+        if names.windows(10).any(|w| w == b"user.ownfs") {
+            s.fail("listxattr", "lists the ownership record".into());
+        }
+    }
+    s.case(
+        "setxattr with unknown flag bits",
+        Request::Setxattr {
+            node: f,
+            name: name(b"user.x"),
+            value: name(b"v"),
+            flags: u32::MAX,
+        },
+        Expect::Err(EINVAL),
+    );
+
+    // ---- request ids: reuse, 0 and u64::MAX are just labels ----
+    let mut reuse = Request::Getattr {
+        node: ROOT,
+        handle: None,
+    }
+    .encode(77, &s.caller);
+    reuse.extend(
+        Request::Lookup {
+            parent: ROOT,
+            name: name(b"f"),
+        }
+        .encode(77, &s.caller),
+    );
+    reuse.extend(Request::Statfs { node: ROOT }.encode(0, &s.caller));
+    reuse.extend(Request::Statfs { node: ROOT }.encode(u64::MAX, &s.caller));
+    s.t.cases += 1;
+    let sent = s.bad.send(&reuse);
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        match s.bad.reply() {
+            Ok((h, r)) if r.is_ok() => seen.push((h.id, h.op)),
+            other => {
+                s.fail("request id reuse", format!("{other:?}"));
+                break;
+            }
+        }
+    }
+    seen.sort();
+    let want = vec![
+        (0, wire::op::STATFS),
+        (77, wire::op::LOOKUP),
+        (77, wire::op::GETATTR),
+        (u64::MAX, wire::op::STATFS),
+    ];
+    let mut want_sorted = want.clone();
+    want_sorted.sort();
+    if sent.is_err() || seen != want_sorted {
+        s.fail(
+            "request id reuse",
+            format!("replies {seen:?}, expected {want_sorted:?}"),
+        );
+    }
+    s.after("request id reuse");
+
+    s.ok(Request::Release {
+        node: f,
+        handle: fh,
+        flags: rw,
+        flush: false,
+        flock_release: false,
+        lock_owner: None,
+    });
+    s.ok(Request::Releasedir {
+        node: d,
+        handle: dh,
+        flags: 0,
+    });
+    s.case(
+        "read a released handle",
+        Request::Read {
+            node: f,
+            handle: fh,
+            offset: 0,
+            size: 16,
+            lock_owner: None,
+            flags: rw,
+        },
+        Expect::Err(EBADF),
+    );
+    s.case(
+        "readdir a released handle",
+        Request::Readdir {
+            node: d,
+            handle: dh,
+            offset: 0,
+            size: 4096,
+            plus: false,
+        },
+        Expect::Err(EBADF),
+    );
+    s.case(
+        "release a released handle",
+        Request::Release {
+            node: f,
+            handle: fh,
+            flags: rw,
+            flush: false,
+            flock_release: false,
+            lock_owner: None,
+        },
+        Expect::Err(EBADF),
+    );
+
+    // ---- malformed frames: that connection closes, the others carry on ----
+    let caller = s.caller.clone();
+    let frame = |r: Request| r.encode(1, &caller);
+    s.malformed(
+        "a name with a NUL",
+        frame(Request::Lookup {
+            parent: ROOT,
+            name: b"f\0/../../canary".to_vec(),
+        }),
+    );
+    s.malformed(
+        "a name longer than the wire allows",
+        frame(Request::Lookup {
+            parent: ROOT,
+            name: long_name(wire::MAX_NAME + 1),
+        }),
+    );
+    s.malformed(
+        "a read larger than 1 MiB",
+        frame(Request::Read {
+            node: f,
+            handle: 1,
+            offset: 0,
+            size: wire::MAX_DATA + 1,
+            lock_owner: None,
+            flags: 0,
+        }),
+    );
+    s.malformed(
+        "a readdir larger than 1 MiB",
+        frame(Request::Readdir {
+            node: d,
+            handle: 1,
+            offset: 0,
+            size: u32::MAX,
+            plus: false,
+        }),
+    );
+    let mut tail = frame(Request::Statfs { node: ROOT });
+    tail.push(0);
+    let l = u32::from_le_bytes(tail[..4].try_into().unwrap()) + 1;
+    tail[..4].copy_from_slice(&l.to_le_bytes());
+    s.malformed("a byte left over after the body", tail);
+    let mut short = frame(Request::Getattr {
+        node: ROOT,
+        handle: None,
+    });
+    short.truncate(short.len() - 9);
+    let l = (short.len() - 4) as u32;
+    short[..4].copy_from_slice(&l.to_le_bytes());
+    s.malformed("a body that ends early", short);
+    let mut b = frame(Request::Fsync {
+        node: f,
+        handle: 1,
+        datasync: true,
+    });
+    *b.last_mut().unwrap() = 2;
+    s.malformed("a bool that is 2", b);
+    let many = Caller {
+        groups: vec![7; wire::MAX_GROUPS as usize + 1],
+        ..caller.clone()
+    };
+    s.malformed(
+        "more groups than allowed",
+        Request::Statfs { node: ROOT }.encode(1, &many),
+    );
+    let bad_time = SetattrIn {
+        valid: wire::setattr::MTIME,
+        mtime: Time {
+            sec: 1,
+            nsec: 1_000_000_000,
+        },
+        ..Default::default()
+    };
+    s.malformed(
+        "a nanosecond field of 10^9",
+        frame(Request::Setattr {
+            node: f,
+            handle: None,
+            attr: bad_time,
+        }),
+    );
+    let mut flagged = frame(Request::Statfs { node: ROOT });
+    flagged[6..8].copy_from_slice(&2u16.to_le_bytes());
+    s.malformed("an unknown header flag", flagged);
+    for code in [0u16, wire::op::LAST + 1] {
+        let mut unknown = frame(Request::Statfs { node: ROOT });
+        unknown[4..6].copy_from_slice(&code.to_le_bytes());
+        s.malformed(&format!("operation code {code}"), unknown);
+    }
+    let mut forget = frame(Request::Forget {
+        items: vec![(f, 1)],
+    });
+    let n_at = HEADER_LEN + 16;
+    forget[n_at..n_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    s.malformed("a forget counting 2^32-1 items", forget);
+
+    let log = s.server.stderr();
+    let panics = log.matches("panicked").count();
+    if panics > 0 {
+        s.t.crashes += panics;
+        s.fail("server log", format!("{panics} requests panicked:\n{log}"));
+    }
+}
+
+fn run_pipe(rootless: bool) -> (Tally, String) {
+    let mut s = PipeSuite::new(rootless);
+    pipe_cases(&mut s);
+    let line = format!(
+        "hostile[pipe {}]: {} cases, {} crashes, {} hangs, {} escapes",
+        s.mode, s.t.cases, s.t.crashes, s.t.hangs, s.t.escapes
+    );
+    (std::mem::take(&mut s.t), line)
+}
+
+#[test]
+fn pipe_hostile_client() {
+    let mut total = Tally::default();
+    let mut failures = Vec::new();
+    for rootless in [false, true] {
+        let (t, line) = run_pipe(rootless);
+        println!("{line}");
+        total.add(&t);
+        failures.extend(t.failures);
+    }
+    println!(
+        "hostile[pipe]: {} cases, {} crashes, {} hangs, {} escapes",
+        total.cases, total.crashes, total.hangs, total.escapes
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        total.cases,
+        failures.join("\n")
+    );
+}

@@ -1,0 +1,685 @@
+//! `ownfs virtiofs` without a VM: this test plays the VMM (the vhost-user frontend,
+//! with guest memory in a shared file) and the guest driver (descriptor chains on a
+//! split virtqueue carrying FUSE requests). It checks the negotiated features, real
+//! replies and their used lengths, malformed chains, read-only shares, that guest
+//! pids never bring host groups, and a clean exit when the VMM disconnects.
+//! Real guests run in scripts/vm/.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{fence, Ordering};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use fuse_backend_rs::abi::fuse_abi::{
+    EntryOut, InHeader, InitIn, InitOut, MkdirIn, OpenIn, OpenOut, OutHeader, ReadIn,
+};
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost::vhost_user::{Frontend, VhostUserFrontend};
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use vm_memory::{ByteValued, Bytes, FileOffset, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use common::*;
+
+/// A group the test caller is in on the host; no /etc/group entry needed.
+const G: u32 = 424_701;
+const U: u32 = 424_702;
+
+const MEM_SIZE: u64 = 4 << 20;
+/// Where the VMM "maps" guest memory; the backend translates ring addresses with it.
+const VMM_VA: u64 = 0x7f00_0000_0000;
+const QUEUE_SIZE: u16 = 16;
+/// How long the server may take to create its socket.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+const REQ_BUF: u64 = 0x10_0000;
+const REPLY_BUF: u64 = 0x20_0000;
+const REPLY_LEN: u32 = 0x10_0000;
+
+const FUSE_LOOKUP: u32 = 1;
+const FUSE_MKDIR: u32 = 9;
+const FUSE_OPEN: u32 = 14;
+const FUSE_READ: u32 = 15;
+const FUSE_INIT: u32 = 26;
+const FUSE_GETATTR: u32 = 3;
+
+const VIRTQ_DESC_F_NEXT: u16 = 1;
+const VIRTQ_DESC_F_WRITE: u16 = 2;
+
+/// `ownfs virtiofs` on a fresh share, with its stderr in a file.
+struct Device {
+    child: Option<Child>,
+    sock: PathBuf,
+    log: PathBuf,
+    share: PathBuf,
+    scratch: Scratch,
+}
+
+impl Device {
+    fn start_with(extra: &[&str], prepare: impl FnOnce(&Path)) -> Device {
+        let scratch = Scratch::new("virtiofs");
+        let share = scratch.dir("share");
+        prepare(&share);
+        let sock = scratch.path("vhost.sock");
+        let log = scratch.path("server.log");
+        let child = Command::new(ownfs_bin())
+            .arg("virtiofs")
+            .arg("--socket-path")
+            .arg(&sock)
+            .arg("--shared-dir")
+            .arg(&share)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn ownfs virtiofs");
+        let mut dev = Device {
+            child: Some(child),
+            sock,
+            log,
+            share,
+            scratch,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !dev.sock.exists() {
+            if let Some(st) = dev.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("ownfs virtiofs exited with {st}: {}", dev.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no socket after {START_TIMEOUT:?}: {}",
+                dev.stderr()
+            );
+            sleep(Duration::from_millis(20));
+        }
+        dev
+    }
+
+    fn stderr(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Waits for the server to exit by itself.
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        match wait_timeout(&mut child, STOP_TIMEOUT) {
+            Some(st) => st,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "ownfs virtiofs still running {STOP_TIMEOUT:?} after the VMM left: {}",
+                    self.stderr()
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = &self.scratch;
+    }
+}
+
+/// One split virtqueue, as a guest driver lays it out in guest memory.
+struct Queue {
+    desc: u64,
+    avail: u64,
+    used: u64,
+    kick: EventFd,
+    call: EventFd,
+    next_avail: u16,
+    next_used: u16,
+}
+
+/// The VMM and the guest driver in one: vhost-user frontend plus guest memory.
+struct Vmm {
+    /// Dropping it closes the connection: the VMM is gone.
+    _frontend: Frontend,
+    mem: GuestMemoryMmap,
+    queues: Vec<Queue>,
+    unique: u64,
+    _mem_file: File,
+}
+
+/// A FUSE reply as the guest sees it: the used length and the bytes written.
+struct Reply {
+    used_len: u32,
+    header: OutHeader,
+    body: Vec<u8>,
+}
+
+impl Vmm {
+    /// Connects and negotiates like QEMU; returns the offered (features, protocol features).
+    fn connect(dev: &Device) -> (Vmm, u64, VhostUserProtocolFeatures) {
+        let mut frontend = Frontend::connect(&dev.sock, 2).expect("connect to the socket");
+        frontend.set_owner().expect("SET_OWNER");
+        let features = frontend.get_features().expect("GET_FEATURES");
+        // No EVENT_IDX: the driver here wants a call for every used buffer.
+        let acked =
+            features & ((1 << 32) | (1 << 28) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits());
+        frontend.set_features(acked).expect("SET_FEATURES");
+        let protocol = frontend
+            .get_protocol_features()
+            .expect("GET_PROTOCOL_FEATURES");
+        frontend
+            .set_protocol_features(protocol & VhostUserProtocolFeatures::MQ)
+            .expect("SET_PROTOCOL_FEATURES");
+        let queue_num = frontend.get_queue_num().expect("GET_QUEUE_NUM");
+        assert_eq!(queue_num, 2, "hiprio + one request queue");
+
+        let mem_path = dev.scratch.path("guest-mem");
+        let mem_file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&mem_path)
+            .expect("guest memory file");
+        mem_file.set_len(MEM_SIZE).expect("size guest memory");
+        let mem = GuestMemoryMmap::from_ranges_with_files([(
+            GuestAddress(0),
+            MEM_SIZE as usize,
+            Some(FileOffset::new(mem_file.try_clone().unwrap(), 0)),
+        )])
+        .expect("map guest memory");
+        let region = VhostUserMemoryRegionInfo {
+            guest_phys_addr: 0,
+            memory_size: MEM_SIZE,
+            userspace_addr: VMM_VA,
+            mmap_offset: 0,
+            mmap_handle: mem_file.as_raw_fd(),
+        };
+        frontend.set_mem_table(&[region]).expect("SET_MEM_TABLE");
+
+        let mut queues = Vec::new();
+        for q in 0..2usize {
+            let base = q as u64 * 0x1_0000;
+            let queue = Queue {
+                desc: base,
+                avail: base + 0x1000,
+                used: base + 0x2000,
+                kick: EventFd::new(EFD_NONBLOCK).unwrap(),
+                call: EventFd::new(EFD_NONBLOCK).unwrap(),
+                next_avail: 0,
+                next_used: 0,
+            };
+            frontend
+                .set_vring_num(q, QUEUE_SIZE)
+                .expect("SET_VRING_NUM");
+            frontend.set_vring_base(q, 0).expect("SET_VRING_BASE");
+            let addrs = VringConfigData {
+                queue_max_size: QUEUE_SIZE,
+                queue_size: QUEUE_SIZE,
+                flags: 0,
+                desc_table_addr: VMM_VA + queue.desc,
+                used_ring_addr: VMM_VA + queue.used,
+                avail_ring_addr: VMM_VA + queue.avail,
+                log_addr: None,
+            };
+            frontend.set_vring_addr(q, &addrs).expect("SET_VRING_ADDR");
+            frontend
+                .set_vring_kick(q, &queue.kick)
+                .expect("SET_VRING_KICK");
+            frontend
+                .set_vring_call(q, &queue.call)
+                .expect("SET_VRING_CALL");
+            frontend
+                .set_vring_enable(q, true)
+                .expect("SET_VRING_ENABLE");
+            queues.push(queue);
+        }
+        let vmm = Vmm {
+            _frontend: frontend,
+            mem,
+            queues,
+            unique: 0,
+            _mem_file: mem_file,
+        };
+        (vmm, features, protocol)
+    }
+
+    /// Puts a chain of (guest address, length, device-writable) on the request queue,
+    /// kicks, and waits for it to come back. Returns the used length.
+    fn submit(&mut self, descs: &[(u64, u32, bool)]) -> u32 {
+        let mem = &self.mem;
+        let q = &mut self.queues[1];
+        for (i, &(addr, len, writable)) in descs.iter().enumerate() {
+            let mut flags = if writable { VIRTQ_DESC_F_WRITE } else { 0 };
+            if i + 1 < descs.len() {
+                flags |= VIRTQ_DESC_F_NEXT;
+            }
+            let at = GuestAddress(q.desc + 16 * i as u64);
+            mem.write_obj(addr, at).unwrap();
+            mem.write_obj(len, GuestAddress(at.0 + 8)).unwrap();
+            mem.write_obj(flags, GuestAddress(at.0 + 12)).unwrap();
+            mem.write_obj((i + 1) as u16, GuestAddress(at.0 + 14))
+                .unwrap();
+        }
+        let slot = u64::from(q.next_avail % QUEUE_SIZE);
+        mem.write_obj(0u16, GuestAddress(q.avail + 4 + 2 * slot))
+            .unwrap();
+        fence(Ordering::SeqCst);
+        q.next_avail = q.next_avail.wrapping_add(1);
+        mem.write_obj(q.next_avail, GuestAddress(q.avail + 2))
+            .unwrap();
+        fence(Ordering::SeqCst);
+        q.kick.write(1).unwrap();
+
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let used_idx: u16 = mem.read_obj(GuestAddress(q.used + 2)).unwrap();
+            if used_idx != q.next_used {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no used buffer within 20 s");
+            // Either the call eventfd fires or we poll again shortly.
+            let _ = q.call.read();
+            sleep(Duration::from_millis(2));
+        }
+        fence(Ordering::SeqCst);
+        let slot = u64::from(q.next_used % QUEUE_SIZE);
+        let id: u32 = mem.read_obj(GuestAddress(q.used + 4 + 8 * slot)).unwrap();
+        let len: u32 = mem
+            .read_obj(GuestAddress(q.used + 4 + 8 * slot + 4))
+            .unwrap();
+        q.next_used = q.next_used.wrapping_add(1);
+        assert_eq!(id, 0, "the used entry names the chain's head descriptor");
+        len
+    }
+
+    /// Sends one FUSE request as (uid, gid, pid) and returns the reply.
+    fn request(&mut self, opcode: u32, nodeid: u64, ids: (u32, u32, u32), args: &[&[u8]]) -> Reply {
+        self.request_with_room(opcode, nodeid, ids, args, REPLY_LEN)
+    }
+
+    fn request_with_room(
+        &mut self,
+        opcode: u32,
+        nodeid: u64,
+        ids: (u32, u32, u32),
+        args: &[&[u8]],
+        room: u32,
+    ) -> Reply {
+        self.unique += 1;
+        let body: Vec<u8> = args.concat();
+        let header = InHeader {
+            len: (std::mem::size_of::<InHeader>() + body.len()) as u32,
+            opcode,
+            unique: self.unique,
+            nodeid,
+            uid: ids.0,
+            gid: ids.1,
+            pid: ids.2,
+            padding: 0,
+        };
+        let mut req = header.as_slice().to_vec();
+        req.extend_from_slice(&body);
+        self.mem.write_slice(&req, GuestAddress(REQ_BUF)).unwrap();
+        // Poison the reply area so stale bytes cannot pass for a reply.
+        self.mem
+            .write_slice(&vec![0xa5; room as usize], GuestAddress(REPLY_BUF))
+            .unwrap();
+        let used_len = self.submit(&[(REQ_BUF, req.len() as u32, false), (REPLY_BUF, room, true)]);
+        let mut out = vec![0u8; used_len as usize];
+        self.mem
+            .read_slice(&mut out, GuestAddress(REPLY_BUF))
+            .unwrap();
+        let hdr_len = std::mem::size_of::<OutHeader>();
+        let mut header = OutHeader::default();
+        if out.len() >= hdr_len {
+            header.as_mut_slice().copy_from_slice(&out[..hdr_len]);
+        }
+        Reply {
+            used_len,
+            header,
+            body: out.get(hdr_len..).unwrap_or_default().to_vec(),
+        }
+    }
+
+    fn init(&mut self) {
+        let init = InitIn {
+            major: 7,
+            minor: 31,
+            max_readahead: 128 << 10,
+            flags: 0,
+        };
+        let r = self.request(FUSE_INIT, 0, (0, 0, 0), &[init.as_slice()]);
+        r.check(0, self.unique);
+        assert!(r.body.len() >= std::mem::size_of::<InitOut>());
+    }
+}
+
+impl Reply {
+    /// The used length is exactly the reply's own length, and the reply is ours.
+    fn check(&self, errno: i32, unique: u64) {
+        assert_eq!(self.header.unique, unique, "reply to another request");
+        assert_eq!(
+            self.used_len, self.header.len,
+            "used length must be the bytes of the reply"
+        );
+        assert_eq!(self.header.error, -errno, "errno of the reply");
+    }
+
+    fn obj<T: ByteValued + Default>(&self) -> T {
+        let mut v = T::default();
+        let n = std::mem::size_of::<T>();
+        assert!(self.body.len() >= n, "reply body too short");
+        v.as_mut_slice().copy_from_slice(&self.body[..n]);
+        v
+    }
+}
+
+fn cname(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+fn lookup(vmm: &mut Vmm, parent: u64, name: &str, ids: (u32, u32, u32)) -> Reply {
+    vmm.request(FUSE_LOOKUP, parent, ids, &[&cname(name)])
+}
+
+const ROOT: (u32, u32, u32) = (0, 0, 1);
+
+#[test]
+fn bad_arguments_give_clear_errors() {
+    let scratch = Scratch::new("virtiofs-args");
+    let share = scratch.dir("share");
+    let file = scratch.path("file");
+    fs::write(&file, b"x").unwrap();
+    let sock = scratch.path("s.sock");
+    let run = |args: &[&OsStr]| {
+        let mut all: Vec<&OsStr> = vec![OsStr::new("virtiofs")];
+        all.extend_from_slice(args);
+        run_ownfs_to_exit(&all, &[], Duration::from_secs(30))
+    };
+    let s = |v: &'static str| OsStr::new(v);
+
+    let (st, err) = run(&[s("--socket-path"), sock.as_os_str()]);
+    assert_eq!(st.code(), Some(2), "{err}");
+    assert!(err.contains("--shared-dir"), "{err}");
+
+    let (st, err) = run(&[s("--shared-dir"), share.as_os_str()]);
+    assert_eq!(st.code(), Some(2), "{err}");
+    assert!(err.contains("--socket-path"), "{err}");
+
+    let missing = scratch.path("missing");
+    let (st, err) = run(&[
+        s("--socket-path"),
+        sock.as_os_str(),
+        s("--shared-dir"),
+        missing.as_os_str(),
+    ]);
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert!(err.contains("No such file or directory"), "{err}");
+
+    let (st, err) = run(&[
+        s("--socket-path"),
+        sock.as_os_str(),
+        s("--shared-dir"),
+        file.as_os_str(),
+    ]);
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert!(err.contains("not a directory"), "{err}");
+
+    // virtiofsd flags this server does not implement are refused, not ignored.
+    for flag in [
+        ["--cache", "metadata"],
+        ["--tag", "x"],
+        ["--sandbox", "none"],
+    ] {
+        let (st, err) = run(&[
+            s("--socket-path"),
+            sock.as_os_str(),
+            s("--shared-dir"),
+            share.as_os_str(),
+            s(flag[0]),
+            s(flag[1]),
+        ]);
+        assert_eq!(st.code(), Some(2), "{flag:?}: {err}");
+        assert!(err.contains(flag[0]) || err.contains(flag[1]), "{err}");
+    }
+
+    let (st, err) = run(&[s("--fd"), s("0"), s("--shared-dir"), share.as_os_str()]);
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert!(err.contains("--fd 0"), "{err}");
+    assert!(!sock.exists(), "no socket may be left behind");
+}
+
+#[test]
+fn negotiates_serves_and_exits_when_the_vmm_leaves() {
+    let mut dev = Device::start_with(&["--thread-pool-size", "2"], |share| {
+        fs::write(share.join("hello.txt"), b"hello, guest\n").unwrap();
+    });
+    let meta = fs::metadata(&dev.sock).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o700,
+        "only the socket's owner may connect"
+    );
+
+    let (mut vmm, features, protocol) = Vmm::connect(&dev);
+    assert_eq!(
+        features,
+        (1 << 32) | (1 << 28) | (1 << 29) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits(),
+        "VERSION_1, INDIRECT_DESC, EVENT_IDX, PROTOCOL_FEATURES"
+    );
+    assert_eq!(
+        protocol,
+        VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::REPLY_ACK
+            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+    );
+    assert!(!protocol.contains(VhostUserProtocolFeatures::CONFIG));
+
+    vmm.init();
+    let r = lookup(&mut vmm, 1, "hello.txt", ROOT);
+    r.check(0, vmm.unique);
+    let entry: EntryOut = r.obj();
+    assert_eq!(entry.attr.size, 13);
+    assert_eq!(r.used_len as usize, 16 + std::mem::size_of::<EntryOut>());
+
+    let open = OpenIn {
+        flags: libc::O_RDONLY as u32,
+        fuse_flags: 0,
+    };
+    let r = vmm.request(FUSE_OPEN, entry.nodeid, ROOT, &[open.as_slice()]);
+    r.check(0, vmm.unique);
+    let fh = r.obj::<OpenOut>().fh;
+    let read = ReadIn {
+        fh,
+        offset: 0,
+        size: 4096,
+        ..Default::default()
+    };
+    let r = vmm.request(FUSE_READ, entry.nodeid, ROOT, &[read.as_slice()]);
+    r.check(0, vmm.unique);
+    assert_eq!(
+        r.body, b"hello, guest\n",
+        "a short read is exactly the file"
+    );
+    assert_eq!(r.used_len, 16 + 13);
+
+    let r = lookup(&mut vmm, 1, "absent", ROOT);
+    r.check(libc::ENOENT, vmm.unique);
+    assert_eq!(r.used_len, 16);
+
+    // A reply that does not fit the guest's buffer: nothing valid is claimed, and the
+    // device keeps serving.
+    let getattr = [0u8; 16];
+    let r = vmm.request_with_room(FUSE_GETATTR, 1, ROOT, &[&getattr], 24);
+    assert!(
+        r.used_len == 0 || r.used_len == r.header.len,
+        "used length {} for a reply that does not fit",
+        r.used_len
+    );
+
+    // A descriptor outside guest memory: the chain comes back empty, nothing crashes.
+    let used = vmm.submit(&[(MEM_SIZE + 0x1000, 64, false), (REPLY_BUF, 4096, true)]);
+    assert_eq!(used, 0);
+    // A chain with no room for any reply.
+    let r = vmm.request_with_room(FUSE_GETATTR, 1, ROOT, &[&getattr], 0);
+    assert_eq!(r.used_len, 0);
+    assert!(dev.alive(), "the server must survive bad chains");
+
+    let r = lookup(&mut vmm, 1, "hello.txt", ROOT);
+    r.check(0, vmm.unique);
+
+    drop(vmm);
+    let st = dev.wait_exit();
+    let log = dev.stderr();
+    assert_eq!(st.code(), Some(0), "{log}");
+    assert!(log.contains("the VMM disconnected: exiting"), "{log}");
+    assert!(!dev.sock.exists(), "socket removed on exit");
+}
+
+#[test]
+fn serves_an_inherited_listening_socket() {
+    let scratch = Scratch::new("virtiofs-fd");
+    let share = scratch.dir("share");
+    fs::write(share.join("f"), b"x").unwrap();
+    let sock = scratch.path("inherited.sock");
+    let log = scratch.path("server.log");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let fd = listener.as_raw_fd();
+    let mut cmd = Command::new(ownfs_bin());
+    cmd.args(["virtiofs", "--fd", "3", "--shared-dir"])
+        .arg(&share)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).unwrap());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 leaves the new descriptor without FD_CLOEXEC; fd 3 itself needs clearing.
+            let rc = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("spawn ownfs virtiofs --fd");
+    drop(listener);
+    let mut dev = Device {
+        child: Some(child),
+        sock,
+        log,
+        share,
+        scratch,
+    };
+    let (mut vmm, _, _) = Vmm::connect(&dev);
+    vmm.init();
+    let r = lookup(&mut vmm, 1, "f", ROOT);
+    r.check(0, vmm.unique);
+    drop(vmm);
+    let st = dev.wait_exit();
+    assert_eq!(st.code(), Some(0), "{}", dev.stderr());
+}
+
+#[test]
+fn socket_group_may_connect() {
+    let dev = Device::start_with(&["--socket-group", &G.to_string()], |_| {});
+    let meta = fs::metadata(&dev.sock).unwrap();
+    assert_eq!(meta.gid(), G);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+}
+
+#[test]
+fn readonly_share_refuses_every_change() {
+    let dev = Device::start_with(&["--readonly"], |share| {
+        fs::write(share.join("f"), b"data").unwrap();
+    });
+    let (mut vmm, _, _) = Vmm::connect(&dev);
+    vmm.init();
+    let mkdir = MkdirIn {
+        mode: 0o755,
+        umask: 0,
+    };
+    let r = vmm.request(FUSE_MKDIR, 1, ROOT, &[mkdir.as_slice(), &cname("d")]);
+    r.check(libc::EROFS, vmm.unique);
+
+    let entry: EntryOut = {
+        let r = lookup(&mut vmm, 1, "f", ROOT);
+        r.check(0, vmm.unique);
+        r.obj()
+    };
+    for flags in [libc::O_WRONLY, libc::O_RDWR, libc::O_RDONLY | libc::O_TRUNC] {
+        let open = OpenIn {
+            flags: flags as u32,
+            fuse_flags: 0,
+        };
+        let r = vmm.request(FUSE_OPEN, entry.nodeid, ROOT, &[open.as_slice()]);
+        r.check(libc::EROFS, vmm.unique);
+    }
+    let open = OpenIn {
+        flags: libc::O_RDONLY as u32,
+        fuse_flags: 0,
+    };
+    let r = vmm.request(FUSE_OPEN, entry.nodeid, ROOT, &[open.as_slice()]);
+    r.check(0, vmm.unique);
+    assert!(!dev.share.join("d").exists());
+    assert_eq!(fs::read(dev.share.join("f")).unwrap(), b"data");
+}
+
+/// The pid in a request is the guest's: a host process with that pid and its groups
+/// must never lend them to the request.
+#[test]
+fn guest_pids_never_bring_host_groups() {
+    let dev = Device::start_with(&[], |share| {
+        let d = share.join("groupdir");
+        fs::create_dir(&d).unwrap();
+        fs::write(d.join("f"), b"x").unwrap();
+        std::os::unix::fs::chown(&d, Some(0), Some(G)).unwrap();
+        chmod(&d, 0o070);
+    });
+    // A host process that is in G, whose pid the "guest" request carries.
+    let mut host = Caller::new(U, U)
+        .groups(&[G])
+        .command("sleep")
+        .arg("60")
+        .spawn()
+        .expect("spawn sleep");
+    let host_pid = host.id();
+    let (mut vmm, _, _) = Vmm::connect(&dev);
+    vmm.init();
+    let dir: EntryOut = {
+        let r = lookup(&mut vmm, 1, "groupdir", ROOT);
+        r.check(0, vmm.unique);
+        r.obj()
+    };
+    let r = lookup(&mut vmm, dir.nodeid, "f", (U, U, host_pid));
+    let _ = host.kill();
+    let _ = host.wait();
+    r.check(libc::EACCES, vmm.unique);
+    // The group as the primary group is honoured.
+    let r = lookup(&mut vmm, dir.nodeid, "f", (U, G, host_pid));
+    r.check(0, vmm.unique);
+    assert_eq!(fs::metadata(dev.share.join("groupdir")).unwrap().gid(), G);
+}
