@@ -41,6 +41,7 @@ enum Command {
     #[cfg(target_os = "linux")]
     Client(ClientArgs),
     /// vhost-user virtio-fs device for a VMM (QEMU vhost-user-fs-pci), like virtiofsd.
+    #[cfg(target_os = "linux")]
     Virtiofs(VirtiofsArgs),
 }
 
@@ -165,6 +166,7 @@ fn default_threads() -> usize {
 fn main() -> ExitCode {
     let cli = Cli::parse_from(helper_form_args(std::env::args_os().collect()));
     let log_level = match &cli.command {
+        #[cfg(target_os = "linux")]
         Command::Virtiofs(args) => args.log_level.map(LogLevel::filter),
         _ => None,
     };
@@ -177,6 +179,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => run_serve(args),
         #[cfg(target_os = "linux")]
         Command::Client(args) => run_client(args),
+        #[cfg(target_os = "linux")]
         Command::Virtiofs(args) => run_virtiofs(args),
     };
     match result {
@@ -564,6 +567,7 @@ fn run_client(args: ClientArgs) -> Result<(), String> {
 
 // ---- virtio-fs: a vhost-user device backend, flag-compatible with virtiofsd ----
 
+#[cfg(target_os = "linux")]
 #[derive(Args, Clone)]
 struct VirtiofsArgs {
     /// vhost-user socket to create and listen on (the VMM connects to it).
@@ -603,6 +607,7 @@ struct VirtiofsArgs {
     own: OwnershipArgs,
 }
 
+#[cfg(target_os = "linux")]
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum LogLevel {
     Error,
@@ -613,6 +618,7 @@ enum LogLevel {
     Off,
 }
 
+#[cfg(target_os = "linux")]
 impl LogLevel {
     fn filter(self) -> &'static str {
         match self {
@@ -626,6 +632,7 @@ impl LogLevel {
     }
 }
 
+#[cfg(target_os = "linux")]
 fn parse_group(group: &str) -> Result<u32, String> {
     if let Ok(gid) = group.parse() {
         return Ok(gid);
@@ -637,6 +644,7 @@ fn parse_group(group: &str) -> Result<u32, String> {
     }
 }
 
+#[cfg(target_os = "linux")]
 fn run_virtiofs(args: VirtiofsArgs) -> Result<(), String> {
     use ownfs::transport::virtiofs::{self, VirtioFsOptions};
     let src = &args.shared_dir;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use super::record::Record;
 use crate::platform::{mode, InodeKey};
@@ -31,6 +31,9 @@ pub struct InodeData {
     pub key: InodeKey,
     /// `S_IFMT` bits of the host inode.
     pub file_type: u32,
+    /// For a directory: whether the host compares names in it case-sensitively,
+    /// once known (see `casefold`).
+    pub case_sensitive: OnceLock<bool>,
     fd: OwnedFd,
     lookups: AtomicU64,
 }
@@ -72,6 +75,7 @@ impl InodeStore {
             overlay: Mutex::default(),
             key: root_key,
             file_type,
+            case_sensitive: OnceLock::new(),
             fd: root_fd,
             // The root is never forgotten: it holds one lookup of its own.
             lookups: AtomicU64::new(1),
@@ -105,6 +109,7 @@ impl InodeStore {
             overlay: Mutex::default(),
             key,
             file_type,
+            case_sensitive: OnceLock::new(),
             fd,
             lookups: AtomicU64::new(1),
         });

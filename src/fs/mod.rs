@@ -1,6 +1,7 @@
 //! The passthrough filesystem: every FUSE operation mapped onto the host directory,
 //! with the caller's credentials, without ever resolving a client path on the host.
 
+mod casefold;
 mod handles;
 mod inode_store;
 mod kernel_io;
@@ -176,7 +177,43 @@ impl Passthrough {
             b"." => parent.fd().try_clone_to_owned()?,
             _ => platform::openat(parent.fd(), name, platform::O_PATH | libc::O_NOFOLLOW, 0)?,
         };
+        if self.case_alias(parent, name)? {
+            return Err(err(libc::ENOENT));
+        }
         self.register(fd)
+    }
+
+    /// True if `dir` folds case and does not list `name` as spelled: the host would
+    /// take it for another entry. Free for directories that do not fold (cached flag).
+    fn case_alias(&self, dir: &InodeData, name: &CStr) -> io::Result<bool> {
+        let sensitive = match dir.case_sensitive.get() {
+            Some(&s) => s,
+            None => {
+                let _server = self.cfg.creds.as_server()?;
+                let s = platform::dir_is_case_sensitive(dir.fd()).unwrap_or_else(|e| {
+                    log::warn!(
+                        "inode {}: case sensitivity unknown ({e}); assuming sensitive",
+                        dir.id
+                    );
+                    true
+                });
+                *dir.case_sensitive.get_or_init(|| s)
+            }
+        };
+        if sensitive || matches!(name.to_bytes(), b"." | b"..") {
+            return Ok(false);
+        }
+        // The listing may hold names the caller cannot read; only the verdict leaves.
+        let _server = self.cfg.creds.as_server()?;
+        Ok(!casefold::listed(dir.fd(), name.to_bytes())?)
+    }
+
+    /// EEXIST where creating `name` in `dir` would alias a differently spelled entry.
+    fn refuse_case_alias(&self, dir: &InodeData, name: &CStr) -> io::Result<()> {
+        if self.case_alias(dir, name)? && self.open_child(dir, name).is_ok() {
+            return Err(err(libc::EEXIST));
+        }
+        Ok(())
     }
 
     /// An `O_PATH` fd of `dir/name`, never following a symlink.
@@ -708,6 +745,9 @@ impl FileSystem for Passthrough {
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
+        if self.case_alias(&dir, name)? {
+            return Err(err(libc::ENOENT));
+        }
         let Some(ov) = self.overlay.as_ref().filter(|o| !o.symlinks.is_empty()) else {
             return platform::unlinkat(dir.fd(), name, false);
         };
@@ -731,6 +771,9 @@ impl FileSystem for Passthrough {
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
+        if self.case_alias(&dir, name)? {
+            return Err(err(libc::ENOENT));
+        }
         platform::unlinkat(dir.fd(), name, true)
     }
 
@@ -749,6 +792,23 @@ impl FileSystem for Passthrough {
         let old = self.inodes.get(olddir)?;
         let new = self.inodes.get(newdir)?;
         let _c = self.caller(ctx)?;
+        if self.case_alias(&old, oldname)? {
+            return Err(err(libc::ENOENT));
+        }
+        if self.case_alias(&new, newname)? {
+            // Another spelling of an existing entry: only a case change of the entry
+            // being renamed may proceed; anything else would replace a stranger.
+            let identity = |dir: &InodeData, name: &CStr| {
+                self.open_child(dir, name)
+                    .and_then(|fd| platform::statx_identity(std::os::fd::AsFd::as_fd(&fd)))
+                    .map(|(_, key)| key)
+            };
+            if let Ok(target) = identity(&new, newname) {
+                if identity(&old, oldname).ok() != Some(target) {
+                    return Err(err(libc::EEXIST));
+                }
+            }
+        }
         platform::renameat2(old.fd(), oldname, new.fd(), newname, flags)
     }
 
@@ -794,6 +854,7 @@ impl FileSystem for Passthrough {
         self.check_new(parent, name)?;
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
+        self.refuse_case_alias(&dir, name)?;
         let mut want = self.new_virtual(ctx, &dir, mode::S_IFREG, args.mode, 0)?;
         let (host_mode, excl) = match want {
             // Rootless: only a file this call really creates gets the caller as owner.

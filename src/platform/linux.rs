@@ -808,6 +808,40 @@ pub fn birth_time(fd: BorrowedFd<'_>) -> io::Result<Option<(i64, u32)>> {
         .then_some((stx.stx_btime.tv_sec, stx.stx_btime.tv_nsec)))
 }
 
+/// True if names in the directory behind `fd` (any descriptor, `O_PATH` included) are
+/// compared case-sensitively: false for an ext4/f2fs/tmpfs casefold directory
+/// (FS_CASEFOLD_FL) and on FAT and exFAT, whose lookups always ignore case.
+pub fn dir_is_case_sensitive(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    const FS_CASEFOLD_FL: libc::c_long = 0x4000_0000;
+    const MSDOS_SUPER_MAGIC: i64 = 0x4d44;
+    const EXFAT_SUPER_MAGIC: i64 = 0x2011_bab0;
+    let mut sf = MaybeUninit::<libc::statfs64>::uninit();
+    // SAFETY: valid descriptor and out-pointer.
+    cvt(unsafe { libc::fstatfs64(fd.as_raw_fd(), sf.as_mut_ptr()) })?;
+    // SAFETY: fstatfs64 succeeded and filled the struct.
+    let magic = unsafe { sf.assume_init() }.f_type;
+    if magic == MSDOS_SUPER_MAGIC || magic == EXFAT_SUPER_MAGIC {
+        return Ok(false);
+    }
+    // The flags ioctl refuses O_PATH descriptors: ask through a real open.
+    let dir = reopen(fd, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK)?;
+    let mut flags: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes one long into `flags`.
+    match cvt(unsafe { libc::ioctl(dir.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) }) {
+        Ok(_) => Ok(flags & FS_CASEFOLD_FL == 0),
+        // Filesystems without inode flags have no casefold directories.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOTTY | libc::EOPNOTSUPP | libc::EINVAL)
+            ) =>
+        {
+            Ok(true)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// lgetxattr of `dir/name` without opening it (for readdir of emulated special files).
 pub fn getxattr_at(
     dir: BorrowedFd<'_>,

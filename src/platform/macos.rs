@@ -768,3 +768,11 @@ pub fn vsock_accept(_listener: BorrowedFd<'_>) -> io::Result<(OwnedFd, u32)> {
 pub fn vsock_connect(_cid: u32, _port: u32) -> io::Result<OwnedFd> {
     Err(errno(libc::EAFNOSUPPORT))
 }
+
+/// Kernel passthrough (FOPEN_PASSTHROUGH) is a Linux /dev/fuse feature; a macOS host
+/// serves over fuse-pipe only, so replies never carry it.
+pub fn with_fopen_passthrough(
+    opts: fuse_backend_rs::abi::fuse_abi::OpenOptions,
+) -> fuse_backend_rs::abi::fuse_abi::OpenOptions {
+    opts
+}
