@@ -177,6 +177,74 @@ def prepare_statdir(root, n):
     return d
 
 
+def report(rows, configs, out, reps, scale):
+    """Writes table.md and speed.png from result rows; prints the table."""
+    s = scale
+    workloads = []
+    for (wname, scale_desc, unit, _, _, _) in rows:
+        if all(w[0] != wname for w in workloads):
+            workloads.append((wname, scale_desc, unit, unit != "s", None))
+    configs = [c for c in configs if any(r[3] == c for r in rows)]
+    # Medians and speed relative to native (higher is better, native = 1.00).
+    med = {}
+    for (wname, _, unit, n, _, v) in rows:
+        med.setdefault((wname, n), []).append(v)
+    med = {k: statistics.median(v) for k, v in med.items()}
+    peers = [n for n in configs if CONFIGS[n][1]]
+    lines = []
+    head = ["workload", "unit"] + [CONFIGS[n][0] for n in configs]
+    if "ownfs" in configs and "native" in configs:
+        head += ["ownfs / native", "ownfs / best peer"]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    speed_rows = []
+    for (wname, scale_desc, unit, higher, _) in workloads:
+        def speed(n):
+            v = med.get((wname, n))
+            nat = med.get((wname, "native"))
+            if v is None or nat is None or v == 0:
+                return None
+            return v / nat if higher else nat / v
+        cells = [f"{wname} ({scale_desc})", unit]
+        for n in configs:
+            v = med.get((wname, n))
+            cells.append("failed" if v is None else (f"{v:.3f}" if unit == "s" else f"{v:.0f}"))
+        if "ownfs" in configs and "native" in configs:
+            so = speed("ownfs")
+            cells.append(f"{so:.2f}" if so else "")
+            ps = [speed(p) for p in peers if speed(p)]
+            cells.append(f"{so / max(ps):.2f}" if so and ps else "")
+        lines.append("| " + " | ".join(cells) + " |")
+        speed_rows.append((wname, [speed(n) or 0 for n in configs]))
+    table = "\n".join(lines)
+    (out / "table.md").write_text(table + "\n")
+    print(table)
+
+    # Chart: speed relative to native per workload, one bar per configuration.
+    dat = out / "speed.dat"
+    with open(dat, "w") as f:
+        f.write("workload " + " ".join(f'"{CONFIGS[n][0]}"' for n in configs) + "\n")
+        for (wname, sp) in speed_rows:
+            f.write(f'"{wname}" ' + " ".join(f"{x:.4f}" for x in sp) + "\n")
+    gp = f"""
+    set terminal png size 1600,800 font ",10" noenhanced
+    set output '{out / "speed.png"}'
+    set title "Speed relative to native (1.0 = native, higher is better; median of {reps} runs, scale {s})"
+    set style data histograms
+    set style histogram clustered gap 1
+    set style fill solid border -1
+    set boxwidth 0.9
+    set xtics rotate by -30 scale 0
+
+    set logscale y 10
+    set yrange [0.05:30]
+    set grid ytics
+    set key outside right top
+    plot for [i=2:{len(configs) + 1}] '{dat}' using i:xtic(1) title columnheader(i)
+    """
+    subprocess.run(["gnuplot"], input=gp, text=True, check=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=float, default=1.0,
@@ -185,7 +253,16 @@ def main():
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--workloads", default="")
     ap.add_argument("--out", default=str(REPO / "target/bench"))
+    ap.add_argument("--report", metavar="CSV",
+                    help="only render table.md and speed.png from an earlier results.csv")
     a = ap.parse_args()
+    if a.report:
+        with open(a.report) as f:
+            rows = [(r["workload"], r["scale"], r["unit"], r["config"], int(r["rep"]),
+                     float(r["value"])) for r in csv.DictReader(f)]
+        configs = [c for c in a.configs.split(",") if c]
+        report(rows, configs, Path(a.out), len({r[4] for r in rows}), a.scale)
+        return
 
     s = a.scale
     nfiles = max(100, int(10000 * s))
@@ -308,64 +385,7 @@ def main():
         w.writerow(["workload", "scale", "unit", "config", "rep", "value"])
         w.writerows(rows)
 
-    # Medians and speed relative to native (higher is better, native = 1.00).
-    med = {}
-    for (wname, _, unit, n, _, v) in rows:
-        med.setdefault((wname, n), []).append(v)
-    med = {k: statistics.median(v) for k, v in med.items()}
-    peers = [n for n in configs if CONFIGS[n][1]]
-    lines = []
-    head = ["workload", "unit"] + [CONFIGS[n][0] for n in configs]
-    if "ownfs" in configs and "native" in configs:
-        head += ["ownfs / native", "ownfs / best peer"]
-    lines.append("| " + " | ".join(head) + " |")
-    lines.append("|" + "---|" * len(head))
-    speed_rows = []
-    for (wname, scale_desc, unit, higher, _) in workloads:
-        def speed(n):
-            v = med.get((wname, n))
-            nat = med.get((wname, "native"))
-            if v is None or nat is None or v == 0:
-                return None
-            return v / nat if higher else nat / v
-        cells = [f"{wname} ({scale_desc})", unit]
-        for n in configs:
-            v = med.get((wname, n))
-            cells.append("failed" if v is None else (f"{v:.3f}" if unit == "s" else f"{v:.0f}"))
-        if "ownfs" in configs and "native" in configs:
-            so = speed("ownfs")
-            cells.append(f"{so:.2f}" if so else "")
-            ps = [speed(p) for p in peers if speed(p)]
-            cells.append(f"{so / max(ps):.2f}" if so and ps else "")
-        lines.append("| " + " | ".join(cells) + " |")
-        speed_rows.append((wname, [speed(n) or 0 for n in configs]))
-    table = "\n".join(lines)
-    (out / "table.md").write_text(table + "\n")
-    print(table)
-
-    # Chart: speed relative to native per workload, one bar per configuration.
-    dat = out / "speed.dat"
-    with open(dat, "w") as f:
-        f.write("workload " + " ".join(f'"{CONFIGS[n][0]}"' for n in configs) + "\n")
-        for (wname, sp) in speed_rows:
-            f.write(f'"{wname}" ' + " ".join(f"{x:.4f}" for x in sp) + "\n")
-    gp = f"""
-set terminal png size 1600,800 font ",10"
-set output '{out / "speed.png"}'
-set title "Speed relative to native (1.0 = native, higher is better; median of {a.reps} runs, scale {s})"
-set style data histograms
-set style histogram clustered gap 1
-set style fill solid border -1
-set boxwidth 0.9
-set xtics rotate by -30 scale 0
-set yrange [0:*]
-set logscale y 10
-set yrange [0.01:2]
-set grid ytics
-set key outside right top
-plot for [i=2:{len(configs) + 1}] '{dat}' using i:xtic(1) title columnheader(i)
-"""
-    subprocess.run(["gnuplot"], input=gp, text=True, check=True)
+    report(rows, configs, out, a.reps, s)
     log(f"wrote {out}/results.csv, {out}/table.md, {out}/speed.png")
 
 

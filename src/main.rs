@@ -264,16 +264,27 @@ fn apply_options(args: &mut MountArgs, mount: &mut MountOptions) -> Result<(), S
     Ok(())
 }
 
+/// `path` as an absolute, canonical directory, or a message naming it as `label`.
+fn source_dir(path: &std::path::Path, label: &str) -> Result<PathBuf, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{label} {}: {e}", path.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("{label} {} is not a directory", path.display()));
+    }
+    path.canonicalize()
+        .map_err(|e| format!("{label} {}: {e}", path.display()))
+}
+
+/// Every cached inode pins an fd: take all the fds the hard limit allows.
+fn raise_fd_limit() {
+    match platform::raise_nofile_limit() {
+        Ok(n) => log::debug!("RLIMIT_NOFILE raised to {n}"),
+        Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {e}"),
+    }
+}
+
 #[cfg(target_os = "linux")]
 fn run_mount(mut args: MountArgs) -> Result<(), String> {
-    let src = &args.src;
-    let meta = std::fs::metadata(src).map_err(|e| format!("source {}: {e}", src.display()))?;
-    if !meta.is_dir() {
-        return Err(format!("source {} is not a directory", src.display()));
-    }
-    let src = src
-        .canonicalize()
-        .map_err(|e| format!("source {}: {e}", src.display()))?;
+    let src = source_dir(&args.src, "source")?;
     let mut mount_opts = MountOptions {
         source: src.clone(),
         mountpoint: args.mnt.clone(),
@@ -294,10 +305,7 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
         None
     };
 
-    match platform::raise_nofile_limit() {
-        Ok(n) => log::debug!("RLIMIT_NOFILE raised to {n}"),
-        Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {e}"),
-    }
+    raise_fd_limit();
     // The client kernel already applied the caller's umask.
     platform::set_umask(0);
     platform::block_termination_signals().map_err(|e| format!("signal mask: {e}"))?;
@@ -440,18 +448,8 @@ struct ClientArgs {
 
 fn run_serve(args: ServeArgs) -> Result<(), String> {
     use ownfs::transport::pipe::{server, wire, Listener};
-    let src = &args.src;
-    let meta = std::fs::metadata(src).map_err(|e| format!("source {}: {e}", src.display()))?;
-    if !meta.is_dir() {
-        return Err(format!("source {} is not a directory", src.display()));
-    }
-    let src = src
-        .canonicalize()
-        .map_err(|e| format!("source {}: {e}", src.display()))?;
-    match platform::raise_nofile_limit() {
-        Ok(n) => log::debug!("RLIMIT_NOFILE raised to {n}"),
-        Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {e}"),
-    }
+    let src = source_dir(&args.src, "source")?;
+    raise_fd_limit();
     // The client kernel already applied the caller's umask.
     platform::set_umask(0);
     platform::block_termination_signals().map_err(|e| format!("signal mask: {e}"))?;
@@ -518,10 +516,7 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
 #[cfg(target_os = "linux")]
 fn run_client(args: ClientArgs) -> Result<(), String> {
     use ownfs::transport::pipe::{client, wire};
-    match platform::raise_nofile_limit() {
-        Ok(n) => log::debug!("RLIMIT_NOFILE raised to {n}"),
-        Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {e}"),
-    }
+    raise_fd_limit();
     platform::block_termination_signals().map_err(|e| format!("signal mask: {e}"))?;
     let conn = client::Connection::start(client::ClientOptions {
         addr: args.connect.clone(),
@@ -647,19 +642,9 @@ fn parse_group(group: &str) -> Result<u32, String> {
 #[cfg(target_os = "linux")]
 fn run_virtiofs(args: VirtiofsArgs) -> Result<(), String> {
     use ownfs::transport::virtiofs::{self, VirtioFsOptions};
-    let src = &args.shared_dir;
-    let meta = std::fs::metadata(src).map_err(|e| format!("shared dir {}: {e}", src.display()))?;
-    if !meta.is_dir() {
-        return Err(format!("shared dir {} is not a directory", src.display()));
-    }
-    let src = src
-        .canonicalize()
-        .map_err(|e| format!("shared dir {}: {e}", src.display()))?;
+    let src = source_dir(&args.shared_dir, "shared dir")?;
     let group = args.socket_group.as_deref().map(parse_group).transpose()?;
-    match platform::raise_nofile_limit() {
-        Ok(n) => log::debug!("RLIMIT_NOFILE raised to {n}"),
-        Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {e}"),
-    }
+    raise_fd_limit();
     platform::block_termination_signals().map_err(|e| format!("signal mask: {e}"))?;
     let (listener, socket_path) = match (&args.socket_path, args.fd) {
         (_, Some(fd)) => {

@@ -1,8 +1,9 @@
 //! Kernel passthrough (FUSE_PASSTHROUGH, Linux 6.9+) through real mounts.
 //!
-//! Proof that the kernel does the I/O itself: with the server stopped (SIGSTOP), reads
-//! and writes of an already open file still complete and land in the host file. Without
-//! passthrough they would wait for the server. The fallbacks (`--no-passthrough`,
+//! Proof that the kernel does the I/O itself: with the server stopped (SIGSTOP), reads of
+//! an already open file still complete. Without passthrough they would wait for the
+//! server. (Writes are not part of that check: before a write the kernel may ask the
+//! server whether the file carries privileges to drop, whenever its attributes expired.) The fallbacks (`--no-passthrough`,
 //! rootless) must keep reads and writes correct.
 
 mod common;
@@ -50,7 +51,7 @@ fn roundtrip(m: &Mount) {
 }
 
 #[test]
-fn io_of_open_files_does_not_reach_the_server() {
+fn reads_of_open_files_do_not_reach_the_server() {
     let m = Mount::new(&[]);
     let host_data = pattern(1 << 20, 3);
     fs::write(m.src.join("f"), &host_data).expect("host write");
@@ -59,34 +60,24 @@ fn io_of_open_files_does_not_reach_the_server() {
         .write(true)
         .open(m.mnt.join("f"))
         .expect("open through the mount");
-    // The first write asks the server once whether the file carries privileges to drop.
-    f.write_all_at(b"warm", 0).expect("first write");
-
     m.signal(Signal::SIGSTOP);
     let (done, result) = mpsc::channel();
     let worker = std::thread::spawn(move || {
         let mut buf = vec![0u8; 4096];
         let read = f.read_exact_at(&mut buf, 512 * 1024).map(|_| buf);
-        let write = f.write_all_at(b"written while the server was stopped", 4096);
-        let _ = done.send((read, write));
+        let _ = done.send(read);
         f // closing sends FLUSH to the server: not part of the check
     });
     let outcome = result.recv_timeout(NO_SERVER_TIMEOUT);
     m.signal(Signal::SIGCONT);
     let f = worker.join().expect("I/O thread");
     drop(f);
-    let (read, write) = outcome.unwrap_or_else(|_| {
-        panic!("read/write of an open file waited for the stopped server: no passthrough")
+    let read = outcome.unwrap_or_else(|_| {
+        panic!("a read of an open file waited for the stopped server: no passthrough")
     });
     assert_eq!(
         read.expect("read"),
         host_data[512 * 1024..512 * 1024 + 4096]
-    );
-    write.expect("write");
-    let host = fs::read(m.src.join("f")).expect("host read");
-    assert_eq!(
-        &host[4096..4096 + 36],
-        b"written while the server was stopped"
     );
     assert!(m.is_mounted());
 }

@@ -96,7 +96,7 @@ END {
     printf "%-8s %14s %14s %14s\n", "median", "ownfs", "virtiofsd", "ownfs/virtiofsd"
     for (i = 1; i <= n; i++) {
         k = ks[i]; o = median(t["ownfs", k]); v = median(t["virtiofsd", k])
-        printf "%-8s %13.3fs %13.3fs %14.2f\n", k, o, v, v > 0 ? o / v : 0
+        printf "%-8s %13.3fs %13.3fs %14.2f\n", k, o, v, (v > 0 ? o / v : 0)
     }
 }' "$WORK/results/bench.txt" | tee "$LOGS/summary.txt"
 echo "(time ratios: below 1.00 means ownfs is faster; per-run lines in ${LOGS#"$REPO"/}/results/bench.txt)"

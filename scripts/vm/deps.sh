@@ -37,7 +37,7 @@ for p in qemu-system-x86 busybox-static; do
 done
 if ((${#missing[@]})); then
     log "installing: ${missing[*]}"
-    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq
     "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
         "${missing[@]}" >/dev/null
 fi
@@ -76,7 +76,7 @@ flock 8
 pkg="$(kernel_package)"
 if [[ -z $pkg ]]; then
     log "no linux-image-cloud-amd64 in the package lists; running apt-get update"
-    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq
     pkg="$(kernel_package)"
 fi
 [[ -n $pkg ]] || die "cannot find the package that linux-image-cloud-amd64 depends on"
@@ -89,7 +89,7 @@ if [[ ! -f $kdir/.complete ]]; then
     chmod 0777 "$CACHE/download"
     if ! (cd "$CACHE/download" && apt-get download -q "$pkg" >/dev/null 2>&1); then
         log "download failed; refreshing the package lists and retrying"
-        "${SUDO[@]}" apt-get update -qq
+        "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq
         pkg="$(kernel_package)"
         kdir="$CACHE/$pkg"
         (cd "$CACHE/download" && apt-get download -q "$pkg" >/dev/null) ||

@@ -22,7 +22,7 @@
 #                    ownfs (harness development only; virtiofsd has no rootless mode)
 #   -- PATTERN       only the pjdfstest tests whose names contain PATTERN
 #
-# Environment: OWNFS_VM_TIMEOUT (seconds the guest may run, default 1500),
+# Environment: OWNFS_VM_TIMEOUT (seconds the guest may run, default 2400),
 # OWNFS_VM_CPUS (2), OWNFS_VM_MEM (1G), OWNFS_VM_RUN_AS (4000:4000), RUST_LOG (warn).
 # Logs: target/ownfs-vm/ (console.log, one log per daemon, results/ from the guest).
 set -euo pipefail
@@ -34,7 +34,7 @@ LOGS="$REPO/target/ownfs-vm"
 source "$REPO/scripts/vm/lib.sh"
 
 RUN_AS="${OWNFS_VM_RUN_AS:-4000:4000}"
-TIMEOUT="${OWNFS_VM_TIMEOUT:-1500}"
+TIMEOUT="${OWNFS_VM_TIMEOUT:-2400}"
 deps=1 build=1 accel=tcg impl=ownfs
 modes=()
 patterns=()

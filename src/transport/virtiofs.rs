@@ -295,7 +295,11 @@ fn worker<F: FileSystem + Sync>(jobs: &Mutex<Receiver<Job>>, server: &Server<F>)
 /// Answers one chain and hands it back to the driver with the length of the reply.
 fn complete<F: FileSystem + Sync>(server: &Server<F>, chain: Chain, vring: &Vring) {
     let head = chain.head_index();
-    let written = match handle(server, &chain) {
+    // A panic while serving one request must not take a worker (or the device) down.
+    let run = || handle(server, &chain);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+        .unwrap_or_else(|_| Err("panicked while serving it".to_string()));
+    let written = match result {
         Ok(n) => n,
         Err(e) => {
             // The driver still gets its buffers back; an empty reply fails that request.
