@@ -37,6 +37,15 @@ scripts/macos-check.sh
 section "cargo test --release -- --test-threads=1"
 cargo test --release -- --test-threads=1
 
+section "case-insensitive host directories (tests/casefold.rs)"
+if [[ -e /sys/fs/ext4/features/casefold ]]; then
+    cargo test --release --test casefold -- --ignored --test-threads=1
+else
+    # Not run is said visibly, never counted as a pass (kernels checked here also lack
+    # XFS ascii-ci and FAT, the other case-insensitive filesystems one could loop-mount).
+    echo "casefold: NOT RUN: kernel $(uname -r) has no ext4 casefold (CONFIG_UNICODE)"
+fi
+
 section "pjdfstest (pjdfstest/run.sh)"
 # Serial: parallel modes on a 2-core machine starve the timing-sensitive tests (etxtbsy).
 pjdfstest/run.sh --no-deps --serial

@@ -5,7 +5,8 @@
 //! does not fold case.
 //!
 //! Needs a kernel with ext4 casefold (CONFIG_UNICODE, /sys/fs/ext4/features/casefold);
-//! on one without it there is nothing to mount, and the test says so and returns.
+//! on one without it there is nothing to mount: the test is `#[ignore]`d and
+//! scripts/test.sh runs it only where the kernel has casefold, saying so loudly otherwise.
 
 mod common;
 
@@ -72,12 +73,15 @@ fn names(dir: &Path) -> Vec<String> {
     v
 }
 
+// Ignored so that a kernel without casefold shows it as not run rather than passed;
+// scripts/test.sh runs it with --ignored where /sys/fs/ext4/features/casefold exists.
 #[test]
+#[ignore = "needs ext4 casefold (CONFIG_UNICODE); scripts/test.sh runs it where the kernel has it"]
 fn case_insensitive_directories_keep_names_distinct() {
-    if !Path::new("/sys/fs/ext4/features/casefold").exists() {
-        eprintln!("casefold: this kernel has no ext4 casefold support (CONFIG_UNICODE): not run");
-        return;
-    }
+    assert!(
+        Path::new("/sys/fs/ext4/features/casefold").exists(),
+        "this kernel has no ext4 casefold support (CONFIG_UNICODE)"
+    );
     let m = Mount::new(&[]);
     let _vol = Volume::mount(&m.src.join("vol"));
     let host = m.src.join("vol/fold");
