@@ -56,9 +56,22 @@ ln -s /proc/self/fd/0 /newroot/dev/stdin
 ln -s /proc/self/fd/1 /newroot/dev/stdout
 ln -s /proc/self/fd/2 /newroot/dev/stderr
 mkdir -p /newroot/dev/shm
+# A repository under the host's /tmp or /run would vanish under the guest's tmpfs:
+# hold it aside and put it back at the same path on top.
+held=0
+case "$repo" in /tmp/* | /run/*)
+    mkdir -p /held
+    mount -o bind "/newroot$repo" /held || { say "cannot hold $repo aside"; halt; }
+    held=1
+    ;;
+esac
 mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp
 mount -t tmpfs -o mode=0755 tmpfs /newroot/run
 mount -t tmpfs -o mode=1777 tmpfs /newroot/dev/shm
+if [ "$held" = 1 ]; then
+    mkdir -p "/newroot$repo"
+    mount -o move /held "/newroot$repo" || { say "cannot put $repo back"; halt; }
+fi
 
 say "booted in $(cut -d' ' -f1 /proc/uptime) s; running $repo/$run $args"
 # shellcheck disable=SC2086 # args is a list
