@@ -16,6 +16,9 @@ use nix::unistd::Pid;
 use super::*;
 
 /// A pipe server and a client mount of it, on fresh directories.
+/// How long `ownfs serve` may take to listen.
+const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub struct Pipe {
     pub src: PathBuf,
     pub mnt: PathBuf,
@@ -84,14 +87,17 @@ impl Pipe {
             .spawn()
             .expect("spawn ownfs serve");
         self.server = Some(child);
-        let deadline = Instant::now() + READY_TIMEOUT;
+        // Longer than the client's request timeouts the tests use (10 s): a restart
+        // during a workload was seen to start listening only once a request that was
+        // blocked in this process had timed out.
+        let deadline = Instant::now() + SERVER_READY_TIMEOUT;
         while !fs::symlink_metadata(&self.sock).is_ok_and(|m| m.file_type().is_socket()) {
             if let Some(st) = self.server.as_mut().unwrap().try_wait().unwrap() {
                 panic!("ownfs serve exited ({st}):\n{}", self.server_stderr());
             }
             assert!(
                 Instant::now() < deadline,
-                "ownfs serve did not listen within {READY_TIMEOUT:?}:\n{}",
+                "ownfs serve did not listen within {SERVER_READY_TIMEOUT:?}:\n{}",
                 self.server_stderr()
             );
             sleep(Duration::from_millis(20));
