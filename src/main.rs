@@ -274,6 +274,18 @@ fn source_dir(path: &std::path::Path, label: &str) -> Result<PathBuf, String> {
         .map_err(|e| format!("{label} {}: {e}", path.display()))
 }
 
+/// Once set up, a root server keeps only the capabilities serving needs (SERVER_CAPS),
+/// in every set including the bounding set; worker threads then lower their effective
+/// set per caller (creds).
+fn restrict_capabilities() -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    if platform::geteuid() == 0 {
+        platform::restrict_capabilities(platform::SERVER_CAPS)
+            .map_err(|e| format!("dropping capabilities: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Every cached inode pins an fd: take all the fds the hard limit allows.
 fn raise_fd_limit() {
     match platform::raise_nofile_limit() {
@@ -351,6 +363,10 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
     }
     let switch = !rootless && platform::geteuid() == 0;
     let rootless_cfg = args.own.config(rootless);
+    if let Err(e) = restrict_capabilities() {
+        let _ = mount.unmount();
+        return Err(e);
+    }
     let cfg = Config {
         root: src.clone(),
         cache: args.cache,
@@ -462,13 +478,15 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
     }
     let rootless = args.own.rootless();
     let switch = !rootless && platform::geteuid() == 0;
+    let rootless_cfg = args.own.config(rootless);
+    restrict_capabilities()?;
     let cfg = Config {
         root: src.clone(),
         cache: args.cache,
         // Used only when a client asks for it at init.
         writeback: true,
         creds: CredentialPolicy::new(switch, GroupSource::Forwarded),
-        rootless: args.own.config(rootless),
+        rootless: rootless_cfg,
         // ACLs are the guest kernel's business; the host enforces them per request.
         posix_acl: false,
         read_only: false,
@@ -675,6 +693,11 @@ fn run_virtiofs(args: VirtiofsArgs) -> Result<(), String> {
     }
     let rootless = args.own.rootless();
     let switch = !rootless && platform::geteuid() == 0;
+    let rootless_cfg = args.own.config(rootless);
+    if let Err(e) = restrict_capabilities() {
+        remove_socket();
+        return Err(e);
+    }
     let cfg = Config {
         root: src.clone(),
         cache: args.cache,
@@ -682,7 +705,7 @@ fn run_virtiofs(args: VirtiofsArgs) -> Result<(), String> {
         writeback: args.writeback,
         // Groups are never forwarded: see the transport and README.
         creds: CredentialPolicy::new(switch, GroupSource::Forwarded),
-        rootless: args.own.config(rootless),
+        rootless: rootless_cfg,
         // virtio-fs guests always mount with default_permissions, as POSIX_ACL needs.
         posix_acl: args.posix_acl,
         read_only: args.readonly,

@@ -57,7 +57,9 @@ impl CredentialPolicy {
     }
 
     /// Switches this thread to the caller's identity for one request.
-    /// `pid == 0` marks a kernel-initiated request, which runs as the server.
+    /// `pid == 0` is only "a caller we cannot see" (outside the mount's pid namespace,
+    /// or a pipe client's claim): it runs as its uid and gid with no supplementary groups,
+    /// never as the server.
     pub fn enter(&self, uid: u32, gid: u32, pid: i32) -> io::Result<CallerGuard> {
         if !self.switch {
             return Ok(CallerGuard { _private: () });
@@ -65,13 +67,9 @@ impl CredentialPolicy {
         THREAD.with(|t| {
             let mut t = t.borrow_mut();
             let t = &mut *t;
-            if pid == 0 {
-                let s = &self.server;
-                t.state.apply(s.uid, s.gid, &s.groups)?;
-                return Ok(CallerGuard { _private: () });
-            }
             match self.groups {
                 GroupSource::Forwarded => t.state.apply(uid, gid, &t.forwarded)?,
+                GroupSource::Proc if pid <= 0 => t.state.apply(uid, gid, &[])?,
                 GroupSource::Proc => {
                     let groups = t.proc_cache.get(pid, uid, gid, self.proc_groups_ttl)?;
                     t.state.apply(uid, gid, groups)?;
@@ -174,6 +172,7 @@ impl Applied {
         });
         // Only the parts that differ: each of these commits a new kernel cred.
         let res = (|| {
+            platform::enable_id_switch()?;
             if !same_groups {
                 platform::set_thread_groups(groups)?;
             }
@@ -183,7 +182,8 @@ impl Applied {
             if !same_uid {
                 platform::set_thread_fsuid(uid)?;
             }
-            Ok::<(), io::Error>(())
+            // setfsuid drops only the file capabilities: nothing else may act for a caller.
+            platform::settle_caller_caps(uid)
         })();
         if let Err(e) = res {
             log::error!("cannot switch to uid {uid} gid {gid} groups {groups:?}: {e}");

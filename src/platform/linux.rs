@@ -9,6 +9,9 @@ use std::io;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+mod caps;
+pub use caps::*;
+
 pub use libc::{stat64, statvfs64};
 pub use libc::{
     FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE,
@@ -614,8 +617,12 @@ pub fn fuse_backing_open(device: BorrowedFd<'_>, file: BorrowedFd<'_>) -> io::Re
         flags: 0,
         padding: 0,
     };
-    // SAFETY: the kernel reads one fuse_backing_map from a valid pointer.
-    let id = cvt(unsafe { libc::ioctl(device.as_raw_fd(), FUSE_DEV_IOC_BACKING_OPEN, &map) })?;
+    // The kernel requires CAP_SYS_ADMIN here and keeps these credentials for the I/O:
+    // the caller's ids plus that one capability, for this call only.
+    let id = with_extra_caps(cap_mask(&[cap::SYS_ADMIN]), || {
+        // SAFETY: the kernel reads one fuse_backing_map from a valid pointer.
+        cvt(unsafe { libc::ioctl(device.as_raw_fd(), FUSE_DEV_IOC_BACKING_OPEN, &map) })
+    })??;
     Ok(id as u32)
 }
 
@@ -865,18 +872,9 @@ pub fn getxattr_at(
     })
 }
 
-/// True if the calling thread's effective capability set holds CAP_SYS_ADMIN.
+/// True if the calling thread may raise CAP_SYS_ADMIN (it is in its permitted set).
 pub fn thread_has_cap_sys_admin() -> bool {
-    const CAP_SYS_ADMIN: u32 = 21;
-    let Ok(status) = std::fs::read_to_string("/proc/thread-self/status") else {
-        return false;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .map(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
-        .unwrap_or(false)
+    thread_caps().is_ok_and(|c| c.permitted & cap_mask(&[cap::SYS_ADMIN]) != 0)
 }
 
 /// True if the effective capability set holds CAP_CHOWN.

@@ -653,6 +653,15 @@ pub fn set_thread_groups(_groups: &[u32]) -> io::Result<()> {
     Err(unsupported())
 }
 
+/// No capabilities on macOS: a rootless server has nothing to raise or drop.
+pub fn enable_id_switch() -> io::Result<()> {
+    Ok(())
+}
+
+pub fn settle_caller_caps(_uid: u32) -> io::Result<()> {
+    Ok(())
+}
+
 pub fn geteuid() -> u32 {
     // SAFETY: no memory effects.
     unsafe { libc::geteuid() }

@@ -725,8 +725,7 @@ fn context(c: &Caller) -> Context {
     let mut ctx = Context::new();
     ctx.uid = c.uid;
     ctx.gid = c.gid;
-    // A pid beyond i32 is no real process: treat it like a guest process, not like
-    // the kernel (pid 0 runs as the server).
+    // Only a label here: credentials come from uid, gid and the forwarded groups.
     ctx.pid = i32::try_from(c.pid).unwrap_or(i32::MAX);
     ctx
 }
