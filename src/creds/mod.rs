@@ -79,6 +79,26 @@ impl CredentialPolicy {
         })
     }
 
+    /// Whether the caller (uid, gid, pid) has `target` as its group or one of its
+    /// supplementary groups, from the same source its credentials come from.
+    pub fn in_group(&self, uid: u32, gid: u32, pid: i32, target: u32) -> io::Result<bool> {
+        if gid == target {
+            return Ok(true);
+        }
+        THREAD.with(|t| {
+            let mut t = t.borrow_mut();
+            let t = &mut *t;
+            match self.groups {
+                GroupSource::Forwarded => Ok(t.forwarded.contains(&target)),
+                GroupSource::Proc if pid <= 0 => Ok(false),
+                GroupSource::Proc => Ok(t
+                    .proc_cache
+                    .get(pid, uid, gid, self.proc_groups_ttl)?
+                    .contains(&target)),
+            }
+        })
+    }
+
     /// Runs with the server's own identity until the guard drops, then restores
     /// whatever the thread had. For the documented exceptions only.
     pub fn as_server(&self) -> io::Result<ServerGuard> {

@@ -102,6 +102,21 @@ fn check_new_name(name: &CStr) -> io::Result<()> {
     }
 }
 
+/// Only regular host files are ever opened for I/O. A device node would reach a host
+/// device, a FIFO would block a worker, a socket has nothing to read: kernel clients open
+/// those themselves and never send OPEN for them, so only a hostile client gets EBADF.
+fn openable(file_type: u32) -> io::Result<()> {
+    match file_type {
+        mode::S_IFREG => Ok(()),
+        mode::S_IFDIR => Err(err(libc::EISDIR)),
+        mode::S_IFLNK => Err(err(libc::ELOOP)),
+        other => {
+            log::warn!("refused to open a host special file (type {other:o})");
+            Err(err(libc::EBADF))
+        }
+    }
+}
+
 impl Passthrough {
     pub fn new(cfg: Config) -> io::Result<Self> {
         let path = path_cstr(&cfg.root)?;
@@ -117,7 +132,7 @@ impl Passthrough {
         let overlay = match &cfg.rootless {
             Some(rl) => Some(Overlay {
                 cfg: rl.clone(),
-                symlinks: SymlinkStore::load(root.fd())?,
+                symlinks: SymlinkStore::load(root.fd(), rl.server_uid)?,
             }),
             None => None,
         };
@@ -229,6 +244,104 @@ impl Passthrough {
                 let _ = platform::unlinkat(dir.fd(), name, is_dir);
             }
         })
+    }
+
+    /// CREATE without O_EXCL of a name that exists: the entry is pinned first, then
+    /// opened like OPEN (regular files only), with the caller's permissions checked on
+    /// the host or, rootless, against its virtual attributes.
+    fn open_existing(
+        &self,
+        ctx: &Context,
+        dir: &InodeData,
+        name: &CStr,
+        flags: u32,
+    ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
+        let entry = self.do_lookup(dir, name)?;
+        let data = self.inodes.get(entry.inode)?;
+        let opened = openable(data.file_type)
+            .and_then(|()| match &self.overlay {
+                Some(_) => self.check_virtual_open(ctx, &entry.attr, flags),
+                None => Ok(()),
+            })
+            .and_then(|()| self.open_with_fallback(flags, |f| platform::reopen(data.fd(), f)));
+        match opened {
+            Ok(fd) => {
+                let (h, opts, backing_id) = self.insert_file(&data, fd);
+                Ok((entry, Some(h), opts, backing_id))
+            }
+            Err(e) => {
+                self.inodes.forget(entry.inode, 1);
+                Err(e)
+            }
+        }
+    }
+
+    /// Rootless: may the caller open a node with these virtual attributes this way?
+    /// (The host would allow anything: the server owns every file it serves.)
+    fn check_virtual_open(&self, ctx: &Context, attr: &stat64, flags: u32) -> io::Result<()> {
+        let flags = flags as i32;
+        let mut need = match flags & libc::O_ACCMODE {
+            libc::O_RDONLY => 4,
+            libc::O_WRONLY => 2,
+            _ => 6,
+        };
+        if flags & libc::O_TRUNC != 0 {
+            need |= 2;
+        }
+        if self.virtual_bits(ctx, attr)? & need == need {
+            Ok(())
+        } else {
+            Err(err(libc::EACCES))
+        }
+    }
+
+    /// The rwx bits of virtual `attr` that apply to the caller (all of them for root).
+    fn virtual_bits(&self, ctx: &Context, attr: &stat64) -> io::Result<u32> {
+        if ctx.uid == 0 {
+            return Ok(7);
+        }
+        let perms = platform::st_mode(attr);
+        let shift = if attr.st_uid == ctx.uid {
+            6
+        } else if self.caller_in_group(ctx, attr.st_gid)? {
+            3
+        } else {
+            0
+        };
+        Ok((perms >> shift) & 7)
+    }
+
+    fn caller_in_group(&self, ctx: &Context, gid: u32) -> io::Result<bool> {
+        self.cfg.creds.in_group(ctx.uid, ctx.gid, ctx.pid, gid)
+    }
+
+    /// Rootless: the clock before a create that must then find its node again by name.
+    fn creation_clock(&self, want: &Option<Virtual>) -> Option<i64> {
+        // A second early: host timestamps come from a coarser clock than SystemTime.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        want.as_ref()
+            .map(|_| now.map_or(0, |d| d.as_secs() as i64 - 1))
+    }
+
+    /// Rootless: whether the node reopened by name is the one this request made, before
+    /// it becomes the caller's. A node renamed over the name in between (by a host user,
+    /// another server or VM) is older, or not the server's, or not of this type. Born in
+    /// the same second by another creator of ours is the residue (see docs/security.md).
+    fn check_made_here(&self, fd: &OwnedFd, format: u32, since: i64, same: bool) -> io::Result<()> {
+        let ov = self.overlay.as_ref().ok_or_else(|| err(libc::EIO))?;
+        let fd = std::os::fd::AsFd::as_fd(fd);
+        let st = platform::fstat(fd)?;
+        let born = platform::birth_time(fd)?;
+        let fresh = born.is_none_or(|(secs, _)| secs >= since);
+        if same
+            && fresh
+            && st.st_uid == ov.cfg.server_uid
+            && platform::st_mode(&st) & mode::S_IFMT == format
+        {
+            return Ok(());
+        }
+        log::warn!("a new node was replaced before it got its owner; the request fails");
+        Err(err(libc::EIO))
     }
 
     /// Adds the host inode behind an `O_PATH` fd to the table and builds its entry.
@@ -686,8 +799,15 @@ impl FileSystem for Passthrough {
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
         let want = self.new_virtual(ctx, &dir, mode::S_IFLNK, 0o777, 0)?;
+        let since = self.creation_clock(&want);
         platform::symlinkat(linkname, dir.fd(), name)?;
-        self.register_new(self.open_created(&dir, name, false)?, want)
+        let fd = self.open_created(&dir, name, false)?;
+        if let Some(since) = since {
+            let same_target = platform::readlink_fd(std::os::fd::AsFd::as_fd(&fd))
+                .is_ok_and(|t| t == linkname.to_bytes());
+            self.check_made_here(&fd, mode::S_IFLNK, since, same_target)?;
+        }
+        self.register_new(fd, want)
     }
 
     fn mknod(
@@ -710,12 +830,14 @@ impl FileSystem for Passthrough {
         let want = self.new_virtual(ctx, &dir, format, mode, rdev)?;
         if want.is_some() {
             // Rootless: every special file is a host regular file with its type in the record.
-            let host_mode = (mode & 0o777) | overlay::FILE_FLOOR;
+            let host_mode = overlay::host_perms(mode, mode::S_IFREG);
             let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-            drop(platform::openat(dir.fd(), name, flags, host_mode)?);
-        } else {
-            platform::mknodat(dir.fd(), name, mode, u64::from(rdev))?;
+            let made = platform::openat(dir.fd(), name, flags, host_mode)?;
+            // Pinned through the creating fd: a rename of the name cannot swap it.
+            let fd = platform::reopen(std::os::fd::AsFd::as_fd(&made), platform::O_PATH)?;
+            return self.register_new(fd, want);
         }
+        platform::mknodat(dir.fd(), name, mode, u64::from(rdev))?;
         self.register_new(self.open_created(&dir, name, false)?, want)
     }
 
@@ -733,11 +855,16 @@ impl FileSystem for Passthrough {
         let _c = self.caller(ctx)?;
         let want = self.new_virtual(ctx, &dir, mode::S_IFDIR, mode, 0)?;
         let host_mode = match want {
-            Some(_) => (mode & 0o777) | overlay::DIR_FLOOR,
+            Some(_) => overlay::host_perms(mode, mode::S_IFDIR),
             None => mode,
         };
+        let since = self.creation_clock(&want);
         platform::mkdirat(dir.fd(), name, host_mode)?;
-        self.register_new(self.open_created(&dir, name, true)?, want)
+        let fd = self.open_created(&dir, name, true)?;
+        if let Some(since) = since {
+            self.check_made_here(&fd, mode::S_IFDIR, since, true)?;
+        }
+        self.register_new(fd, want)
     }
 
     fn unlink(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
@@ -830,9 +957,7 @@ impl FileSystem for Passthrough {
         _fuse_flags: u32,
     ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
         let data = self.inodes.get(inode)?;
-        if data.is_dir() {
-            return Err(err(libc::EISDIR));
-        }
+        openable(data.file_type)?;
         let modifying = flags as i32 & (libc::O_ACCMODE | libc::O_TRUNC) != libc::O_RDONLY;
         if modifying {
             self.check_writable()?;
@@ -855,34 +980,31 @@ impl FileSystem for Passthrough {
         let dir = self.inodes.get(parent)?;
         let _c = self.caller(ctx)?;
         self.refuse_case_alias(&dir, name)?;
-        let mut want = self.new_virtual(ctx, &dir, mode::S_IFREG, args.mode, 0)?;
-        let (host_mode, excl) = match want {
-            // Rootless: only a file this call really creates gets the caller as owner.
-            Some(_) => ((args.mode & 0o777) | overlay::FILE_FLOOR, libc::O_EXCL),
-            None => (args.mode, 0),
+        let want = self.new_virtual(ctx, &dir, mode::S_IFREG, args.mode, 0)?;
+        let host_mode = match want {
+            Some(_) => overlay::host_perms(args.mode, mode::S_IFREG),
+            None => args.mode,
         };
         // Holds the fd slot the O_PATH reopen below needs: out of fds, fail before
         // creating anything rather than after.
         let slot = dir.fd().try_clone_to_owned()?;
-        let open = |extra: i32| {
-            self.open_with_fallback(args.flags, |f| {
-                let flags = f | libc::O_CREAT | libc::O_NOFOLLOW | extra;
-                platform::openat(dir.fd(), name, flags, host_mode)
-            })
-        };
-        let fd = match open(excl) {
+        // Always O_EXCL: only an entry this call creates is new; any other is opened as
+        // OPEN would open it, by its pinned inode, with its type and permissions checked.
+        let created = self.open_with_fallback(args.flags, |f| {
+            let flags = f | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+            platform::openat(dir.fd(), name, flags, host_mode)
+        });
+        drop(slot);
+        let fd = match created {
             Err(e)
                 if e.raw_os_error() == Some(libc::EEXIST)
-                    && excl != 0
                     && args.flags as i32 & libc::O_EXCL == 0 =>
             {
-                want = None;
-                open(0)?
+                return self.open_existing(ctx, &dir, name, args.flags);
             }
             r => r?,
         };
         // Pin the very inode we created, not whatever the name points to by now.
-        drop(slot);
         let path_fd = platform::reopen(std::os::fd::AsFd::as_fd(&fd), platform::O_PATH)?;
         let entry = self.register_new(path_fd, want)?;
         let data = self.inodes.get(entry.inode)?;
@@ -994,7 +1116,16 @@ impl FileSystem for Passthrough {
                 let bits = overlay::acl_mode_bits(value).ok_or_else(|| err(libc::EOPNOTSUPP))?;
                 let data = self.inodes.get(inode)?;
                 return ov.update(self.root.fd(), &data, |v, _| {
-                    v.perms = (v.perms & 0o7000) | bits;
+                    // As chmod: only the owner (or root) sets it, and a caller outside
+                    // the group loses the setgid bit (older guest kernels check neither).
+                    if ctx.uid != 0 && ctx.uid != v.uid {
+                        return Err(err(libc::EPERM));
+                    }
+                    let mut special = v.perms & 0o7000;
+                    if ctx.uid != 0 && !self.caller_in_group(ctx, v.gid)? {
+                        special &= !mode::S_ISGID;
+                    }
+                    v.perms = special | bits;
                     Ok(())
                 });
             }

@@ -61,6 +61,13 @@ fn floor_of(format: u32) -> u32 {
     }
 }
 
+/// Host permission bits of a server-owned node that should look like `perms`: never
+/// group- or other-writable, so no other host user can write its record (see `trusts`),
+/// and never below the floor the server needs.
+pub fn host_perms(perms: u32, format: u32) -> u32 {
+    (perms & 0o755) | floor_of(format)
+}
+
 /// The Linux dev_t split of FUSE's 32-bit rdev.
 pub fn split_rdev(rdev: u32) -> (u32, u32) {
     (
@@ -94,10 +101,20 @@ impl Rootless {
         }
     }
 
-    /// The client's view of a host stat under `record`.
+    /// Whether a record on `host` can only have come from this server: the inode is
+    /// the server's and no other host user may write it (`user.*` xattrs need write
+    /// permission; symlink records live in the server's own sidecar).
+    pub fn trusts(&self, host: &stat64) -> bool {
+        let format = platform::st_mode(host) & mode::S_IFMT;
+        host.st_uid == self.server_uid
+            && (format == mode::S_IFLNK || platform::st_mode(host) & 0o022 == 0)
+    }
+
+    /// The client's view of a host stat under `record`; a record the server cannot
+    /// vouch for (`trusts`) is ignored.
     pub fn view(&self, host: &stat64, record: Option<&Record>) -> Virtual {
         let mut v = self.host_default(host);
-        if let Some(r) = record {
+        if let Some(r) = record.filter(|_| self.trusts(host)) {
             v.uid = r.uid.unwrap_or(v.uid);
             v.gid = r.gid.unwrap_or(v.gid);
             v.perms = r.mode.unwrap_or(v.perms);
@@ -187,10 +204,25 @@ struct Sidecar {
 const SIDECAR_ENTRY: usize = 8 + 8 + 8 + 4 + super::record::LEN;
 
 impl SymlinkStore {
-    pub fn load(root: BorrowedFd<'_>) -> io::Result<Self> {
+    /// Reads the sidecar, if the server (`server_uid`) wrote it: one that another host
+    /// user owns or may write is ignored, and replaced by the next change.
+    pub fn load(root: BorrowedFd<'_>, server_uid: u32) -> io::Result<Self> {
         let mut state = Sidecar::default();
-        match platform::openat(root, SIDECAR_NAME, libc::O_RDONLY | libc::O_NOFOLLOW, 0) {
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK;
+        match platform::openat(root, SIDECAR_NAME, flags, 0) {
             Ok(fd) => {
+                let st = platform::fstat(std::os::fd::AsFd::as_fd(&fd))?;
+                let m = platform::st_mode(&st);
+                if st.st_uid != server_uid || m & 0o022 != 0 || m & mode::S_IFMT != mode::S_IFREG {
+                    log::warn!(
+                        "{}: not the server's own (owner {}, mode {m:o}); its records are ignored",
+                        SIDECAR_NAME.to_string_lossy(),
+                        st.st_uid
+                    );
+                    return Ok(SymlinkStore {
+                        state: Mutex::new(state),
+                    });
+                }
                 let mut data = Vec::new();
                 std::fs::File::from(fd).read_to_end(&mut data)?;
                 parse_sidecar(&data, &mut state);
@@ -289,10 +321,15 @@ fn persist(root: BorrowedFd<'_>, state: &Sidecar) -> io::Result<()> {
         data.extend_from_slice(&rec.encode());
     }
     data.extend_from_slice(&state.foreign);
+    // A fresh file of our own: one planted under the temporary name is never reused.
+    match platform::unlinkat(root, SIDECAR_TMP, false) {
+        Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return Err(e),
+        _ => {}
+    }
     let fd = platform::openat(
         root,
         SIDECAR_TMP,
-        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
         0o600,
     )?;
     let mut f = std::fs::File::from(fd);
@@ -375,15 +412,27 @@ impl Overlay {
         cache: &mut OverlayCache,
     ) -> io::Result<()> {
         let mut host = platform::fstat(inode.fd())?;
-        if !inode.is_symlink() && host.st_uid == self.cfg.server_uid {
-            let host_perms =
-                (want.perms & 0o777) | floor_of(platform::st_mode(&host) & mode::S_IFMT);
-            if platform::st_mode(&host) & 0o7777 != host_perms {
-                platform::chmod_fd(inode.fd(), host_perms)?;
-                host = platform::fstat(inode.fd())?;
-            }
+        let format = platform::st_mode(&host) & mode::S_IFMT;
+        let host_perms = if host.st_uid == self.cfg.server_uid {
+            host_perms(want.perms, format)
+        } else {
+            // Another host user's file (a server with CAP_CHOWN chowned it there): the
+            // host itself must carry the mode, since no record on it is trusted.
+            want.perms
+        };
+        if !inode.is_symlink() && platform::st_mode(&host) & 0o7777 != host_perms {
+            platform::chmod_fd(inode.fd(), host_perms)?;
+            host = platform::fstat(inode.fd())?;
         }
         let rec = self.cfg.diff(&host, want);
+        if !rec.is_empty() && !self.cfg.trusts(&host) {
+            log::debug!(
+                "inode {}: host owner {} is not the server; its record would be ignored",
+                inode.id,
+                host.st_uid
+            );
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
         if uses_sidecar(inode) {
             self.symlinks.set(root, inode, &rec)?;
         } else if rec.is_empty() {

@@ -84,7 +84,7 @@ pub fn walk(
             try_host_chown: false,
         },
         dev: platform::st_dev(&host),
-        symlinks: SymlinkStore::load(root.as_fd())
+        symlinks: SymlinkStore::load(root.as_fd(), server_uid)
             .map_err(|e| in_path(src, overlay::SIDECAR_NAME.to_bytes(), e))?,
         skip,
     };

@@ -386,14 +386,17 @@ where
                 rdev_major,
                 rdev_minor,
                 umask,
-            } => entry(fs.mknod(
-                ctx,
-                parent.into(),
-                &cname(name)?,
-                mode,
-                wire::join_dev32(rdev_major, rdev_minor),
-                umask,
-            )?),
+            } => entry(
+                fs.mknod(
+                    ctx,
+                    parent.into(),
+                    &cname(name)?,
+                    mode,
+                    wire::join_dev32(rdev_major, rdev_minor)
+                        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?,
+                    umask,
+                )?,
+            ),
             Request::Mkdir {
                 parent,
                 name,

@@ -1859,9 +1859,13 @@ pub fn split_dev32(dev: u32) -> (u32, u32) {
     (major, minor)
 }
 
-/// Inverse of [`split_dev32`].
-pub fn join_dev32(major: u32, minor: u32) -> u32 {
-    (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
+/// Inverse of [`split_dev32`]. Numbers the 32-bit form cannot hold (major above
+/// 0xfff, minor above 0xfffff) are `None`: cut down, they would name another device.
+pub fn join_dev32(major: u32, minor: u32) -> Option<u32> {
+    if major > 0xfff || minor > 0xf_ffff {
+        return None;
+    }
+    Some((minor & 0xff) | (major << 8) | ((minor & !0xff) << 12))
 }
 
 #[cfg(test)]
