@@ -3356,3 +3356,374 @@ fn pipe_hostile_client() {
         failures.join("\n")
     );
 }
+
+// ---------------------------------------------------------------------------
+// Trust boundaries (issue 12): each case names the hole it closes
+// ---------------------------------------------------------------------------
+
+const EBADF_ONLY: &[i32] = &[libc::EBADF];
+const EACCES_ONLY: &[i32] = &[libc::EACCES];
+const EPERM_ONLY: &[i32] = &[libc::EPERM];
+/// `system.posix_acl_access` holding only user::rw-, group::---, other::rwx.
+fn acl_value(user: u16, group: u16, other: u16) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm) in [(1u16, user), (4, group), (0x20, other)] {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&u32::MAX.to_le_bytes());
+    }
+    v
+}
+
+/// Records planted on the host by someone other than the server (hole 7), plus one
+/// the server could have written (the positive control).
+fn plant_records(src: &Path) {
+    use ownfs::fs::record::Record;
+    let forged = Record {
+        uid: Some(77),
+        gid: Some(77),
+        mode: Some(0o4755),
+        kind: None,
+    };
+    let put = |name: &str, owner: u32, mode: u32, rec: &Record| {
+        let p = src.join(name);
+        fs::write(&p, b"#!/bin/sh\n").unwrap();
+        let f = fs::File::open(&p).unwrap();
+        platform::setxattr(f.as_fd(), c"user.ownfs.stat", &rec.encode(), 0).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        unix_fs::chown(&p, Some(owner), Some(owner)).unwrap();
+    };
+    // A host user's own file, and a server file any host user may write.
+    put("forged_other", 1234, 0o644, &forged);
+    put("forged_shared", platform::geteuid(), 0o666, &forged);
+    let honest = Record {
+        uid: Some(4321),
+        gid: None,
+        mode: Some(0o640),
+        kind: None,
+    };
+    put("honest", platform::geteuid(), 0o644, &honest);
+}
+
+fn raw_fuse_trust_cases(s: &mut Suite, rootless: bool) {
+    let rw = libc::O_RDWR as u32;
+    let ro = libc::O_RDONLY as u32;
+    if !rootless {
+        // Hole 2: host device nodes and FIFOs are never opened for a client.
+        let dev = s.ok(mknod(
+            ROOT,
+            b"zero",
+            libc::S_IFCHR | 0o666,
+            libc::makedev(1, 5) as u32,
+        ));
+        let fifo = s.ok(mknod(ROOT, b"fifo", libc::S_IFIFO | 0o666, 0));
+        s.case(
+            "hole 2: open of a char device",
+            open(dev.entry_node(), rw),
+            Expect::Err(EBADF_ONLY),
+        );
+        s.case(
+            "hole 2: open of a FIFO (would block)",
+            open(fifo.entry_node(), ro),
+            Expect::Err(EBADF_ONLY),
+        );
+        s.case(
+            "hole 2: create (no O_EXCL) of an existing FIFO",
+            create(ROOT, b"fifo", ro, 0o644),
+            Expect::Err(EBADF_ONLY),
+        );
+        s.case(
+            "hole 2: create (no O_EXCL) of an existing device",
+            create(ROOT, b"zero", rw, 0o644),
+            Expect::Err(EBADF_ONLY),
+        );
+        // Hole 3: pid 0 is not the server; it is the uid it names.
+        let mut m = mkdir(ROOT, b"pid0-dir", 0o755).caller(65534, 65534);
+        m.pid = 0;
+        s.case(
+            "hole 3: pid 0 as uid 65534 mkdir in a root 0755 dir",
+            m,
+            Expect::Err(EACCES_ONLY),
+        );
+        if s.fx.src.join("pid0-dir").exists() {
+            s.fail("hole 3", "pid0-dir was created".into());
+        }
+        return;
+    }
+    // Hole 4: a mode-only ACL is a chmod: only the owner may.
+    let f = s.ok(create(ROOT, b"acl_f", rw, 0o600).caller(1000, 1000));
+    let node = f.entry_node();
+    let value = acl_value(6, 0, 7);
+    s.case(
+        "hole 4: ACL mode change by a non-owner",
+        setxattr(node, b"system.posix_acl_access", &value, value.len() as u32).caller(2000, 2000),
+        Expect::Err(EPERM_ONLY),
+    );
+    let mode = s.ok(getattr(node)).attr_mode() & 0o7777;
+    if mode != 0o600 {
+        s.fail(
+            "hole 4",
+            format!("mode became {mode:o} after a refused ACL"),
+        );
+    }
+    s.case(
+        "hole 4: ACL mode change by the owner",
+        setxattr(node, b"system.posix_acl_access", &value, value.len() as u32).caller(1000, 1000),
+        Expect::Ok,
+    );
+    let mode = s.ok(getattr(node)).attr_mode() & 0o7777;
+    if mode != 0o607 {
+        s.fail("hole 4", format!("owner's ACL gave mode {mode:o}, not 607"));
+    }
+    // Hole 6: CREATE without O_EXCL of an existing file checks its virtual permissions.
+    s.ok(create(ROOT, b"private", rw, 0o600).caller(1000, 1000));
+    s.case(
+        "hole 6: create (no O_EXCL) of another user's 0600 file",
+        create(ROOT, b"private", rw, 0o644).caller(2000, 2000),
+        Expect::Err(EACCES_ONLY),
+    );
+    s.case(
+        "hole 6: create (no O_EXCL) of one's own file",
+        create(ROOT, b"private", rw, 0o644).caller(1000, 1000),
+        Expect::Ok,
+    );
+    // Hole 7: records the server cannot vouch for are ignored.
+    let me = platform::geteuid();
+    for (name, uid, mode) in [
+        ("forged_other", 1234, 0o644),
+        ("forged_shared", 0, 0o666),
+        ("honest", 4321, 0o640),
+    ] {
+        let r = s.ok(lookup(ROOT, name.as_bytes()));
+        let got = (r.entry_uid(), r.entry_mode() & 0o7777);
+        if got != (uid, mode) {
+            s.fail(
+                &format!("hole 7: {name}"),
+                format!(
+                    "seen as uid {} mode {:o}, expected uid {uid} mode {mode:o} (server uid {me})",
+                    got.0, got.1
+                ),
+            );
+        }
+    }
+}
+
+#[test]
+fn raw_fuse_trust_boundaries() {
+    platform::set_umask(0);
+    let mut failures = Vec::new();
+    for rootless in [false, true] {
+        let mut s = Suite::new(rootless);
+        if rootless {
+            plant_records(&s.fx.src);
+        }
+        raw_fuse_trust_cases(&mut s, rootless);
+        println!("trust[raw-fuse {}]: {} cases", s.mode, s.t.cases);
+        failures.extend(std::mem::take(&mut s.t.failures));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn pipe_trust_cases(s: &mut PipeSuite, rootless: bool) {
+    let (ro, rw) = (0, 2);
+    let mknod_req = |name: &[u8], mode: u32, major: u32, minor: u32| Request::Mknod {
+        parent: ROOT,
+        name: name.to_vec(),
+        mode,
+        rdev_major: major,
+        rdev_minor: minor,
+        umask: 0,
+    };
+    // Hole 9: device numbers beyond FUSE's 32-bit form are refused, not cut down.
+    s.case(
+        "hole 9: mknod major 4097 minor 1",
+        mknod_req(b"wide", libc::S_IFCHR | 0o600, 4097, 1),
+        Expect::Err(EINVAL),
+    );
+    s.case(
+        "hole 9: mknod minor 2^20",
+        mknod_req(b"wide", libc::S_IFCHR | 0o600, 1, 1 << 20),
+        Expect::Err(EINVAL),
+    );
+    if s.fx.src.join("wide").symlink_metadata().is_ok() {
+        s.fail("hole 9", "a node was created".into());
+    }
+    if rootless {
+        return;
+    }
+    // Hole 2 over the pipe.
+    let dev = entry_node(&s.case(
+        "hole 2: mknod c 1 5",
+        mknod_req(b"zero", libc::S_IFCHR | 0o666, 1, 5),
+        Expect::Ok,
+    ));
+    let fifo = entry_node(&s.case(
+        "hole 2: mknod fifo",
+        mknod_req(b"fifo", libc::S_IFIFO | 0o666, 0, 0),
+        Expect::Ok,
+    ));
+    for (what, node, flags) in [("char device", dev, rw), ("FIFO", fifo, ro)] {
+        if let Some(node) = node {
+            s.case(
+                &format!("hole 2: open of a {what}"),
+                Request::Open {
+                    node,
+                    flags,
+                    open_in: 0,
+                },
+                Expect::Err(EBADF_ONLY),
+            );
+        }
+    }
+    s.case(
+        "hole 2: create (no O_EXCL) of an existing FIFO",
+        Request::Create {
+            parent: ROOT,
+            name: b"fifo".to_vec(),
+            mode: 0o644,
+            umask: 0,
+            flags: ro,
+            open_in: 0,
+        },
+        Expect::Err(EBADF_ONLY),
+    );
+    // Hole 3 over the pipe: a claimed pid 0 is only a label.
+    let saved = s.caller.clone();
+    s.caller = Caller {
+        uid: 65534,
+        gid: 65534,
+        pid: 0,
+        groups: Vec::new(),
+    };
+    s.case(
+        "hole 3: pid 0 as uid 65534 mkdir in a root 0755 dir",
+        Request::Mkdir {
+            parent: ROOT,
+            name: b"pid0-dir".to_vec(),
+            mode: 0o755,
+            umask: 0,
+        },
+        Expect::Err(EACCES_ONLY),
+    );
+    s.caller = saved;
+}
+
+#[test]
+fn pipe_trust_boundaries() {
+    let mut failures = Vec::new();
+    for rootless in [false, true] {
+        let mut s = PipeSuite::new(rootless);
+        pipe_trust_cases(&mut s, rootless);
+        println!("trust[pipe {}]: {} cases", s.mode, s.t.cases);
+        failures.extend(std::mem::take(&mut s.t.failures));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Hole 6: rootless mkdir and symlink find their new node again by name. A host process
+/// swaps an older server-owned node in (RENAME_EXCHANGE) right after each create; the
+/// caller must never become the owner of that older node.
+#[test]
+fn rootless_create_race_never_gives_away_an_older_node() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    platform::set_umask(0);
+    let fx = Fixture::new("hostile-race");
+    let src = fx.src.clone();
+    // Older than the server's freshness window (one second plus a coarse clock tick).
+    fs::create_dir(src.join("victim_dir")).unwrap();
+    fs::write(src.join("victim_dir/marker"), b"victim").unwrap();
+    unix_fs::symlink("victim-target", src.join("victim_link")).unwrap();
+    std::thread::sleep(Duration::from_millis(2100));
+    let mut raw = RawFuse::new(passthrough(&src, true));
+    let armed = Arc::new(AtomicBool::new(false));
+    let epoch = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let attacker = {
+        let (armed, epoch, stop, src) = (armed.clone(), epoch.clone(), stop.clone(), src.clone());
+        std::thread::spawn(move || {
+            let dir = fs::File::open(&src).unwrap();
+            let pairs = [(c"victim_dir", c"new_dir"), (c"victim_link", c"new_link")];
+            while !stop.load(Ordering::Relaxed) {
+                let e = epoch.load(Ordering::Acquire);
+                while armed.load(Ordering::Relaxed) {
+                    for (a, b) in pairs {
+                        let _ = platform::renameat2(
+                            dir.as_fd(),
+                            a,
+                            dir.as_fd(),
+                            b,
+                            libc::RENAME_EXCHANGE,
+                        );
+                    }
+                }
+                // Acknowledge the disarm so the test can tidy up undisturbed.
+                epoch.store(e | 1, Ordering::Release);
+                std::hint::spin_loop();
+            }
+        })
+    };
+    let ids = |p: &Path| fs::symlink_metadata(p).map(|m| m.ino()).ok();
+    let victim_dir_ino = ids(&src.join("victim_dir")).unwrap();
+    let victim_link_ino = ids(&src.join("victim_link")).unwrap();
+    let (mut tries, mut refused, mut given) = (0, 0, Vec::new());
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < deadline {
+        tries += 1;
+        epoch.store(0, Ordering::Release);
+        armed.store(true, Ordering::Relaxed);
+        let rd = raw.call(&mkdir(ROOT, b"new_dir", 0o755).caller(1000, 1000));
+        let rl = raw.call(&symlink(ROOT, b"new_link", b"made-by-1000").caller(1000, 1000));
+        armed.store(false, Ordering::Relaxed);
+        while epoch.load(Ordering::Acquire) & 1 == 0 {
+            std::hint::spin_loop();
+        }
+        for (r, victim) in [(rd, victim_dir_ino), (rl, victim_link_ino)] {
+            match r {
+                Ok(r) if r.errno == 0 => {
+                    if le_ino(&r) == victim {
+                        given.push(format!("try {tries}: the caller got inode {victim}"));
+                    }
+                    let _ = raw.send(&forget(r.entry_node(), 1));
+                }
+                Ok(r) if r.errno == libc::EIO => refused += 1,
+                other => given.push(format!("try {tries}: unexpected {other:?}")),
+            }
+        }
+        // Put the victims back under their names and drop whatever else was made.
+        for (victim, vname, nname) in [
+            (victim_dir_ino, "victim_dir", "new_dir"),
+            (victim_link_ino, "victim_link", "new_link"),
+        ] {
+            if ids(&src.join(nname)) == Some(victim) {
+                fs::rename(src.join(nname), src.join(vname)).unwrap();
+            } else if ids(&src.join(vname)) != Some(victim) {
+                panic!("lost track of {vname}");
+            }
+            let n = src.join(nname);
+            let _ = fs::remove_dir(&n).or_else(|_| fs::remove_file(&n));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    attacker.join().unwrap();
+    // The victims' owners as the server shows them: never the racing caller.
+    for name in [b"victim_dir".as_slice(), b"victim_link"] {
+        let r = raw.call(&lookup(ROOT, name)).unwrap();
+        if r.entry_uid() == 1000 {
+            given.push(format!(
+                "{} is now owned by uid 1000",
+                String::from_utf8_lossy(name)
+            ));
+        }
+    }
+    println!(
+        "create-race[rootless]: {tries} tries, the swap was caught {refused} times, {} give-aways",
+        given.len()
+    );
+    assert!(given.is_empty(), "{}", given.join("\n"));
+}
+
+/// Host inode number in a `fuse_entry_out` (its attr's ino).
+fn le_ino(r: &Reply) -> u64 {
+    u64::from_le_bytes(r.body[40..48].try_into().unwrap())
+}

@@ -404,6 +404,10 @@ impl Reply {
     pub fn entry_mode(&self) -> u32 {
         le_u32(&self.body, 40 + 60)
     }
+    /// `st_uid` of a `fuse_entry_out`.
+    pub fn entry_uid(&self) -> u32 {
+        le_u32(&self.body, 40 + 68)
+    }
     /// `st_mode` of a `fuse_attr_out` (getattr, setattr).
     pub fn attr_mode(&self) -> u32 {
         le_u32(&self.body, 16 + 60)

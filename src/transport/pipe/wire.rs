@@ -477,7 +477,7 @@ impl Welcome {
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
-    /// 0 for requests the client kernel makes on its own (they run as the server).
+    /// The caller's pid, a label only (0 when the client kernel cannot see it).
     pub pid: u32,
     /// Complete list of supplementary groups; empty means none.
     pub groups: Vec<u32>,
