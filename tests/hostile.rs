@@ -3448,6 +3448,29 @@ fn raw_fuse_trust_cases(s: &mut Suite, rootless: bool) {
         if s.fx.src.join("pid0-dir").exists() {
             s.fail("hole 3", "pid0-dir was created".into());
         }
+        // Paths that run as the server: times through a handle. A read-only handle
+        // of someone else's file is no licence to set its times.
+        let f = s.node(ROOT, "f");
+        let fh = s.ok(open(f, ro).caller(65534, 65534)).open_fh();
+        let before = fs::metadata(s.fx.src.join("f")).unwrap().mtime();
+        let times = Setattr {
+            valid: fattr::MTIME | fattr::FH,
+            fh,
+            mtime: (12345, 0),
+            ..Default::default()
+        };
+        s.case(
+            "server paths: explicit mtime through a read-only handle",
+            setattr(f, times).caller(65534, 65534),
+            Expect::Err(&[libc::EPERM, libc::EACCES]),
+        );
+        if fs::metadata(s.fx.src.join("f")).unwrap().mtime() != before {
+            s.fail(
+                "server paths",
+                "mtime changed through a read-only handle".into(),
+            );
+        }
+        let _ = s.raw.send(&release(f, fh));
         return;
     }
     // Hole 4: a mode-only ACL is a chmod: only the owner may.

@@ -696,9 +696,10 @@ fn set_size_and_times(
         // Only the kernel sends times with a file handle: the cmtime a writeback
         // cache kept for a write or ftruncate through that open file. Opening it for
         // writing was the permission check; explicit times would demand ownership.
+        // A handle opened read-only proves nothing: that request runs as the caller.
         let _server = match handle {
-            Some(_) => Some(creds.as_server()?),
-            None => None,
+            Some(h) if platform::open_for_writing(h.fd())? => Some(creds.as_server()?),
+            _ => None,
         };
         platform::set_times(data.fd(), atime, mtime)?;
     }

@@ -754,6 +754,13 @@ pub fn set_blocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) }).map(drop)
 }
 
+/// True if `fd` was opened for writing (O_WRONLY or O_RDWR).
+pub fn open_for_writing(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    // SAFETY: F_GETFL only reads descriptor flags.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    Ok(flags & libc::O_ACCMODE != libc::O_RDONLY)
+}
+
 /// Held by a detached server; `notify` tells the waiting parent the mount is up.
 pub struct DaemonReady {
     pipe: OwnedFd,

@@ -785,3 +785,13 @@ pub fn with_fopen_passthrough(
 ) -> fuse_backend_rs::abi::fuse_abi::OpenOptions {
     opts
 }
+
+/// True if `fd` was opened for writing (O_WRONLY or O_RDWR).
+pub fn open_for_writing(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    // SAFETY: F_GETFL only reads descriptor flags.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(flags & libc::O_ACCMODE != libc::O_RDONLY)
+}
