@@ -683,3 +683,45 @@ fn guest_pids_never_bring_host_groups() {
     r.check(0, vmm.unique);
     assert_eq!(fs::metadata(dev.share.join("groupdir")).unwrap().gid(), G);
 }
+
+/// Issue 12, holes 2 and 3, from a hostile guest: host FIFOs and device nodes in the
+/// share are never opened (a FIFO would stall the single virtqueue thread of the
+/// default `--thread-pool-size 0`), and pid 0 runs as the uid it names, not as the server.
+#[test]
+fn a_hostile_guest_reaches_no_host_device_and_cannot_stall_the_device() {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    let dev = Device::start_with(&[], |share| {
+        let rw = Mode::from_bits_truncate(0o666);
+        mknod(&share.join("fifo"), SFlag::S_IFIFO, rw, 0).unwrap();
+        mknod(&share.join("zero"), SFlag::S_IFCHR, rw, makedev(1, 5)).unwrap();
+    });
+    let (mut vmm, _, _) = Vmm::connect(&dev);
+    vmm.init();
+    for (name, flags) in [("fifo", libc::O_RDONLY), ("zero", libc::O_RDWR)] {
+        let entry: EntryOut = {
+            let r = lookup(&mut vmm, 1, name, ROOT);
+            r.check(0, vmm.unique);
+            r.obj()
+        };
+        let open = OpenIn {
+            flags: flags as u32,
+            fuse_flags: 0,
+        };
+        let r = vmm.request(FUSE_OPEN, entry.nodeid, ROOT, &[open.as_slice()]);
+        r.check(libc::EBADF, vmm.unique);
+    }
+    let mkdir = MkdirIn {
+        mode: 0o755,
+        umask: 0,
+    };
+    let r = vmm.request(
+        FUSE_MKDIR,
+        1,
+        (65534, 65534, 0),
+        &[mkdir.as_slice(), &cname("pid0-dir")],
+    );
+    r.check(libc::EACCES, vmm.unique);
+    assert!(!dev.share.join("pid0-dir").exists());
+    // Still serving.
+    lookup(&mut vmm, 1, "zero", ROOT).check(0, vmm.unique);
+}
