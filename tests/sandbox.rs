@@ -420,3 +420,64 @@ fn virtiofs_namespace_pivots_to_the_share() {
     assert!(matches!(st, Some(s) if s.success()), "{st:?}");
     assert!(!sock.exists(), "socket left behind");
 }
+
+/// An unprivileged server cannot create a mount namespace: the default falls back to
+/// `none` and says so; an explicit `--sandbox namespace` is an error, not a silent
+/// downgrade.
+#[test]
+fn unprivileged_serve_falls_back_to_none() {
+    let scratch = Scratch::new("sbx-user");
+    let src = scratch.dir("src");
+    let run = scratch.dir("run");
+    seed(&src);
+    for d in [&src, &run] {
+        std::os::unix::fs::chown(d, Some(65534), Some(65534)).unwrap();
+    }
+    let nobody = Caller::new(65534, 65534);
+    let sock = run.join("s.sock");
+    let log = scratch.path("serve.log");
+    let mut child = nobody
+        .command(ownfs_bin())
+        .arg("serve")
+        .arg(&src)
+        .arg("--listen")
+        .arg(format!("unix:{}", sock.display()))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stderr(log_file(&log))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while !fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("serving")
+    {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("exited {st}: {}", fs::read_to_string(&log).unwrap());
+        }
+        assert!(Instant::now() < deadline, "serve did not start");
+        sleep(Duration::from_millis(20));
+    }
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.contains("sandbox: none: not root"), "{text}");
+    assert_eq!(root_names(child.id()), names(Path::new("/")));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let st = wait_timeout(&mut child, STOP_TIMEOUT);
+    assert!(matches!(st, Some(s) if s.success()), "{st:?}");
+    assert!(!sock.exists(), "socket left behind");
+
+    let out = output_timeout(
+        nobody
+            .command(ownfs_bin())
+            .arg("serve")
+            .arg(&src)
+            .arg("--listen")
+            .arg(format!("unix:{}", sock.display()))
+            .args(["--sandbox", "namespace"]),
+        CHILD_TIMEOUT,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("sandbox namespace"), "{err}");
+    assert!(!sock.exists(), "socket left behind after the refusal");
+}

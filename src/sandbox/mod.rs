@@ -217,6 +217,7 @@ fn pivot(req: &Request<'_>, share: &std::ffi::CStr) -> io::Result<()> {
     Ok(())
 }
 
+#[cfg(target_os = "linux")]
 fn ctx(e: io::Error, what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
