@@ -5,6 +5,7 @@
 //! - [`creds`]: per-thread caller credentials.
 //! - [`fs`]: the passthrough `FileSystem`.
 //! - [`transport`]: ways to reach it (local `/dev/fuse` mount).
+//! - [`sandbox`]: confining a server to its share (namespace, chroot).
 //! - [`backing`]: kernel passthrough of open files, between the two.
 //! - [`tools`]: offline views of a rootless share (owner listing, tar export).
 
@@ -13,5 +14,6 @@ pub mod creds;
 pub mod fs;
 pub mod negotiate;
 pub mod platform;
+pub mod sandbox;
 pub mod tools;
 pub mod transport;

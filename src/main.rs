@@ -12,6 +12,7 @@ use ownfs::creds::{CredentialPolicy, GroupSource};
 use ownfs::fs::overlay::Rootless;
 use ownfs::fs::{CachePolicy, Config, Passthrough};
 use ownfs::platform;
+use ownfs::sandbox;
 #[cfg(target_os = "linux")]
 use ownfs::transport::fusedev::{FuseMount, MountOptions};
 
@@ -75,6 +76,16 @@ impl OwnershipArgs {
             try_host_chown: platform::has_cap_chown(),
         })
     }
+}
+
+/// How a server confines itself: shared by `mount`, `serve` and `virtiofs`.
+#[derive(Args, Clone)]
+struct SandboxArgs {
+    /// Confine the server to the shared directory [default: namespace where the
+    /// server may create one, else chroot as root, else none]. `none` weakens the
+    /// threat model: a compromised server can reach the whole host file tree.
+    #[arg(long, value_enum, value_name = "MODE")]
+    sandbox: Option<sandbox::Mode>,
 }
 
 /// Who served a rootless share, for the offline tools.
@@ -144,6 +155,8 @@ struct MountArgs {
     options: Vec<String>,
     #[command(flatten)]
     own: OwnershipArgs,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
     /// Detach once mounted (used by the mount.fuse3 helper form).
     #[arg(long, hide = true)]
     daemon: bool,
@@ -297,9 +310,13 @@ fn raise_fd_limit() {
 #[cfg(target_os = "linux")]
 fn run_mount(mut args: MountArgs) -> Result<(), String> {
     let src = source_dir(&args.src, "source")?;
+    // Absolute: the server's cwd becomes /proc before it serves.
+    let mnt = std::env::current_dir()
+        .map(|cwd| cwd.join(&args.mnt))
+        .map_err(|e| format!("current directory: {e}"))?;
     let mut mount_opts = MountOptions {
         source: src.clone(),
-        mountpoint: args.mnt.clone(),
+        mountpoint: mnt,
         default_permissions: !args.no_default_permissions,
         allow_other: true,
         suid: false,
@@ -350,11 +367,27 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
             }
         }
     };
-    if let Some((uid, gid)) = args.own.run_as {
+    // Unmounting on the host needs a process left outside the sandbox and still root.
+    if args.own.run_as.is_some() || sandbox::may_confine(args.sandbox.sandbox) {
         if let Err(e) = mount.keep_unmount_helper() {
             let _ = mount.unmount();
             return Err(format!("starting the unmount helper: {e}"));
         }
+    }
+    let confined = sandbox::enter(&sandbox::Request {
+        mode: args.sandbox.sandbox,
+        share: &src,
+        new_net: true,
+        drop_mount: Some(&mount_opts.mountpoint),
+    });
+    let confined = match confined {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = mount.unmount();
+            return Err(format!("sandbox: {e}"));
+        }
+    };
+    if let Some((uid, gid)) = args.own.run_as {
         if let Err(e) = platform::drop_privileges(uid, gid) {
             let _ = mount.unmount();
             return Err(format!("dropping to {uid}:{gid}: {e}"));
@@ -368,7 +401,7 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
         return Err(e);
     }
     let cfg = Config {
-        root: src.clone(),
+        root: confined.root.clone(),
         cache: args.cache,
         writeback: args.writeback,
         creds: CredentialPolicy::new(switch, GroupSource::Proc),
@@ -431,6 +464,8 @@ struct ServeArgs {
     listen: ownfs::transport::pipe::Address,
     #[command(flatten)]
     own: OwnershipArgs,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
     /// Worker threads per connection.
     #[arg(long, default_value_t = 4)]
     threads: usize,
@@ -471,9 +506,35 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
     platform::block_termination_signals().map_err(|e| format!("signal mask: {e}"))?;
     let listener =
         Listener::bind(&args.listen).map_err(|e| format!("listening on {}: {e}", args.listen))?;
-    let socket_path = listener.path().map(|p| p.to_path_buf());
+    let socket_file = match listener.path().map(sandbox::SocketFile::new).transpose() {
+        Ok(f) => f,
+        Err(e) => return Err(format!("socket {}: {e}", args.listen)),
+    };
+    let remove_socket = || {
+        if let Some(f) = &socket_file {
+            f.remove();
+        }
+    };
+    let confined = sandbox::enter(&sandbox::Request {
+        mode: args.sandbox.sandbox,
+        share: &src,
+        // An accepted Unix socket works from an empty network namespace; vsock could
+        // not be tested here, so a vsock listener keeps the host's.
+        new_net: matches!(args.listen, ownfs::transport::pipe::Address::Unix(_)),
+        drop_mount: None,
+    });
+    let confined = match confined {
+        Ok(c) => c,
+        Err(e) => {
+            remove_socket();
+            return Err(format!("sandbox: {e}"));
+        }
+    };
     if let Some((uid, gid)) = args.own.run_as {
-        platform::drop_privileges(uid, gid).map_err(|e| format!("dropping to {uid}:{gid}: {e}"))?;
+        if let Err(e) = platform::drop_privileges(uid, gid) {
+            remove_socket();
+            return Err(format!("dropping to {uid}:{gid}: {e}"));
+        }
         log::info!("running as {uid}:{gid}");
     }
     let rootless = args.own.rootless();
@@ -481,7 +542,7 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
     let rootless_cfg = args.own.config(rootless);
     restrict_capabilities()?;
     let cfg = Config {
-        root: src.clone(),
+        root: confined.root.clone(),
         cache: args.cache,
         // Used only when a client asks for it at init.
         writeback: true,
@@ -492,7 +553,13 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
         read_only: false,
         backing: None,
     };
-    let fs = Passthrough::new(cfg).map_err(|e| format!("opening {}: {e}", src.display()))?;
+    let fs = match Passthrough::new(cfg) {
+        Ok(fs) => fs,
+        Err(e) => {
+            remove_socket();
+            return Err(format!("opening {}: {e}", src.display()));
+        }
+    };
     let mut caps = wire::CAP_WRITEBACK;
     if rootless {
         caps |= wire::CAP_ROOTLESS;
@@ -525,9 +592,7 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
             };
         }
     };
-    if let Some(p) = socket_path {
-        let _ = std::fs::remove_file(p);
-    }
+    remove_socket();
     result
 }
 
@@ -618,6 +683,8 @@ struct VirtiofsArgs {
     log_level: Option<LogLevel>,
     #[command(flatten)]
     own: OwnershipArgs,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
 }
 
 #[cfg(target_os = "linux")]
@@ -677,13 +744,32 @@ fn run_virtiofs(args: VirtiofsArgs) -> Result<(), String> {
         }
         (None, None) => return Err("--socket-path or --fd is required".into()),
     };
+    let socket_file = match socket_path.as_deref().map(sandbox::SocketFile::new) {
+        Some(Err(e)) => return Err(format!("socket: {e}")),
+        Some(Ok(f)) => Some(f),
+        None => None,
+    };
     let remove_socket = || {
-        if let Some(p) = &socket_path {
-            let _ = std::fs::remove_file(p);
+        if let Some(f) = &socket_file {
+            f.remove();
         }
     };
     // The guest kernel already applied the caller's umask.
     platform::set_umask(0);
+    let confined = sandbox::enter(&sandbox::Request {
+        mode: args.sandbox.sandbox,
+        share: &src,
+        // The vhost-user socket is already bound; the device never uses the network.
+        new_net: true,
+        drop_mount: None,
+    });
+    let confined = match confined {
+        Ok(c) => c,
+        Err(e) => {
+            remove_socket();
+            return Err(format!("sandbox: {e}"));
+        }
+    };
     if let Some((uid, gid)) = args.own.run_as {
         if let Err(e) = platform::drop_privileges(uid, gid) {
             remove_socket();
@@ -699,7 +785,7 @@ fn run_virtiofs(args: VirtiofsArgs) -> Result<(), String> {
         return Err(e);
     }
     let cfg = Config {
-        root: src.clone(),
+        root: confined.root.clone(),
         cache: args.cache,
         // Offered only when the guest kernel supports it.
         writeback: args.writeback,

@@ -446,7 +446,7 @@ fn bad_arguments_give_clear_errors() {
     for flag in [
         ["--cache", "metadata"],
         ["--tag", "x"],
-        ["--sandbox", "none"],
+        ["--xattrmap", ":map::user.virtiofs.:"],
     ] {
         let (st, err) = run(&[
             s("--socket-path"),

@@ -86,7 +86,10 @@ fn read_into(tid: i32, buf: &mut Vec<u8>, groups: &mut Vec<u32>) -> io::Result<(
         return Err(io::Error::from_raw_os_error(libc::ESRCH));
     }
     buf.clear();
-    let mut f = std::fs::File::open(format!("/proc/{tid}/status"))?;
+    // Relative to the host's /proc descriptor: a sandboxed server's "/proc" is the share.
+    let rel = std::ffi::CString::new(format!("{tid}/status"))
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut f = std::fs::File::from(crate::platform::open_proc_file(&rel, libc::O_RDONLY)?);
     f.read_to_end(buf)?;
     parse_groups(buf, groups)
 }

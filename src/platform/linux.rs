@@ -1,7 +1,13 @@
 //! Linux host calls, each wrapped once in a safe function.
 //!
 //! Inodes are pinned by `O_PATH` descriptors; operations that refuse `O_PATH`
-//! descriptors go through the `/proc/self/fd/N` magic link instead.
+//! descriptors go through the `/proc/self/fd/N` magic link instead, always relative to
+//! a `/proc` descriptor opened before any sandbox (see `procfs`).
+
+mod procfs;
+pub use procfs::*;
+mod sandbox;
+pub use sandbox::*;
 
 use std::ffi::CStr;
 use std::fs::File;
@@ -57,6 +63,7 @@ fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
 const EMPTY: &CStr = c"";
 
 /// `/proc/self/fd/N` as a C string, built on the stack so hot paths do not allocate.
+/// Used as `self/fd/N` under the `/proc` descriptor (or the cwd, once that is `/proc`).
 pub struct ProcFdPath {
     buf: [u8; 32],
 }
@@ -83,9 +90,26 @@ impl ProcFdPath {
         ProcFdPath { buf }
     }
 
-    pub fn as_cstr(&self) -> &CStr {
+    fn absolute(&self) -> &CStr {
         // The buffer always holds a NUL after the digits (32 > 14 + 10).
         CStr::from_bytes_until_nul(&self.buf).unwrap_or(c"/proc/self/fd")
+    }
+
+    /// `self/fd/N`, for the `*at` calls with the `/proc` descriptor.
+    pub fn relative(&self) -> &CStr {
+        const SKIP: usize = b"/proc/".len();
+        CStr::from_bytes_until_nul(&self.buf[SKIP..]).unwrap_or(c"self/fd")
+    }
+
+    /// The path for syscalls that take no directory descriptor: relative to the cwd in
+    /// a server (which made `/proc` its cwd before any sandbox), absolute in tools and
+    /// tests that never do.
+    pub fn for_path_call(&self) -> &CStr {
+        if proc_is_cwd() {
+            self.relative()
+        } else {
+            self.absolute()
+        }
     }
 }
 
@@ -118,8 +142,7 @@ pub fn open_path(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
 pub fn reopen(fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<OwnedFd> {
     let path = ProcFdPath::new(fd);
     let flags = (flags | libc::O_CLOEXEC) & !(libc::O_NOFOLLOW | libc::O_CREAT | libc::O_EXCL);
-    // SAFETY: `path` is a valid C string.
-    owned(unsafe { libc::open(path.as_cstr().as_ptr(), flags) })
+    openat(proc_root()?, path.relative(), flags, 0)
 }
 
 /// `fstat` on any descriptor, `O_PATH` included: the one syscall of the stat path.
@@ -241,11 +264,12 @@ pub fn renameat2(
 /// with AT_SYMLINK_FOLLOW because `AT_EMPTY_PATH` needs CAP_DAC_READ_SEARCH.
 pub fn link_fd(fd: BorrowedFd<'_>, newdir: BorrowedFd<'_>, newname: &CStr) -> io::Result<()> {
     let path = ProcFdPath::new(fd);
+    let proc = proc_root()?;
     // SAFETY: valid descriptors and C strings.
     cvt(unsafe {
         libc::linkat(
-            libc::AT_FDCWD,
-            path.as_cstr().as_ptr(),
+            proc.as_raw_fd(),
+            path.relative().as_ptr(),
             newdir.as_raw_fd(),
             newname.as_ptr(),
             libc::AT_SYMLINK_FOLLOW,
@@ -289,8 +313,9 @@ pub fn fchown(fd: BorrowedFd<'_>, uid: Option<u32>, gid: Option<u32>) -> io::Res
 /// chmod of the inode behind an `O_PATH` fd (fchmod refuses those).
 pub fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
     let path = ProcFdPath::new(fd);
-    // SAFETY: valid C string.
-    cvt(unsafe { libc::chmod(path.as_cstr().as_ptr(), mode) }).map(drop)
+    let proc = proc_root()?;
+    // SAFETY: valid descriptor and C string; the magic link is followed (flags 0).
+    cvt(unsafe { libc::fchmodat(proc.as_raw_fd(), path.relative().as_ptr(), mode, 0) }).map(drop)
 }
 
 /// chmod through an open (non-`O_PATH`) file.
@@ -303,7 +328,7 @@ pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
 pub fn truncate_fd(fd: BorrowedFd<'_>, size: u64) -> io::Result<()> {
     let path = ProcFdPath::new(fd);
     // SAFETY: valid C string.
-    cvt(unsafe { libc::truncate64(path.as_cstr().as_ptr(), size as i64) }).map(drop)
+    cvt(unsafe { libc::truncate64(path.for_path_call().as_ptr(), size as i64) }).map(drop)
 }
 
 pub fn ftruncate(fd: BorrowedFd<'_>, size: u64) -> io::Result<()> {
@@ -469,7 +494,7 @@ pub fn getxattr(fd: BorrowedFd<'_>, name: &CStr, buf: &mut [u8]) -> io::Result<u
     // SAFETY: valid C strings; `buf` is writable for its length (a zero length asks for the size).
     cvt_size(unsafe {
         libc::getxattr(
-            path.as_cstr().as_ptr(),
+            path.for_path_call().as_ptr(),
             name.as_ptr(),
             buf.as_mut_ptr().cast(),
             buf.len(),
@@ -481,7 +506,11 @@ pub fn listxattr(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     let path = ProcFdPath::new(fd);
     // SAFETY: valid C string; `buf` is writable for its length.
     cvt_size(unsafe {
-        libc::listxattr(path.as_cstr().as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        libc::listxattr(
+            path.for_path_call().as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
     })
 }
 
@@ -490,7 +519,7 @@ pub fn setxattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8], flags: i32) -> io
     // SAFETY: valid C strings and a readable value slice.
     cvt(unsafe {
         libc::setxattr(
-            path.as_cstr().as_ptr(),
+            path.for_path_call().as_ptr(),
             name.as_ptr(),
             value.as_ptr().cast(),
             value.len(),
@@ -503,7 +532,7 @@ pub fn setxattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8], flags: i32) -> io
 pub fn removexattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     let path = ProcFdPath::new(fd);
     // SAFETY: valid C strings.
-    cvt(unsafe { libc::removexattr(path.as_cstr().as_ptr(), name.as_ptr()) }).map(drop)
+    cvt(unsafe { libc::removexattr(path.for_path_call().as_ptr(), name.as_ptr()) }).map(drop)
 }
 
 /// Runs `f` with a `File` view of a borrowed descriptor, without taking ownership.
@@ -863,7 +892,7 @@ pub fn getxattr_at(
     xname: &CStr,
     buf: &mut [u8],
 ) -> io::Result<usize> {
-    let mut path = ProcFdPath::new(dir).as_cstr().to_bytes().to_vec();
+    let mut path = ProcFdPath::new(dir).for_path_call().to_bytes().to_vec();
     path.push(b'/');
     path.extend_from_slice(name);
     let path =
@@ -879,6 +908,14 @@ pub fn getxattr_at(
     })
 }
 
+/// A small text file under the host's `/proc`.
+fn read_proc_text(rel: &CStr) -> io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    File::from(open_proc_file(rel, libc::O_RDONLY)?).read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// True if the calling thread may raise CAP_SYS_ADMIN (it is in its permitted set).
 pub fn thread_has_cap_sys_admin() -> bool {
     thread_caps().is_ok_and(|c| c.permitted & cap_mask(&[cap::SYS_ADMIN]) != 0)
@@ -886,7 +923,7 @@ pub fn thread_has_cap_sys_admin() -> bool {
 
 /// True if the effective capability set holds CAP_CHOWN.
 pub fn has_cap_chown() -> bool {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+    let Ok(status) = read_proc_text(c"self/status") else {
         return geteuid() == 0;
     };
     status

@@ -795,3 +795,18 @@ pub fn open_for_writing(fd: BorrowedFd<'_>) -> io::Result<bool> {
     }
     Ok(flags & libc::O_ACCMODE != libc::O_RDONLY)
 }
+
+// ---- sandbox: macOS servers run with `--sandbox none` only ----
+
+/// Eight random bytes from getentropy(2).
+pub fn random_u64() -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    // SAFETY: the pointer and length describe `b`.
+    cvt(unsafe { libc::getentropy(b.as_mut_ptr().cast(), b.len()) })?;
+    Ok(u64::from_ne_bytes(b))
+}
+
+/// macOS has no `/proc`: callers that read one (local mounts' groups) get ENOENT.
+pub fn open_proc_file(_rel: &CStr, _flags: libc::c_int) -> io::Result<OwnedFd> {
+    Err(errno(libc::ENOENT))
+}

@@ -83,12 +83,10 @@ impl Conn {
 
 /// A random value per server process (see `Welcome::instance`).
 fn new_instance_id() -> u64 {
-    let mut b = [0u8; 8];
-    let from_urandom = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_ok();
-    let mut v = u64::from_le_bytes(b);
-    if !from_urandom || v == 0 {
+    // getrandom, not /dev/urandom: inside the sandbox that path is a client's file.
+    let random = crate::platform::random_u64();
+    let mut v = *random.as_ref().unwrap_or(&0);
+    if random.is_err() || v == 0 {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
