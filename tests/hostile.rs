@@ -3659,17 +3659,26 @@ fn rootless_create_race_never_gives_away_an_older_node() {
     unix_fs::symlink("victim-target", src.join("victim_link")).unwrap();
     std::thread::sleep(Duration::from_millis(2100));
     let mut raw = RawFuse::new(passthrough(&src, true));
+    // `armed` lets the attacker swap; after disarming, the test publishes `request` and
+    // waits for it in `ack`, which the attacker writes only from a pass that saw the
+    // disarm: no swap can then land while the test tidies up.
     let armed = Arc::new(AtomicBool::new(false));
-    let epoch = Arc::new(AtomicU64::new(0));
+    let request = Arc::new(AtomicU64::new(0));
+    let ack = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let attacker = {
-        let (armed, epoch, stop, src) = (armed.clone(), epoch.clone(), stop.clone(), src.clone());
+        let (armed, request, ack, stop, src) = (
+            armed.clone(),
+            request.clone(),
+            ack.clone(),
+            stop.clone(),
+            src.clone(),
+        );
         std::thread::spawn(move || {
             let dir = fs::File::open(&src).unwrap();
             let pairs = [(c"victim_dir", c"new_dir"), (c"victim_link", c"new_link")];
-            while !stop.load(Ordering::Relaxed) {
-                let e = epoch.load(Ordering::Acquire);
-                while armed.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::SeqCst) {
+                if armed.load(Ordering::SeqCst) {
                     for (a, b) in pairs {
                         let _ = platform::renameat2(
                             dir.as_fd(),
@@ -3679,10 +3688,10 @@ fn rootless_create_race_never_gives_away_an_older_node() {
                             libc::RENAME_EXCHANGE,
                         );
                     }
+                } else {
+                    ack.store(request.load(Ordering::SeqCst), Ordering::SeqCst);
+                    std::hint::spin_loop();
                 }
-                // Acknowledge the disarm so the test can tidy up undisturbed.
-                epoch.store(e | 1, Ordering::Release);
-                std::hint::spin_loop();
             }
         })
     };
@@ -3693,12 +3702,12 @@ fn rootless_create_race_never_gives_away_an_older_node() {
     let deadline = std::time::Instant::now() + Duration::from_secs(4);
     while std::time::Instant::now() < deadline {
         tries += 1;
-        epoch.store(0, Ordering::Release);
-        armed.store(true, Ordering::Relaxed);
+        armed.store(true, Ordering::SeqCst);
         let rd = raw.call(&mkdir(ROOT, b"new_dir", 0o755).caller(1000, 1000));
         let rl = raw.call(&symlink(ROOT, b"new_link", b"made-by-1000").caller(1000, 1000));
-        armed.store(false, Ordering::Relaxed);
-        while epoch.load(Ordering::Acquire) & 1 == 0 {
+        armed.store(false, Ordering::SeqCst);
+        request.store(tries, Ordering::SeqCst);
+        while ack.load(Ordering::SeqCst) != tries {
             std::hint::spin_loop();
         }
         for (r, victim) in [(rd, victim_dir_ino), (rl, victim_link_ino)] {
@@ -3727,7 +3736,7 @@ fn rootless_create_race_never_gives_away_an_older_node() {
             let _ = fs::remove_dir(&n).or_else(|_| fs::remove_file(&n));
         }
     }
-    stop.store(true, Ordering::Relaxed);
+    stop.store(true, Ordering::SeqCst);
     attacker.join().unwrap();
     // The victims' owners as the server shows them: never the racing caller.
     for name in [b"victim_dir".as_slice(), b"victim_link"] {
