@@ -572,6 +572,24 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
     platform::set_umask(0);
     platform::block_termination_signals().map_err(|e| format!("signal mask: {e}"))?;
     let perms = SocketPerms::new(args.socket_mode, group);
+    let auth = format!(
+        "{}{}",
+        match (&args.listen, &peers) {
+            (Address::Vsock { .. }, _) => String::new(),
+            (Address::Unix(_), PeerPolicy::Any) =>
+                format!("; socket {:04o}, any peer uid", perms.mode),
+            (Address::Unix(_), PeerPolicy::Uids(u)) => format!(
+                "; socket {:04o}, peer uids {}",
+                perms.mode,
+                u.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+            ),
+        },
+        if token.is_some() {
+            "; token required"
+        } else {
+            ""
+        }
+    );
     let listener = Listener::bind_with(&args.listen, perms)
         .map_err(|e| format!("listening on {}: {e}", args.listen))?;
     let socket_path = listener.path().map(|p| p.to_path_buf());
@@ -611,7 +629,7 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
         .spawn(move || server.run(&listener))
         .map_err(|e| format!("starting the accept thread: {e}"))?;
     log::info!(
-        "serving {} on {}{}",
+        "serving {} on {}{}{auth}",
         src.display(),
         args.listen,
         if rootless { " (rootless)" } else { "" }
