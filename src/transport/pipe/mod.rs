@@ -174,7 +174,7 @@ impl Listener {
                 let listener = bound?;
                 let publish = || {
                     if let Some(gid) = perms.group {
-                        std::os::unix::fs::chown(path, None, Some(gid))?;
+                        std::os::unix::fs::lchown(path, None, Some(gid))?;
                     }
                     std::fs::set_permissions(path, std::fs::Permissions::from_mode(perms.mode))
                 };
