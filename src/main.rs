@@ -472,6 +472,60 @@ struct ServeArgs {
     /// Attribute and entry caching in the client kernel.
     #[arg(long, value_enum, default_value_t = CachePolicy::Auto)]
     cache: CachePolicy,
+    /// Unix socket: let this group (name or number) connect too; the socket becomes
+    /// 0660 and owned by GROUP. WEAKENS security: members may connect (they are
+    /// served only if --allow-uid lists their uid, or is `any`).
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
+    /// Unix socket: its mode, in octal [default: 0600, or 0660 with --socket-group].
+    /// Anything beyond 0600 WEAKENS security: it lets more local users connect, leaving
+    /// only the --allow-uid and --token-file checks in their way.
+    #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
+    socket_mode: Option<u32>,
+    /// Unix socket: also serve peers with this uid (user name or number; repeatable).
+    /// Root and the server's own uid are always served. `any` turns the peer check off
+    /// and WEAKENS security: any local user who can open the socket can act as any uid
+    /// on the share, root included. Not checked on vsock (no peer uid there).
+    #[arg(long, value_name = "UID|any", value_parser = parse_allow_uid)]
+    allow_uid: Vec<AllowUid>,
+    /// Require every client to send the secret in FILE first (Unix and vsock).
+    /// FILE must be a regular file owned by root or the server's user, with no access
+    /// for group or others (chmod 600); one trailing newline is ignored. Read before
+    /// dropping privileges; never logged. Without it, a vsock listener serves any
+    /// process of any guest that can reach the port.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+/// An `--allow-uid` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AllowUid {
+    Any,
+    Uid(u32),
+}
+
+fn parse_allow_uid(s: &str) -> Result<AllowUid, String> {
+    if s == "any" {
+        return Ok(AllowUid::Any);
+    }
+    if let Ok(uid) = s.parse() {
+        return Ok(AllowUid::Uid(uid));
+    }
+    match nix::unistd::User::from_name(s) {
+        Ok(Some(u)) => Ok(AllowUid::Uid(u.uid.as_raw())),
+        Ok(None) => Err(format!("unknown user '{s}' (a uid, a user name or 'any')")),
+        Err(e) => Err(format!("looking up user '{s}': {e}")),
+    }
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o777 => Ok(m),
+        _ => Err(format!(
+            "bad mode '{s}': expected octal permission bits, e.g. 0600"
+        )),
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -495,17 +549,100 @@ struct ClientArgs {
     /// (also the limit for the first connection).
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     timeout: u64,
+    /// Send the secret in FILE to a server that requires one (serve --token-file).
+    /// FILE must be owned by root or by you, with no access for others and group
+    /// access only for group root (chmod 600, or 640 root:root); else the client
+    /// refuses to start.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
 }
 
 fn run_serve(args: ServeArgs) -> Result<(), String> {
-    use ownfs::transport::pipe::{server, wire, Listener};
+    use ownfs::transport::pipe::auth::{PeerPolicy, Token, TokenFileAccess};
+    use ownfs::transport::pipe::{server, wire, Address, Listener, SocketPerms};
     let src = source_dir(&args.src, "source")?;
+    let group = args.socket_group.as_deref().map(parse_group).transpose()?;
+    // Before dropping privileges: the file is root's or the server user's alone.
+    let token = args
+        .token_file
+        .as_deref()
+        .map(|p| {
+            Token::read_file(p, TokenFileAccess::OwnerOnly)
+                .map_err(|e| format!("--token-file {}: {e}", p.display()))
+        })
+        .transpose()?;
+    let peers = if args.allow_uid.contains(&AllowUid::Any) {
+        PeerPolicy::Any
+    } else {
+        let uids: Vec<u32> = args
+            .allow_uid
+            .iter()
+            .filter_map(|a| match a {
+                AllowUid::Uid(u) => Some(*u),
+                AllowUid::Any => None,
+            })
+            .collect();
+        PeerPolicy::with_defaults(&uids)
+    };
+    match &args.listen {
+        Address::Vsock { .. } => {
+            if token.is_none() {
+                log::warn!(
+                    "{} has no --token-file: ANY process in a guest that can reach this \
+                     port, not only guest root, can connect and act as any uid on the share \
+                     (root included); vsock has no peer uid to check",
+                    args.listen
+                );
+            }
+            if !args.allow_uid.is_empty()
+                || args.socket_group.is_some()
+                || args.socket_mode.is_some()
+            {
+                log::warn!(
+                    "--allow-uid, --socket-group and --socket-mode apply to Unix sockets only"
+                );
+            }
+        }
+        Address::Unix(_) => {
+            if peers == PeerPolicy::Any && token.is_none() {
+                log::warn!(
+                    "--allow-uid any without --token-file: every local user who can open \
+                     the socket can act as any uid on the share (root included)"
+                );
+            }
+            if group.is_some() && args.allow_uid.is_empty() {
+                log::warn!(
+                    "--socket-group without --allow-uid: group members can connect but only \
+                     root and the server's uid are served"
+                );
+            }
+        }
+    }
     raise_fd_limit();
     // The client kernel already applied the caller's umask.
     platform::set_umask(0);
     platform::block_termination_signals().map_err(|e| format!("signal mask: {e}"))?;
-    let listener =
-        Listener::bind(&args.listen).map_err(|e| format!("listening on {}: {e}", args.listen))?;
+    let perms = SocketPerms::new(args.socket_mode, group);
+    let auth = format!(
+        "{}{}",
+        match (&args.listen, &peers) {
+            (Address::Vsock { .. }, _) => String::new(),
+            (Address::Unix(_), PeerPolicy::Any) =>
+                format!("; socket {:04o}, any peer uid", perms.mode),
+            (Address::Unix(_), PeerPolicy::Uids(u)) => format!(
+                "; socket {:04o}, peer uids {}",
+                perms.mode,
+                u.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+            ),
+        },
+        if token.is_some() {
+            "; token required"
+        } else {
+            ""
+        }
+    );
+    let listener = Listener::bind_with(&args.listen, perms)
+        .map_err(|e| format!("listening on {}: {e}", args.listen))?;
     let socket_file = match listener.path().map(sandbox::SocketFile::new).transpose() {
         Ok(f) => f,
         Err(e) => return Err(format!("socket {}: {e}", args.listen)),
@@ -567,6 +704,8 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
     let opts = server::ServeOptions {
         workers: args.threads.max(1),
         caps,
+        peers,
+        token,
         ..Default::default()
     };
     let server = server::PipeServer::new(Arc::new(fs), opts);
@@ -575,7 +714,7 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
         .spawn(move || server.run(&listener))
         .map_err(|e| format!("starting the accept thread: {e}"))?;
     log::info!(
-        "serving {} on {}{}",
+        "serving {} on {}{}{auth}",
         src.display(),
         args.listen,
         if rootless { " (rootless)" } else { "" }
@@ -598,13 +737,23 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
 
 #[cfg(target_os = "linux")]
 fn run_client(args: ClientArgs) -> Result<(), String> {
+    use ownfs::transport::pipe::auth::{Token, TokenFileAccess};
     use ownfs::transport::pipe::{client, wire};
+    let token = args
+        .token_file
+        .as_deref()
+        .map(|p| {
+            Token::read_file(p, TokenFileAccess::RootGroup)
+                .map_err(|e| format!("--token-file {}: {e}", p.display()))
+        })
+        .transpose()?;
     raise_fd_limit();
     platform::block_termination_signals().map_err(|e| format!("signal mask: {e}"))?;
     let conn = client::Connection::start(client::ClientOptions {
         addr: args.connect.clone(),
         timeout: std::time::Duration::from_secs(args.timeout.max(1)),
         writeback: args.writeback,
+        token,
     })
     .map_err(|e| format!("{}: {e}", args.connect))?;
     let rootless = conn.server_caps() & wire::CAP_ROOTLESS != 0;
@@ -712,7 +861,6 @@ impl LogLevel {
     }
 }
 
-#[cfg(target_os = "linux")]
 fn parse_group(group: &str) -> Result<u32, String> {
     if let Ok(gid) = group.parse() {
         return Ok(gid);

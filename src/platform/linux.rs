@@ -30,6 +30,9 @@ pub const ENOATTR: i32 = libc::ENODATA;
 /// Symlinks cannot carry `user.*` xattrs on Linux: their records live in a sidecar.
 pub const SYMLINK_XATTRS: bool = false;
 
+mod peer;
+pub use peer::*;
+
 /// Host identity of an inode: (device, inode number, mount id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct InodeKey {

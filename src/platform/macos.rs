@@ -810,3 +810,27 @@ pub fn random_u64() -> io::Result<u64> {
 pub fn open_proc_file(_rel: &CStr, _flags: libc::c_int) -> io::Result<OwnedFd> {
     Err(errno(libc::ENOENT))
 }
+
+// ---- fuse-pipe authentication: who is at the other end of a Unix socket ----
+
+/// Credentials of a Unix-socket peer, as the kernel recorded them at connect time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerCred {
+    pub uid: u32,
+    pub gid: u32,
+    /// getpeereid does not report the pid.
+    pub pid: Option<i32>,
+}
+
+/// getpeereid of a connected Unix stream socket.
+pub fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<PeerCred> {
+    let mut uid: libc::uid_t = 0;
+    let mut gid: libc::gid_t = 0;
+    // SAFETY: `uid` and `gid` are writable and of the types getpeereid expects.
+    cvt(unsafe { libc::getpeereid(fd.as_raw_fd(), &mut uid, &mut gid) })?;
+    Ok(PeerCred {
+        uid,
+        gid,
+        pid: None,
+    })
+}

@@ -99,6 +99,8 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// Offer WRITEBACK_CACHE to the kernel.
     pub writeback: bool,
+    /// Sent after the hello, for a server that requires it.
+    pub token: Option<super::auth::Token>,
 }
 
 /// A reply body and the epoch of the connection it came on.
@@ -286,7 +288,7 @@ impl Connection {
     /// Opens, replays and installs a new connection; returns its generation.
     fn establish(&self) -> Result<u64, (io::Error, bool)> {
         let mut stream = connect(&self.opts.addr).map_err(|e| (e, false))?;
-        let welcome = handshake(&mut stream)?;
+        let welcome = handshake(&mut stream, self.opts.token.as_ref())?;
         let flags = self.init_flags.load(Ordering::Acquire);
         if flags != u32::MAX {
             // A restarted server must know the session's mode before anything else.
@@ -652,7 +654,10 @@ fn invalid(msg: &str) -> io::Error {
 
 /// Client half of the handshake. The error's flag is true when the server refused
 /// us (or speaks another protocol): a reason to report, not to retry quickly.
-fn handshake(stream: &mut Stream) -> Result<Welcome, (io::Error, bool)> {
+fn handshake(
+    stream: &mut Stream,
+    token: Option<&super::auth::Token>,
+) -> Result<Welcome, (io::Error, bool)> {
     let io = |e: io::Error| (e, false);
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -663,9 +668,23 @@ fn handshake(stream: &mut Stream) -> Result<Welcome, (io::Error, bool)> {
         required: 0,
         max_frame: wire::MAX_FRAME,
     };
-    stream.write_all(&hello.encode()).map_err(io)?;
+    let token = token.map_or(&[][..], |t| t.as_bytes());
+    stream
+        .write_all(&hello.encode_with_token(token))
+        .map_err(io)?;
     let mut fixed = [0u8; WELCOME_FIXED_LEN];
-    stream.read_exact(&mut fixed).map_err(io)?;
+    stream.read_exact(&mut fixed).map_err(|e| match e.kind() {
+        // What a server does to a peer uid it does not serve.
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => (
+            io::Error::new(
+                e.kind(),
+                "the server closed the connection before its welcome \
+                 (is this uid allowed to connect? see the server's log)",
+            ),
+            false,
+        ),
+        _ => (e, false),
+    })?;
     let (mut w, n) = Welcome::decode_fixed(&fixed).map_err(|e| {
         (
             invalid(&format!("not a fuse-pipe server (handshake: {e})")),

@@ -10,9 +10,11 @@
 //! - [`host`]: this host's flag, stat and errno values to and from the wire's.
 //! - [`server`]: accept loop, per-connection reader and worker pool, dispatch.
 //! - [`client`]: one multiplexed connection with reconnect, and `RemoteFs`.
+//! - [`auth`]: the peer uid allow list and the shared token.
 //!
 //! `docs/protocol.md` describes the protocol and its failure semantics.
 
+pub mod auth;
 #[cfg(target_os = "linux")]
 pub mod client;
 #[cfg(target_os = "linux")]
@@ -25,7 +27,7 @@ pub mod wire;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -105,6 +107,28 @@ pub fn connect(addr: &Address) -> io::Result<Stream> {
     }
 }
 
+/// Mode and group of a Unix listener's socket file: whoever can connect is served
+/// (subject to the peer and token checks), so the default is the owner only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketPerms {
+    pub mode: u32,
+    pub group: Option<u32>,
+}
+
+impl SocketPerms {
+    /// `mode`, else 0660 with a group and 0600 without.
+    pub fn new(mode: Option<u32>, group: Option<u32>) -> SocketPerms {
+        let mode = mode.unwrap_or(if group.is_some() { 0o660 } else { 0o600 });
+        SocketPerms { mode, group }
+    }
+}
+
+impl Default for SocketPerms {
+    fn default() -> Self {
+        SocketPerms::new(None, None)
+    }
+}
+
 /// A bound, listening socket.
 pub enum Listener {
     Unix {
@@ -115,9 +139,15 @@ pub enum Listener {
 }
 
 impl Listener {
-    /// Binds `addr`. A leftover Unix socket file that nobody answers on is replaced;
-    /// one that a live server answers on is an error, and so is any other file.
+    /// Binds `addr` with the default socket permissions (0600).
     pub fn bind(addr: &Address) -> io::Result<Listener> {
+        Self::bind_with(addr, SocketPerms::default())
+    }
+
+    /// Binds `addr`. A leftover Unix socket file that nobody answers on is replaced;
+    /// one that a live server answers on is an error, and so is any other file. A
+    /// Unix socket file gets `perms` (ignored for vsock).
+    pub fn bind_with(addr: &Address, perms: SocketPerms) -> io::Result<Listener> {
         match addr {
             Address::Unix(path) => {
                 if let Ok(meta) = std::fs::symlink_metadata(path) {
@@ -135,7 +165,23 @@ impl Listener {
                     }
                     std::fs::remove_file(path)?;
                 }
-                let listener = UnixListener::bind(path)?;
+                // Created with no permission bits, then opened up to `perms`: at no
+                // moment is the socket more open than asked (umask is process-wide:
+                // call this before starting threads that create files).
+                let old = platform::set_umask(0o777);
+                let bound = UnixListener::bind(path);
+                platform::set_umask(old);
+                let listener = bound?;
+                let publish = || {
+                    if let Some(gid) = perms.group {
+                        std::os::unix::fs::lchown(path, None, Some(gid))?;
+                    }
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(perms.mode))
+                };
+                if let Err(e) = publish() {
+                    let _ = std::fs::remove_file(path);
+                    return Err(e);
+                }
                 Ok(Listener::Unix {
                     listener,
                     path: path.clone(),

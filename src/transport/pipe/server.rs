@@ -19,6 +19,7 @@ use fuse_backend_rs::api::filesystem::{
     Context, DirEntry, Entry, FileSystem, GetxattrReply, ListxattrReply,
 };
 
+use super::auth::{PeerPolicy, Token};
 use super::host;
 use super::iobuf::{SliceReader, VecWriter};
 use super::wire::{
@@ -27,6 +28,7 @@ use super::wire::{
 };
 use super::{Listener, Stream};
 use crate::creds;
+use crate::platform;
 
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
@@ -36,6 +38,11 @@ pub struct ServeOptions {
     pub caps: u32,
     /// How long a new connection may take to send its hello.
     pub handshake_timeout: Duration,
+    /// Which peers of a Unix listener are served. Not checked on vsock: that socket
+    /// family has no peer uid.
+    pub peers: PeerPolicy,
+    /// The token every client must send after its hello, if any.
+    pub token: Option<Token>,
 }
 
 impl Default for ServeOptions {
@@ -44,6 +51,8 @@ impl Default for ServeOptions {
             workers: 4,
             caps: wire::CAP_WRITEBACK,
             handshake_timeout: Duration::from_secs(10),
+            peers: PeerPolicy::default(),
+            token: None,
         }
     }
 }
@@ -126,6 +135,18 @@ where
                 Err(e) => return Err(e),
             };
             let n = self.connections.fetch_add(1, Ordering::Relaxed) + 1;
+            let peer = match listener {
+                Listener::Unix { .. } => match self.check_peer(&stream) {
+                    Ok(who) => format!("{peer}, {who}"),
+                    Err(why) => {
+                        // Closed before reading a byte: a refused peer costs no thread.
+                        log::warn!("connection #{n} ({peer}): {why}; closing it");
+                        let _ = stream.shutdown(Shutdown::Both);
+                        continue;
+                    }
+                },
+                Listener::Vsock(_) => peer,
+            };
             let me = self.clone();
             let spawned = thread::Builder::new()
                 .name(format!("ownfs-pipe-c{n}"))
@@ -136,6 +157,19 @@ where
         }
     }
 
+    /// The peer of a Unix connection if the allow list has it ("uid U pid P"), else
+    /// why not.
+    fn check_peer(&self, stream: &Stream) -> Result<String, String> {
+        use std::os::fd::AsFd;
+        let cred = platform::peer_cred(stream.as_fd())
+            .map_err(|e| format!("cannot read the peer's credentials: {e}"))?;
+        self.opts.peers.check(&cred)?;
+        Ok(match cred.pid {
+            Some(pid) => format!("uid {} pid {pid}", cred.uid),
+            None => format!("uid {}", cred.uid),
+        })
+    }
+
     /// Serves one connection until it closes or misbehaves.
     ///
     /// Leader/follower: the connection's threads take turns reading; whoever read a
@@ -144,7 +178,11 @@ where
     /// the ones behind them.
     pub fn serve_connection(self: &Arc<Self>, stream: Stream, name: &str) {
         if let Err(e) = self.handshake(&stream) {
-            log::error!("connection {name}: handshake failed: {e}; closing it");
+            if e.kind() == io::ErrorKind::PermissionDenied {
+                log::warn!("connection {name}: refused: {e}; closing it");
+            } else {
+                log::error!("connection {name}: handshake failed: {e}; closing it");
+            }
             let _ = stream.shutdown(Shutdown::Both);
             return;
         }
@@ -213,7 +251,7 @@ where
                     h.required & !self.opts.caps
                 ),
             )),
-            Ok(_) => Ok(()),
+            Ok(_) => self.check_token(stream, &b)?,
         };
         if let Err((code, msg)) = &verdict {
             welcome.status = *code;
@@ -221,7 +259,42 @@ where
         }
         (&*stream).write_all(&welcome.encode())?;
         stream.set_read_timeout(None)?;
-        verdict.map_err(|(_, msg)| io::Error::new(io::ErrorKind::InvalidData, msg))
+        verdict.map_err(|(code, msg)| {
+            let kind = match code {
+                status::AUTH_FAILED => io::ErrorKind::PermissionDenied,
+                _ => io::ErrorKind::InvalidData,
+            };
+            io::Error::new(kind, msg)
+        })
+    }
+
+    /// Reads the token that follows the hello and judges it. The verdict's text goes
+    /// to the client and to the log: it never contains the token.
+    fn check_token(
+        &self,
+        stream: &Stream,
+        hello: &[u8; HELLO_LEN],
+    ) -> io::Result<Result<(), (u16, String)>> {
+        let len = wire::hello_token_len(hello);
+        let refuse = |why: &str| {
+            Ok(Err((
+                status::AUTH_FAILED,
+                format!("authentication failed: {why}"),
+            )))
+        };
+        if len > wire::MAX_TOKEN {
+            return refuse("the token is longer than the protocol allows");
+        }
+        let mut given = vec![0u8; len];
+        (&*stream).read_exact(&mut given)?;
+        match &self.opts.token {
+            None => Ok(Ok(())),
+            Some(_) if given.is_empty() => {
+                refuse("the server requires a token and the client sent none (--token-file)")
+            }
+            Some(t) if t.matches(&given) => Ok(Ok(())),
+            Some(_) => refuse("wrong token"),
+        }
     }
 
     /// Reads one frame (as the current reader); `None` at a clean end of stream.

@@ -10,8 +10,11 @@ use std::time::Duration;
 
 /// First bytes of both handshake messages.
 pub const MAGIC: [u8; 8] = *b"OWNFSPIP";
-/// Protocol version; both sides must speak exactly this one.
-pub const VERSION: u16 = 1;
+/// Protocol version; both sides must speak exactly this one. Version 2 added the
+/// token after the hello.
+pub const VERSION: u16 = 2;
+/// Longest authentication token a hello may carry.
+pub const MAX_TOKEN: usize = 1024;
 /// Largest read or write payload (and readdir / xattr buffer).
 pub const MAX_DATA: u32 = 1 << 20;
 /// Largest value of a frame's length field: room for `MAX_DATA`, the caller's groups,
@@ -43,6 +46,8 @@ pub mod status {
     pub const BAD_MAGIC: u16 = 1;
     pub const BAD_VERSION: u16 = 2;
     pub const MISSING_CAPS: u16 = 3;
+    /// Missing or wrong token (the reason is in the server's log only).
+    pub const AUTH_FAILED: u16 = 4;
 }
 
 /// Operation codes. Numbering is this protocol's own, not FUSE's.
@@ -366,7 +371,8 @@ impl Header {
     }
 }
 
-/// Client hello: 24 bytes.
+/// Client hello: 24 bytes, then the token (as many bytes as the u16 at offset 10
+/// says; see [`Hello::encode_with_token`] and [`hello_token_len`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hello {
     pub version: u16,
@@ -382,7 +388,7 @@ impl Hello {
         let mut b = [0u8; HELLO_LEN];
         b[..8].copy_from_slice(&MAGIC);
         b[8..10].copy_from_slice(&self.version.to_le_bytes());
-        // 10..12 reserved, zero
+        // 10..12: token length, 0 here
         b[12..16].copy_from_slice(&self.caps.to_le_bytes());
         b[16..20].copy_from_slice(&self.required.to_le_bytes());
         b[20..24].copy_from_slice(&self.max_frame.to_le_bytes());
@@ -396,7 +402,7 @@ impl Hello {
         }
         let mut d = Dec::new(&b[8..]);
         let version = d.u16()?;
-        let _reserved = d.u16()?;
+        let _token_len = d.u16()?;
         Ok(Hello {
             version,
             caps: d.u32()?,
@@ -404,6 +410,22 @@ impl Hello {
             max_frame: d.u32()?,
         })
     }
+}
+
+impl Hello {
+    /// The hello followed by `token` (at most [`MAX_TOKEN`] bytes; longer is cut).
+    pub fn encode_with_token(&self, token: &[u8]) -> Vec<u8> {
+        let token = &token[..token.len().min(MAX_TOKEN)];
+        let mut b = self.encode().to_vec();
+        b[10..12].copy_from_slice(&(token.len() as u16).to_le_bytes());
+        b.extend_from_slice(token);
+        b
+    }
+}
+
+/// How many token bytes follow this hello (version 2 and later).
+pub fn hello_token_len(b: &[u8; HELLO_LEN]) -> usize {
+    u16::from_le_bytes([b[10], b[11]]) as usize
 }
 
 /// Server answer to a hello: 34 bytes, then `message_len` bytes of UTF-8 text.
@@ -2274,6 +2296,14 @@ mod tests {
             max_frame: MAX_FRAME,
         };
         assert_eq!(Hello::decode(&h.encode()), Ok(h));
+        assert_eq!(hello_token_len(&h.encode()), 0);
+        let t = h.encode_with_token(b"secret");
+        let fixed: &[u8; HELLO_LEN] = t[..HELLO_LEN].try_into().unwrap();
+        assert_eq!(
+            (hello_token_len(fixed), &t[HELLO_LEN..]),
+            (6, &b"secret"[..])
+        );
+        assert_eq!(Hello::decode(fixed), Ok(h));
         let mut bad = h.encode();
         bad[0] ^= 1;
         assert!(Hello::decode(&bad).is_err());
