@@ -34,6 +34,9 @@ CONFIGS = {
     "ownfs-served": ("ownfs root --no-passthrough", False),
     "ownfs-rootless": ("ownfs rootless (--run-as)", False),
     "ownfs-pipe": ("ownfs pipe (unix socket)", False),
+    # The same servers without the sandbox and seccomp: what confinement costs.
+    "ownfs-unconfined": ("ownfs root, --sandbox none --seccomp none", False),
+    "ownfs-pipe-unconfined": ("ownfs pipe, --sandbox none --seccomp none", False),
     "libfuse-ll": ("libfuse3 passthrough_ll", True),
     "crate-pfs": ("fuse-backend-rs PassthroughFs", True),
 }
@@ -87,17 +90,21 @@ class Config:
         n = self.name
         if n == "native":
             return
+        unconfined = ["--sandbox", "none", "--seccomp", "none"]
         if n == "ownfs":
             p = self.spawn([OWNFS, "mount", self.src, self.mnt])
+        elif n == "ownfs-unconfined":
+            p = self.spawn([OWNFS, "mount", self.src, self.mnt, *unconfined])
         elif n == "ownfs-served":
             p = self.spawn([OWNFS, "mount", self.src, self.mnt, "--no-passthrough"])
         elif n == "ownfs-rootless":
             uid, gid = (int(x) for x in RUN_AS.split(":"))
             os.chown(self.src, uid, gid)
             p = self.spawn([OWNFS, "mount", self.src, self.mnt, "--run-as", RUN_AS])
-        elif n == "ownfs-pipe":
+        elif n in ("ownfs-pipe", "ownfs-pipe-unconfined"):
             sock = self.dir / "pipe.sock"
-            self.spawn([OWNFS, "serve", self.src, "--listen", f"unix:{sock}"])
+            extra = unconfined if n == "ownfs-pipe-unconfined" else []
+            self.spawn([OWNFS, "serve", self.src, "--listen", f"unix:{sock}", *extra])
             for _ in range(200):
                 if sock.exists():
                     break
@@ -253,6 +260,8 @@ def main():
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--workloads", default="")
     ap.add_argument("--out", default=str(REPO / "target/bench"))
+    ap.add_argument("--base", default="/var/tmp",
+                    help="where the backing directories live (a tmpfs measures FUSE alone)")
     ap.add_argument("--report", metavar="CSV",
                     help="only render table.md and speed.png from an earlier results.csv")
     a = ap.parse_args()
@@ -271,7 +280,7 @@ def main():
     configs = [c for c in a.configs.split(",") if c]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    base = Path(f"/var/tmp/ownfs-bench-{os.getpid()}")
+    base = Path(a.base) / f"ownfs-bench-{os.getpid()}"
     base.mkdir()
     os.chmod(base, 0o755)
     tarball = base / "tree.tar"

@@ -10,7 +10,7 @@
 # 4k reads. Every workload runs on every configuration, interleaved, the order rotated
 # per repetition; medians, speed relative to native and ownfs relative to the best peer.
 #
-# usage: scripts/bench.sh [--scale F] [--reps N] [--configs a,b] [--workloads x,y] [--out DIR]
+# usage: scripts/bench.sh [--scale F] [--reps N] [--configs a,b] [--workloads x,y] [--out DIR] [--base DIR]
 #   --scale 0.1 for a quick run (1000 files, 102 MiB); default 1 (10k files, 1 GiB).
 # Output (default target/bench/): table.md, results.csv (every run), speed.png.
 # Paths: /var/tmp/ownfs-bench-PID (removed afterwards). Installs its tools through
