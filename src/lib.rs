@@ -6,6 +6,7 @@
 //! - [`fs`]: the passthrough `FileSystem`.
 //! - [`transport`]: ways to reach it (local `/dev/fuse` mount).
 //! - [`backing`]: kernel passthrough of open files, between the two.
+//! - [`sandbox`]: what a running server may still do (seccomp).
 //! - [`tools`]: offline views of a rootless share (owner listing, tar export).
 
 pub mod backing;
@@ -13,5 +14,6 @@ pub mod creds;
 pub mod fs;
 pub mod negotiate;
 pub mod platform;
+pub mod sandbox;
 pub mod tools;
 pub mod transport;

@@ -12,6 +12,7 @@ use ownfs::creds::{CredentialPolicy, GroupSource};
 use ownfs::fs::overlay::Rootless;
 use ownfs::fs::{CachePolicy, Config, Passthrough};
 use ownfs::platform;
+use ownfs::sandbox::seccomp::{self, SeccompMode, Transport};
 #[cfg(target_os = "linux")]
 use ownfs::transport::fusedev::{FuseMount, MountOptions};
 
@@ -74,6 +75,23 @@ impl OwnershipArgs {
             server_gid: platform::getegid(),
             try_host_chown: platform::has_cap_chown(),
         })
+    }
+}
+
+/// The seccomp filter of a server: shared by `mount`, `serve` and `virtiofs`.
+#[derive(Args, Clone)]
+struct SeccompArgs {
+    /// What the kernel does with a syscall outside the server's allow-list, once it
+    /// serves: `kill` the process, `log` it and let it run, or `none` (no filter).
+    /// `log` and `none` weaken the sandbox: use them only to debug (Linux only).
+    #[arg(long, value_enum, value_name = "ACTION", default_value_t = SeccompMode::DEFAULT)]
+    seccomp: SeccompMode,
+}
+
+impl SeccompArgs {
+    /// Installs the filter; called once setup is done, before any client is served.
+    fn install(&self, transport: Transport) -> Result<(), String> {
+        seccomp::install(transport, self.seccomp).map_err(|e| format!("seccomp: {e}"))
     }
 }
 
@@ -144,6 +162,8 @@ struct MountArgs {
     options: Vec<String>,
     #[command(flatten)]
     own: OwnershipArgs,
+    #[command(flatten)]
+    sandbox: SeccompArgs,
     /// Detach once mounted (used by the mount.fuse3 helper form).
     #[arg(long, hide = true)]
     daemon: bool,
@@ -338,11 +358,15 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
             }
         }
     };
-    if let Some((uid, gid)) = args.own.run_as {
+    // Under seccomp an unprivileged server can no longer run fusermount3 to unmount.
+    let fusermount_helper = platform::geteuid() != 0 && args.sandbox.seccomp != SeccompMode::None;
+    if args.own.run_as.is_some() || fusermount_helper {
         if let Err(e) = mount.keep_unmount_helper() {
             let _ = mount.unmount();
             return Err(format!("starting the unmount helper: {e}"));
         }
+    }
+    if let Some((uid, gid)) = args.own.run_as {
         if let Err(e) = platform::drop_privileges(uid, gid) {
             let _ = mount.unmount();
             return Err(format!("dropping to {uid}:{gid}: {e}"));
@@ -368,6 +392,10 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
             return Err(format!("opening {}: {e}", src.display()));
         }
     };
+    if let Err(e) = args.sandbox.install(Transport::Mount) {
+        let _ = mount.unmount();
+        return Err(e);
+    }
     let server = Arc::new(Server::new(fs));
     let workers = match mount.serve(server, channels) {
         Ok(w) => w,
@@ -415,6 +443,8 @@ struct ServeArgs {
     listen: ownfs::transport::pipe::Address,
     #[command(flatten)]
     own: OwnershipArgs,
+    #[command(flatten)]
+    sandbox: SeccompArgs,
     /// Worker threads per connection.
     #[arg(long, default_value_t = 4)]
     threads: usize,
@@ -484,6 +514,12 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
         caps,
         ..Default::default()
     };
+    if let Err(e) = args.sandbox.install(Transport::Serve) {
+        if let Some(p) = &socket_path {
+            let _ = std::fs::remove_file(p);
+        }
+        return Err(e);
+    }
     let server = server::PipeServer::new(Arc::new(fs), opts);
     let acceptor = std::thread::Builder::new()
         .name("ownfs-pipe-accept".into())
@@ -566,7 +602,7 @@ fn run_client(args: ClientArgs) -> Result<(), String> {
 #[derive(Args, Clone)]
 struct VirtiofsArgs {
     /// vhost-user socket to create and listen on (the VMM connects to it).
-    #[arg(long, value_name = "PATH", required_unless_present = "fd")]
+    #[arg(long, value_name = "PATH", required_unless_present_any = ["fd", "print_capabilities"])]
     socket_path: Option<PathBuf>,
     /// Serve on this already-listening Unix socket, inherited from the caller, instead.
     #[arg(long, value_name = "FD", conflicts_with_all = ["socket_path", "socket_group"])]
@@ -575,8 +611,16 @@ struct VirtiofsArgs {
     #[arg(long, value_name = "GROUP")]
     socket_group: Option<String>,
     /// Host directory to share.
-    #[arg(long, value_name = "DIR")]
-    shared_dir: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "print_capabilities"
+    )]
+    shared_dir: Option<PathBuf>,
+    /// Print the device's capabilities as vhost-user backend JSON (what libvirt reads)
+    /// and exit.
+    #[arg(long)]
+    print_capabilities: bool,
     /// Worker threads that run requests; 0 runs them on the virtqueue thread.
     #[arg(long, value_name = "N", default_value_t = 0)]
     thread_pool_size: usize,
@@ -600,6 +644,8 @@ struct VirtiofsArgs {
     log_level: Option<LogLevel>,
     #[command(flatten)]
     own: OwnershipArgs,
+    #[command(flatten)]
+    sandbox: SeccompArgs,
 }
 
 #[cfg(target_os = "linux")]
@@ -642,7 +688,14 @@ fn parse_group(group: &str) -> Result<u32, String> {
 #[cfg(target_os = "linux")]
 fn run_virtiofs(args: VirtiofsArgs) -> Result<(), String> {
     use ownfs::transport::virtiofs::{self, VirtioFsOptions};
-    let src = source_dir(&args.shared_dir, "shared dir")?;
+    if args.print_capabilities {
+        print!("{}", virtiofs::CAPABILITIES_JSON);
+        return Ok(());
+    }
+    let Some(shared_dir) = &args.shared_dir else {
+        return Err("--shared-dir is required".into());
+    };
+    let src = source_dir(shared_dir, "shared dir")?;
     let group = args.socket_group.as_deref().map(parse_group).transpose()?;
     raise_fd_limit();
     platform::block_termination_signals().map_err(|e| format!("signal mask: {e}"))?;
@@ -699,6 +752,10 @@ fn run_virtiofs(args: VirtiofsArgs) -> Result<(), String> {
     let opts = VirtioFsOptions {
         thread_pool_size: args.thread_pool_size,
     };
+    if let Err(e) = args.sandbox.install(Transport::Virtiofs) {
+        remove_socket();
+        return Err(e);
+    }
     log::info!(
         "serving {} on {}{}{}; waiting for the VMM",
         src.display(),

@@ -3,6 +3,9 @@
 //! Inodes are pinned by `O_PATH` descriptors; operations that refuse `O_PATH`
 //! descriptors go through the `/proc/self/fd/N` magic link instead.
 
+mod seccomp;
+pub use seccomp::*;
+
 use std::ffi::CStr;
 use std::fs::File;
 use std::io;
