@@ -159,7 +159,6 @@ mod linux {
         libc::SYS_symlinkat,
         libc::SYS_linkat,
         libc::SYS_unlinkat,
-        libc::SYS_renameat,
         libc::SYS_renameat2,
         // metadata changes
         libc::SYS_fchown,
@@ -189,6 +188,7 @@ mod linux {
         // FS_IOC_GETFLAGS (casefold), FUSE_DEV_IOC_BACKING_OPEN/CLOSE and _CLONE
         libc::SYS_ioctl,
         libc::SYS_umask,
+        libc::SYS_fchdir, // the namespace sandbox works relative to the share's root
         // per-request caller credentials on the worker thread (src/creds)
         libc::SYS_setfsuid,
         libc::SYS_setfsgid,
@@ -212,6 +212,7 @@ mod linux {
         libc::SYS_chmod,    // chmod through /proc/self/fd
         libc::SYS_unlink,   // removing the socket at exit
         libc::SYS_poll,     // std's socket timeouts
+        libc::SYS_renameat, // glibc's renameat2 without flags
     ];
     #[cfg(not(target_arch = "x86_64"))]
     const LEGACY: &[i64] = &[];
