@@ -144,6 +144,51 @@ fn rootless_mount_serves_under_the_filter_and_unmounts_at_exit() {
     assert!(!m.is_mounted(), "the unmount helper must still work");
 }
 
+/// A plain user's mount (through the setuid fusermount3): under the filter the server
+/// can no longer exec fusermount3 to unmount, so its helper, forked before the filter,
+/// must do it at SIGTERM.
+#[test]
+fn unprivileged_mount_serves_under_the_filter_and_unmounts_at_exit() {
+    use std::os::unix::process::CommandExt;
+    // A passwd entry is needed: fusermount3 refuses users it cannot name
+    // (scripts/deps.sh creates `tests`).
+    let user = nix::unistd::User::from_name("tests")
+        .unwrap()
+        .expect("user `tests` (scripts/deps.sh creates it)");
+    let scratch = Scratch::new("seccomp-unpriv");
+    let src = scratch.dir("src");
+    let mnt = scratch.dir("mnt");
+    for d in [&scratch.base, &src, &mnt] {
+        nix::unistd::chown(d.as_path(), Some(user.uid), Some(user.gid)).unwrap();
+    }
+    let mut child = server_command(&src, &mnt, &[])
+        .uid(user.uid.as_raw())
+        .gid(user.gid.as_raw())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(scratch.path("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let err = || fs::read_to_string(scratch.path("stderr")).unwrap();
+    // Mounted (by fusermount3) comes before the server logs it and installs the filter.
+    wait_for("ownfs mount as `tests`", &mut child, || {
+        ownfs_mounted_at(&mnt) && err().contains("seccomp:")
+    });
+    assert!(err().contains("through fusermount3"), "{}", err());
+    exercise(&mnt);
+    assert_filtered(child.id(), "ownfs mount as a plain user");
+    let st = terminate(&mut child, "ownfs mount as `tests`");
+    let still_mounted = ownfs_mounted_at(&mnt);
+    force_unmount(&mnt);
+    assert!(st.success(), "{}; stderr:\n{}", describe(&st), err());
+    assert!(
+        !still_mounted,
+        "fusermount3 -u did not run; stderr:\n{}",
+        err()
+    );
+}
+
 #[test]
 fn mount_with_seccomp_none_has_no_filter() {
     let m = Mount::new(&["--seccomp", "none"]);
@@ -269,13 +314,16 @@ fn serve_forbidden_syscall_kills_with_sigsys_or_is_logged() {
 
     let scratch = Scratch::new("seccomp-serve-log");
     let (mut child, sock) = serve_selftest(&scratch, "log");
+    // The socket is bound before the filter goes in: wait for the serving line.
+    let err = || fs::read_to_string(scratch.path("stderr")).unwrap();
     wait_for("ownfs serve --seccomp log", &mut child, || {
         fs::symlink_metadata(&sock).is_ok_and(|m| m.file_type().is_socket())
+            && err().contains("serving")
     });
-    let err = fs::read_to_string(scratch.path("stderr")).unwrap();
     assert!(
-        err.contains("getpgid outside the allow-list returned Ok"),
-        "{err}"
+        err().contains("getpgid outside the allow-list returned Ok"),
+        "{}",
+        err()
     );
     assert_filtered(child.id(), "ownfs serve --seccomp log");
     assert!(terminate(&mut child, "ownfs serve").success());
