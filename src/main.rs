@@ -225,8 +225,15 @@ fn init_logging(level: Option<&str>) {
 }
 
 /// mount.fuse3 runs `ownfs SRC MNT -o OPTS` and expects it to detach once mounted;
-/// rewrite that form into `ownfs mount --daemon SRC MNT -o OPTS`.
+/// rewrite that form into `ownfs mount --daemon SRC MNT -o OPTS`. Run as
+/// `ownfs-virtiofsd` (a link), it is `ownfs virtiofs`: libvirt runs a virtiofsd binary
+/// with no subcommand.
 fn helper_form_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let argv0 = args.first().map(std::path::Path::new);
+    if argv0.and_then(|p| p.file_name()) == Some(std::ffi::OsStr::new("ownfs-virtiofsd")) {
+        args.insert(1, "virtiofs".into());
+        return args;
+    }
     let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
     let is_subcommand = first == "help"
         || first.starts_with('-')

@@ -388,11 +388,17 @@ fn virtiofs_forbidden_syscall_kills_with_sigsys() {
 
 #[test]
 fn print_capabilities_is_virtiofsd_json() {
-    // No --socket-path or --shared-dir: libvirt runs it bare.
-    let out = Command::new(ownfs_bin())
-        .args(["virtiofs", "--print-capabilities"])
-        .output()
-        .unwrap();
+    check_capabilities(Command::new(ownfs_bin()).args(["virtiofs", "--print-capabilities"]));
+    // libvirt runs the binary bare: through a link named ownfs-virtiofsd it is `virtiofs`.
+    let scratch = Scratch::new("seccomp-caps");
+    let link = scratch.path("ownfs-virtiofsd");
+    std::os::unix::fs::symlink(ownfs_bin(), &link).unwrap();
+    check_capabilities(Command::new(&link).arg("--print-capabilities"));
+}
+
+fn check_capabilities(cmd: &mut Command) {
+    // No --socket-path or --shared-dir.
+    let out = cmd.output().unwrap();
     assert!(out.status.success(), "{}", describe(&out.status));
     let check = Command::new("python3")
         .args([
