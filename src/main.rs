@@ -83,7 +83,8 @@ impl OwnershipArgs {
 struct SeccompArgs {
     /// What the kernel does with a syscall outside the server's allow-list, once it
     /// serves: `kill` the process, `log` it and let it run, or `none` (no filter).
-    /// `log` and `none` weaken the sandbox: use them only to debug (Linux only).
+    /// `log` and `none` weaken the sandbox: use them only to debug. macOS has no
+    /// seccomp: only `none` there.
     #[arg(long, value_enum, value_name = "ACTION", default_value_t = SeccompMode::DEFAULT)]
     seccomp: SeccompMode,
 }
