@@ -90,6 +90,38 @@ fn exercise(mnt: &Path) {
     fs::remove_file(d.join("h2")).unwrap();
 }
 
+/// A server started by a test: killed (and its mount, if any, removed) if the test
+/// fails before it is stopped.
+struct Server {
+    child: Child,
+    mnt: Option<PathBuf>,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.child
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if let Some(m) = &self.mnt {
+            force_unmount(m);
+        }
+    }
+}
+
 fn wait_for(what: &str, child: &mut Child, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ready() {
@@ -161,7 +193,7 @@ fn unprivileged_mount_serves_under_the_filter_and_unmounts_at_exit() {
     for d in [&scratch.base, &src, &mnt] {
         nix::unistd::chown(d.as_path(), Some(user.uid), Some(user.gid)).unwrap();
     }
-    let mut child = server_command(&src, &mnt, &[])
+    let child = server_command(&src, &mnt, &[])
         .uid(user.uid.as_raw())
         .gid(user.gid.as_raw())
         .env("RUST_LOG", "info")
@@ -170,6 +202,10 @@ fn unprivileged_mount_serves_under_the_filter_and_unmounts_at_exit() {
         .stderr(fs::File::create(scratch.path("stderr")).unwrap())
         .spawn()
         .unwrap();
+    let mut child = Server {
+        child,
+        mnt: Some(mnt.clone()),
+    };
     let err = || fs::read_to_string(scratch.path("stderr")).unwrap();
     // Mounted (by fusermount3) comes before the server logs it and installs the filter.
     wait_for("ownfs mount as `tests`", &mut child, || {
@@ -198,10 +234,10 @@ fn mount_with_seccomp_none_has_no_filter() {
 
 /// Starts `ownfs mount` with the selftest variable set; returns the child once
 /// mounted (or already dead).
-fn mount_selftest(scratch: &Scratch, mode: &str) -> (Child, PathBuf) {
+fn mount_selftest(scratch: &Scratch, mode: &str) -> (Server, PathBuf) {
     let src = scratch.dir("src");
     let mnt = scratch.dir("mnt");
-    let mut child = server_command(&src, &mnt, &["--seccomp", mode])
+    let child = server_command(&src, &mnt, &["--seccomp", mode])
         .env(SELFTEST, "1")
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -209,6 +245,10 @@ fn mount_selftest(scratch: &Scratch, mode: &str) -> (Child, PathBuf) {
         .stderr(fs::File::create(scratch.path("stderr")).unwrap())
         .spawn()
         .unwrap();
+    let mut child = Server {
+        child,
+        mnt: Some(mnt.clone()),
+    };
     let deadline = Instant::now() + READY_TIMEOUT;
     while !ownfs_mounted_at(&mnt) && matches!(child.try_wait(), Ok(None)) {
         assert!(Instant::now() < deadline, "ownfs mount did not start");
@@ -285,7 +325,7 @@ fn serve_with_seccomp_none_has_no_filter() {
     assert_unfiltered(p.server.as_ref().unwrap().id(), "ownfs serve");
 }
 
-fn serve_selftest(scratch: &Scratch, mode: &str) -> (Child, PathBuf) {
+fn serve_selftest(scratch: &Scratch, mode: &str) -> (Server, PathBuf) {
     let src = scratch.dir("src");
     let sock = scratch.path("sock");
     let child = Command::new(ownfs_bin())
@@ -301,7 +341,7 @@ fn serve_selftest(scratch: &Scratch, mode: &str) -> (Child, PathBuf) {
         .stderr(fs::File::create(scratch.path("stderr")).unwrap())
         .spawn()
         .unwrap();
-    (child, sock)
+    (Server { child, mnt: None }, sock)
 }
 
 #[test]
@@ -331,7 +371,7 @@ fn serve_forbidden_syscall_kills_with_sigsys_or_is_logged() {
 
 // ---- virtiofs ----
 
-fn virtiofs(scratch: &Scratch, extra: &[&str], selftest: bool) -> (Child, PathBuf) {
+fn virtiofs(scratch: &Scratch, extra: &[&str], selftest: bool) -> (Server, PathBuf) {
     let src = scratch.dir("shared");
     let sock = scratch.path("vfs.sock");
     let mut cmd = Command::new(ownfs_bin());
@@ -348,7 +388,8 @@ fn virtiofs(scratch: &Scratch, extra: &[&str], selftest: bool) -> (Child, PathBu
     if selftest {
         cmd.env(SELFTEST, "1");
     }
-    (cmd.spawn().unwrap(), sock)
+    let child = cmd.spawn().unwrap();
+    (Server { child, mnt: None }, sock)
 }
 
 #[test]
