@@ -7,6 +7,7 @@
 //! - [`transport`]: ways to reach it (local `/dev/fuse` mount).
 //! - [`sandbox`]: confining a server to its share (namespace, chroot).
 //! - [`backing`]: kernel passthrough of open files, between the two.
+//! - [`sandbox`]: what a running server may still do (seccomp).
 //! - [`tools`]: offline views of a rootless share (owner listing, tar export).
 
 pub mod backing;

@@ -13,6 +13,7 @@ use ownfs::fs::overlay::Rootless;
 use ownfs::fs::{CachePolicy, Config, Passthrough};
 use ownfs::platform;
 use ownfs::sandbox;
+use ownfs::sandbox::seccomp::{self, SeccompMode, Transport};
 #[cfg(target_os = "linux")]
 use ownfs::transport::fusedev::{FuseMount, MountOptions};
 
@@ -86,6 +87,19 @@ struct SandboxArgs {
     /// threat model: a compromised server can reach the whole host file tree.
     #[arg(long, value_enum, value_name = "MODE")]
     sandbox: Option<sandbox::Mode>,
+    /// What the kernel does with a syscall outside the server's allow-list, once it
+    /// serves: `kill` the process, `log` it and let it run, or `none` (no filter).
+    /// `log` and `none` weaken the sandbox: use them only to debug. macOS has no
+    /// seccomp: only `none` there.
+    #[arg(long, value_enum, value_name = "ACTION", default_value_t = SeccompMode::DEFAULT)]
+    seccomp: SeccompMode,
+}
+
+impl SandboxArgs {
+    /// Installs the filter; called once setup is done, before any client is served.
+    fn install(&self, transport: Transport) -> Result<(), String> {
+        seccomp::install(transport, self.seccomp).map_err(|e| format!("seccomp: {e}"))
+    }
 }
 
 /// Who served a rootless share, for the offline tools.
@@ -218,8 +232,15 @@ fn init_logging(level: Option<&str>) {
 }
 
 /// mount.fuse3 runs `ownfs SRC MNT -o OPTS` and expects it to detach once mounted;
-/// rewrite that form into `ownfs mount --daemon SRC MNT -o OPTS`.
+/// rewrite that form into `ownfs mount --daemon SRC MNT -o OPTS`. Run as
+/// `ownfs-virtiofsd` (a link), it is `ownfs virtiofs`: libvirt runs a virtiofsd binary
+/// with no subcommand.
 fn helper_form_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let argv0 = args.first().map(std::path::Path::new);
+    if argv0.and_then(|p| p.file_name()) == Some(std::ffi::OsStr::new("ownfs-virtiofsd")) {
+        args.insert(1, "virtiofs".into());
+        return args;
+    }
     let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
     let is_subcommand = first == "help"
         || first.starts_with('-')
@@ -367,8 +388,11 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
             }
         }
     };
-    // Unmounting on the host needs a process left outside the sandbox and still root.
-    if args.own.run_as.is_some() || sandbox::may_confine(args.sandbox.sandbox) {
+    // Unmounting on the host needs a process left outside the sandbox and still root;
+    // under seccomp an unprivileged server can no longer run fusermount3 either.
+    let fusermount_helper = platform::geteuid() != 0 && args.sandbox.seccomp != SeccompMode::None;
+    if args.own.run_as.is_some() || sandbox::may_confine(args.sandbox.sandbox) || fusermount_helper
+    {
         if let Err(e) = mount.keep_unmount_helper() {
             let _ = mount.unmount();
             return Err(format!("starting the unmount helper: {e}"));
@@ -417,6 +441,10 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
             return Err(format!("opening {}: {e}", src.display()));
         }
     };
+    if let Err(e) = args.sandbox.install(Transport::Mount) {
+        let _ = mount.unmount();
+        return Err(e);
+    }
     let server = Arc::new(Server::new(fs));
     let workers = match mount.serve(server, channels) {
         Ok(w) => w,
@@ -708,6 +736,10 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
         token,
         ..Default::default()
     };
+    if let Err(e) = args.sandbox.install(Transport::Serve) {
+        remove_socket();
+        return Err(e);
+    }
     let server = server::PipeServer::new(Arc::new(fs), opts);
     let acceptor = std::thread::Builder::new()
         .name("ownfs-pipe-accept".into())
@@ -798,7 +830,7 @@ fn run_client(args: ClientArgs) -> Result<(), String> {
 #[derive(Args, Clone)]
 struct VirtiofsArgs {
     /// vhost-user socket to create and listen on (the VMM connects to it).
-    #[arg(long, value_name = "PATH", required_unless_present = "fd")]
+    #[arg(long, value_name = "PATH", required_unless_present_any = ["fd", "print_capabilities"])]
     socket_path: Option<PathBuf>,
     /// Serve on this already-listening Unix socket, inherited from the caller, instead.
     #[arg(long, value_name = "FD", conflicts_with_all = ["socket_path", "socket_group"])]
@@ -807,8 +839,16 @@ struct VirtiofsArgs {
     #[arg(long, value_name = "GROUP")]
     socket_group: Option<String>,
     /// Host directory to share.
-    #[arg(long, value_name = "DIR")]
-    shared_dir: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "print_capabilities"
+    )]
+    shared_dir: Option<PathBuf>,
+    /// Print the device's capabilities as vhost-user backend JSON (what libvirt reads)
+    /// and exit.
+    #[arg(long)]
+    print_capabilities: bool,
     /// Worker threads that run requests; 0 runs them on the virtqueue thread.
     #[arg(long, value_name = "N", default_value_t = 0)]
     thread_pool_size: usize,
@@ -875,7 +915,14 @@ fn parse_group(group: &str) -> Result<u32, String> {
 #[cfg(target_os = "linux")]
 fn run_virtiofs(args: VirtiofsArgs) -> Result<(), String> {
     use ownfs::transport::virtiofs::{self, VirtioFsOptions};
-    let src = source_dir(&args.shared_dir, "shared dir")?;
+    if args.print_capabilities {
+        print!("{}", virtiofs::CAPABILITIES_JSON);
+        return Ok(());
+    }
+    let Some(shared_dir) = &args.shared_dir else {
+        return Err("--shared-dir is required".into());
+    };
+    let src = source_dir(shared_dir, "shared dir")?;
     let group = args.socket_group.as_deref().map(parse_group).transpose()?;
     raise_fd_limit();
     platform::block_termination_signals().map_err(|e| format!("signal mask: {e}"))?;
@@ -956,6 +1003,10 @@ fn run_virtiofs(args: VirtiofsArgs) -> Result<(), String> {
     let opts = VirtioFsOptions {
         thread_pool_size: args.thread_pool_size,
     };
+    if let Err(e) = args.sandbox.install(Transport::Virtiofs) {
+        remove_socket();
+        return Err(e);
+    }
     log::info!(
         "serving {} on {}{}{}; waiting for the VMM",
         src.display(),

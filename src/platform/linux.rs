@@ -4,19 +4,22 @@
 //! descriptors go through the `/proc/self/fd/N` magic link instead, always relative to
 //! a `/proc` descriptor opened before any sandbox (see `procfs`).
 
+mod caps;
+mod peer;
 mod procfs;
-pub use procfs::*;
 mod sandbox;
+mod seccomp;
+pub use caps::*;
+pub use peer::*;
+pub use procfs::*;
 pub use sandbox::*;
+pub use seccomp::*;
 
 use std::ffi::CStr;
 use std::fs::File;
 use std::io;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-
-mod caps;
-pub use caps::*;
 
 pub use libc::{stat64, statvfs64};
 pub use libc::{
@@ -29,9 +32,6 @@ pub use libc::{O_DIRECT, O_PATH};
 pub const ENOATTR: i32 = libc::ENODATA;
 /// Symlinks cannot carry `user.*` xattrs on Linux: their records live in a sidecar.
 pub const SYMLINK_XATTRS: bool = false;
-
-mod peer;
-pub use peer::*;
 
 /// Host identity of an inode: (device, inode number, mount id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

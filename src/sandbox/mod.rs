@@ -13,7 +13,10 @@
 //! in the host's namespace.
 //!
 //! Must run before any thread starts: unshare(CLONE_NEWNS) moves only the calling
-//! thread, and a half-moved process would serve from the host's tree.
+//! thread, and a half-moved process would serve from the host's tree. The seccomp
+//! filter (`seccomp`) is the last step, once everything else is set up.
+
+pub mod seccomp;
 
 use std::ffi::CString;
 use std::fmt;

@@ -191,10 +191,15 @@ impl FuseMount {
         &self.path
     }
 
-    /// Keeps a root helper that can unmount after this process drops its privileges.
-    /// Call while still root and single-threaded.
+    /// Keeps a helper that can unmount after this process drops its privileges or
+    /// enters seccomp: a root one, or one that runs fusermount3 for an unprivileged
+    /// mount. Call while single-threaded.
     pub fn keep_unmount_helper(&mut self) -> io::Result<()> {
-        self.helper = Some(platform::spawn_unmount_helper(&self.mountpoint)?);
+        self.helper = Some(if platform::geteuid() == 0 {
+            platform::spawn_unmount_helper(&self.mountpoint)?
+        } else {
+            platform::spawn_fusermount_unmount_helper(&self.mountpoint)?
+        });
         Ok(())
     }
 

@@ -47,6 +47,18 @@ pub const VIRTIO_FEATURES: u64 = VIRTIO_F_VERSION_1
     | VIRTIO_RING_F_EVENT_IDX
     | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
 
+/// `--print-capabilities` output, in the vhost-user backend JSON form libvirt reads
+/// (QEMU's docs/interop/vhost-user.json). "separate-options": every option is its own
+/// flag (`--shared-dir`, `--fd`, `--cache`, `--thread-pool-size`), there is no `-o`
+/// list. No "migrate-precopy": ownfs cannot migrate a device's state.
+pub const CAPABILITIES_JSON: &str = r#"{
+  "type": "fs",
+  "features": [
+    "separate-options"
+  ]
+}
+"#;
+
 /// vhost-user protocol features offered to the VMM.
 ///
 /// - MQ: the VMM asks how many queues we have (hiprio + one request queue).
