@@ -212,6 +212,8 @@ fn build_share(s: &Scratch) -> PathBuf {
     };
     set_record(&src.join("home/alice"), alice);
     set_record(&src.join("home/alice/notes"), alice);
+    // On a host user's own file: anyone who can write it could have put this record
+    // there, so it is listed but not trusted (the view is the host's).
     set_record(
         &src.join("home/bob.cfg"),
         Rec {
@@ -271,6 +273,9 @@ fn build_share(s: &Scratch) -> PathBuf {
         1,
     ));
     fs::write(src.join(".ownfs-symlinks"), &sidecar).unwrap();
+    // The server's own file: a sidecar anyone else owns or may write is ignored.
+    chmod(&src.join(".ownfs-symlinks"), 0o600);
+    lchown(src.join(".ownfs-symlinks"), Some(SERVER), Some(SERVER)).unwrap();
     fs::write(src.join(".ownfs-symlinks.tmp"), b"half-written").unwrap();
     src
 }
@@ -309,7 +314,7 @@ fn owners_lists_recorded_entries_with_their_virtual_view() {
         "dev/sda\t4000:4000\t0:6\tb 0660 (8,0)",
         "home/alice\t4000:4000\t1000:1000\td 0700",
         "home/alice/notes\t4000:4000\t1000:1000\t- 0640",
-        "home/bob.cfg\t1500:1500\t1500:7\t- 0644",
+        "home/bob.cfg\t1500:1500\t1500:1500\t- 0644",
         &format!("{long}\t4000:4000\t3000000:0\t- 0644"),
         "run\t4000:4000\t0:0\td 1777",
         "run/ctl\t4000:4000\t1000:5\tp 0620",
@@ -338,11 +343,12 @@ fn owners_lists_recorded_entries_with_their_virtual_view() {
         "{text2}"
     );
     assert!(
-        lines.contains(&"home/bob.cfg\t1500:1500\t1500:7\t- 0644"),
+        lines.contains(&"home/bob.cfg\t1500:1500\t1500:1500\t- 0644"),
         "{text2}"
     );
 
-    // A server that ran as someone else sees 4000:4000 as a foreign owner.
+    // A server that ran as someone else sees 4000:4000 as a foreign owner, and does not
+    // trust records on files it does not own: the setuid bit of the record is not shown.
     let (_, text3) = owners(
         &src,
         &Options {
@@ -353,7 +359,7 @@ fn owners_lists_recorded_entries_with_their_virtual_view() {
     assert!(
         text3
             .lines()
-            .any(|l| l == "bin/su\t4000:4000\t4000:4000\t- 4755"),
+            .any(|l| l == "bin/su\t4000:4000\t4000:4000\t- 0755"),
         "{text3}"
     );
 }
@@ -405,7 +411,7 @@ fn export_tar_carries_the_virtual_owners_modes_and_types() {
         "drwx------ 1000/1000 0 home/alice/".into(),
         "-rw-r----- 1000/1000 6 home/alice/notes".into(),
         "-rw-r--r-- 1500/1500 0 home/bob".into(),
-        "-rw-r--r-- 1500/7 0 home/bob.cfg".into(),
+        "-rw-r--r-- 1500/1500 0 home/bob.cfg".into(),
         "drwxr-xr-x 0/0 0 lib/".into(),
         format!("lrwxrwxrwx 0/0 0 lib/far -> {}", link_target()),
         "drwxr-xr-x 0/0 0 long/".into(),
@@ -463,7 +469,8 @@ fn export_tar_carries_the_virtual_owners_modes_and_types() {
     assert_eq!((sh.uid(), sh.gid()), (1000, 1001));
     assert_eq!(md(&long).uid(), BIG_UID);
     assert_eq!(md("run").mode() & 0o7777, 0o1777);
-    assert_eq!(md("home/bob.cfg").gid(), 7);
+    // The record on a host user's own file is not trusted.
+    assert_eq!(md("home/bob.cfg").gid(), 1500);
 }
 
 #[test]
