@@ -118,6 +118,12 @@ fn opens_of_one_file_share_passthrough() {
     );
     assert!(out.status.success(), "mmap read failed: {out:?}");
     assert_eq!(out.stdout, b"short");
+    // The last close gives the backing id back; a sandboxed worker must still be allowed to.
+    let log = m.stderr();
+    assert!(
+        !log.contains("closing backing id"),
+        "backing ids were not released:\n{log}"
+    );
 }
 
 #[test]

@@ -660,10 +660,14 @@ pub fn fuse_backing_open(device: BorrowedFd<'_>, file: BorrowedFd<'_>) -> io::Re
 
 /// Drops a backing id (FUSE_DEV_IOC_BACKING_CLOSE); files the kernel already opened
 /// through it keep working.
+/// Needs CAP_SYS_ADMIN, like the open.
 pub fn fuse_backing_close(device: BorrowedFd<'_>, id: u32) -> io::Result<()> {
     const FUSE_DEV_IOC_BACKING_CLOSE: libc::c_ulong = 0x4004_e502; // _IOW(229, 2, uint32_t)
-                                                                   // SAFETY: the kernel reads one u32 from a valid pointer.
-    cvt(unsafe { libc::ioctl(device.as_raw_fd(), FUSE_DEV_IOC_BACKING_CLOSE, &id) }).map(drop)
+    with_extra_caps(cap_mask(&[cap::SYS_ADMIN]), || {
+        // SAFETY: the kernel reads one u32 from a valid pointer.
+        cvt(unsafe { libc::ioctl(device.as_raw_fd(), FUSE_DEV_IOC_BACKING_CLOSE, &id) })
+    })?
+    .map(drop)
 }
 
 /// `opts` plus FOPEN_PASSTHROUGH (bit 7 of fuse_open_out.open_flags, Linux 6.9), which
