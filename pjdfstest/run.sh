@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# POSIX compliance harness: runs the pjdfstest suite (Rust rewrite, 0.2.2) on
-# ownfs mounts, one run per mode.
+# POSIX compliance harness: runs the pjdfstest suites on ownfs mounts, one run per
+# mode: the Rust rewrite (0.2.2, 397 tests) and then, on the same mount, the original C
+# suite (8798 tests on FUSE; pjdfstest/build-c.sh builds it outside the tree).
 #
 # usage: pjdfstest/run.sh [options] [MODE...] [-- PATTERN...]
 #
@@ -27,6 +28,7 @@
 #   --no-build   use the existing target/release/ownfs
 #   --no-deps    skip scripts/deps.sh
 #   --keep       keep the source directories for inspection
+#   --suite S    rust, c or both (default both)
 #   -- PATTERN   only run the pjdfstest tests whose names contain PATTERN
 #
 # Environment:
@@ -39,11 +41,15 @@
 #   PJDFSTEST_CONFIG   pjdfstest config (default pjdfstest/pjdfstest.toml)
 #   OWNFS_PJD_LOGS     where the logs go (default target/pjdfstest)
 #   OWNFS_PJD_RUN_AS   UID:GID the rootless server drops to (default 4000:4000)
+#   OWNFS_PJDC_DIRS    C suite: only these test directories (e.g. "chmod open"; default all)
+#   OWNFS_PJDC_JOBS    C suite: prove's parallel jobs (default twice the CPUs, 2 to 4)
+#   OWNFS_PJDC_TIMEOUT C suite: seconds allowed per mode (default 1200; ~90 s on the host)
 #
-# Output: one summary line per mode, `pjdfstest[MODE]: N passed, N failed,
-# N skipped`, preceded by its wall time; full logs in target/pjdfstest/.
-# Exit status is nonzero when a test fails that is not listed in
-# pjdfstest/expected-failures.txt, or a mount/unmount/server problem occurs.
+# Output: summary lines per mode, `pjdfstest[MODE]: N passed, N failed, N skipped`
+# and `pjdfstest-c[MODE]: N passed, N failed` (tests, not files), each preceded by its
+# wall time; full logs in target/pjdfstest/ (MODE.log, MODE.c.log). Exit status is
+# nonzero when a test fails that is not listed in pjdfstest/expected-failures.txt
+# (C tests are listed as c:DIR/NN.t:N), or a mount/unmount/server problem occurs.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -96,6 +102,7 @@ parallel=1
 build=1
 deps=1
 keep=0
+suite=both
 [[ ${OWNFS_PJD_NATIVE:-0} == 1 ]] && modes=(native)
 while (($#)); do
     case $1 in
@@ -104,6 +111,11 @@ while (($#)); do
     --no-build) build=0 ;;
     --no-deps) deps=0 ;;
     --keep) keep=1 ;;
+    --suite)
+        [[ ${2:-} =~ ^(rust|c|both)$ ]] || { echo "run.sh: --suite needs rust, c or both" >&2; exit 2; }
+        suite=$2
+        shift
+        ;;
     -h | --help) usage; exit 0 ;;
     --mounted)
         [[ ${2:-} =~ ^([A-Za-z0-9_-]+)=(/.+)$ ]] || {
@@ -305,7 +317,7 @@ run_mode() {
     local server_log="$LOGDIR/$mode.ownfs.log" result="$LOGDIR/$mode.result"
     server_trouble=""
     : >"$mode_log"
-    rm -f "$result" "$server_log"
+    rm -f "$result" "$server_log" "$LOGDIR/$mode.c.counts" "$LOGDIR/$mode.c.log"
 
     trap 'cleanup_mode' EXIT
     trap 'echo "interrupted" >>"$mode_log"; exit 130' INT TERM
@@ -466,7 +478,34 @@ run_mode() {
         fi
     }
 
-    if run_pjdfstest "$cfg1" "${patterns[@]}" && ((remount)); then
+    # The C suite runs from a directory on the file system under test; every .t file
+    # makes its own randomly named entries there.
+    run_c_suite() {
+        local c_start rc=0 cwd="$mnt/pjdc" c_log="$LOGDIR/$mode.c.log" dirs=() d
+        c_start="$(now)"
+        for d in ${OWNFS_PJDC_DIRS:-}; do dirs+=("$C_BUILD/tests/$d"); done
+        ((${#dirs[@]})) || dirs=("$C_BUILD/tests")
+        mkdir -p "$cwd" && chmod 0755 "$cwd"
+        note "+ (cd $cwd && prove -r -j$C_JOBS ${dirs[*]#"$C_BUILD"/}) > ${c_log#"$REPO"/}"
+        (cd "$cwd" && exec env PATH="$path" timeout -k 10 "${OWNFS_PJDC_TIMEOUT:-1200}" \
+            prove -r -j"$C_JOBS" "${dirs[@]}") >"$c_log" 2>&1 </dev/null &
+        pjd_pid=$!
+        wait "$pjd_pid" || rc=$?
+        pjd_pid=""
+        case $rc in
+        124 | 137) server_trouble+="C suite timed out; " ;;
+        esac
+        grep -qE '^Files=[0-9]+, Tests=[0-9]+' "$c_log" || server_trouble+="C suite did not finish; "
+        if [[ -n $server_pid ]] && ! alive "$server_pid"; then server_trouble+="ownfs died during the C suite; "; fi
+        if [[ -n $pipe_pid ]] && ! alive "$pipe_pid"; then server_trouble+="ownfs serve died during the C suite; "; fi
+        python3 "$HERE/prove-summary.py" "$c_log" "$C_BUILD/tests" >"$LOGDIR/$mode.c.counts"
+        echo "c_wall=$(elapsed "$c_start")" >>"$LOGDIR/$mode.c.counts"
+        rm -rf --one-file-system "$cwd" 2>/dev/null || true
+    }
+
+    if [[ $suite == c ]]; then
+        passes=0
+    elif run_pjdfstest "$cfg1" "${patterns[@]}" && ((remount)); then
         local remount_tests=()
         mapfile -t remount_tests < <(awk '
             /^[^[:space:]]+[[:space:]]+skipped$/ { name = $1; next }
@@ -486,6 +525,10 @@ run_mode() {
         passes=$((passes + 1))
         retried="${retry[*]}"
         run_pjdfstest "$cfg1" -e "${retry[@]/#/pjdfstest::tests::}" || true
+    fi
+
+    if [[ $suite != rust && -n $C_BUILD && -z $server_trouble ]]; then
+        run_c_suite
     fi
 
     cleanup_mode
@@ -520,6 +563,16 @@ finish_mode() {
         fi
     fi
     mapfile -t expected_list < <(expected_for "$mode")
+    local c_passed="" c_failed=0 c_failures="" c_wall="" c_unexpected=() c_expected=()
+    # shellcheck disable=SC1091
+    [[ -f $LOGDIR/$mode.c.counts ]] && source "$LOGDIR/$mode.c.counts"
+    for name in $c_failures; do
+        if printf '%s\n' "${expected_list[@]}" | grep -qxF -- "$name"; then
+            c_expected+=("$name")
+        else
+            c_unexpected+=("$name")
+        fi
+    done
     for name in "${failures[@]}"; do
         if printf '%s\n' "${expected_list[@]}" | grep -qxF -- "$name"; then
             expected_hit+=("$name")
@@ -540,6 +593,8 @@ finish_mode() {
         printf 'r_trouble=%q\n' "${server_trouble}"
         printf 'r_stale=%q\n' "${stale[*]}"
         printf 'r_retried=%q\n' "${retried:-}"
+        printf 'r_c_passed=%q\nr_c_failed=%q\nr_c_wall=%q\n' "$c_passed" "$c_failed" "$c_wall"
+        printf 'r_c_unexpected=%q\nr_c_expected=%q\n' "${c_unexpected[*]}" "${c_expected[*]}"
     } >"$mode_log.result.tmp"
     mv "$mode_log.result.tmp" "$LOGDIR/$mode.result"
 }
@@ -563,10 +618,28 @@ if [[ ${need_ownfs:-0} == 1 && ! -x $OWNFS ]]; then
     echo "run.sh: $OWNFS not found" >&2
     exit 2
 fi
-if [[ ! -x $PJDFSTEST ]]; then
+if [[ $suite != c && ! -x $PJDFSTEST ]]; then
     echo "run.sh: $PJDFSTEST not found (run scripts/deps.sh)" >&2
     exit 2
 fi
+
+C_BUILD=""
+C_NOTRUN=""
+if [[ $suite != rust ]]; then
+    c_rc=0
+    C_BUILD="$("$HERE/build-c.sh")" || c_rc=$?
+    case $c_rc in
+    0) ;;
+    3) C_NOTRUN="no C pjdfstest source on this machine (see pjdfstest/build-c.sh)"; C_BUILD="" ;;
+    *) echo "run.sh: building the C pjdfstest failed" >&2; exit 2 ;;
+    esac
+    if ! command -v prove >/dev/null; then
+        echo "run.sh: prove (perl) not found (run scripts/deps.sh)" >&2
+        exit 2
+    fi
+fi
+cpus="$(nproc)"
+C_JOBS="${OWNFS_PJDC_JOBS:-$((cpus * 2 < 2 ? 2 : cpus * 2 > 4 ? 4 : cpus * 2))}"
 
 mkdir -p "$LOGDIR" "$WORK"
 chmod 0755 "$WORK"
@@ -616,6 +689,7 @@ overall=0
 for m in "${modes[@]}"; do
     r_passed=0 r_failed=0 r_skipped=0 r_wall="?" r_unexpected="" r_expected=""
     r_trouble="harness error (no result file)" r_stale="" r_retried=""
+    r_c_passed="" r_c_failed=0 r_c_wall="?" r_c_unexpected="" r_c_expected=""
     # shellcheck disable=SC1090
     [[ -f $LOGDIR/$m.result ]] && source "$LOGDIR/$m.result"
     for name in $r_expected; do
@@ -639,7 +713,28 @@ for m in "${modes[@]}"; do
         overall=1
     fi
     [[ -z $r_unexpected ]] || overall=1
-    echo "pjdfstest[$m]: wall time ${r_wall}s, log ${LOGDIR#"$REPO"/}/$m.log"
-    echo "pjdfstest[$m]: $r_passed passed, $r_failed failed, $r_skipped skipped"
+    if [[ $suite != c ]]; then
+        echo "pjdfstest[$m]: wall time ${r_wall}s, log ${LOGDIR#"$REPO"/}/$m.log"
+        echo "pjdfstest[$m]: $r_passed passed, $r_failed failed, $r_skipped skipped"
+    fi
+    [[ $suite != rust ]] || continue
+    if [[ -n $C_NOTRUN ]]; then
+        echo "pjdfstest-c[$m]: NOT RUN: $C_NOTRUN"
+        continue
+    fi
+    for name in $r_c_expected; do
+        echo "pjdfstest-c[$m]: expected failure: $name"
+    done
+    for name in $r_c_unexpected; do
+        echo "pjdfstest-c[$m]: FAILED: $name"
+    done
+    if [[ -z $r_c_passed ]]; then
+        echo "pjdfstest-c[$m]: NOT RUN (see the errors above)"
+        overall=1
+        continue
+    fi
+    [[ -z $r_c_unexpected ]] || overall=1
+    echo "pjdfstest-c[$m]: wall time ${r_c_wall}s, log ${LOGDIR#"$REPO"/}/$m.c.log"
+    echo "pjdfstest-c[$m]: $r_c_passed passed, $r_c_failed failed"
 done
 exit "$overall"

@@ -38,7 +38,9 @@ fi
 # debianutils:  which (used by pjdfstest's etxtbsy tests)
 # coreutils:    timeout
 # rsync, tar, python3: run through rootless mounts by tests/rootless.rs
-packages=(fuse3 libacl1-dev acl attr psmisc util-linux debianutils coreutils rsync tar python3)
+# autoconf, automake, make, gcc, perl: build and run (prove) the original C pjdfstest
+packages=(fuse3 libacl1-dev acl attr psmisc util-linux debianutils coreutils rsync tar python3
+    autoconf automake make gcc perl)
 
 pkg_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'

@@ -431,6 +431,7 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
         creds: CredentialPolicy::new(switch, GroupSource::Proc),
         rootless: rootless_cfg,
         posix_acl: mount_opts.default_permissions,
+        uncached_metadata: !mount_opts.default_permissions,
         read_only: mount_opts.read_only,
         backing,
     };
@@ -715,6 +716,7 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
         rootless: rootless_cfg,
         // ACLs are the guest kernel's business; the host enforces them per request.
         posix_acl: false,
+        uncached_metadata: false,
         read_only: false,
         backing: None,
     };
@@ -989,6 +991,7 @@ fn run_virtiofs(args: VirtiofsArgs) -> Result<(), String> {
         rootless: rootless_cfg,
         // virtio-fs guests always mount with default_permissions, as POSIX_ACL needs.
         posix_acl: args.posix_acl,
+        uncached_metadata: false,
         read_only: args.readonly,
         backing: None,
     };

@@ -202,6 +202,7 @@ fn passthrough(src: &Path, rootless: bool) -> Passthrough {
             try_host_chown: false,
         }),
         posix_acl: false,
+        uncached_metadata: false,
         read_only: false,
         backing: None,
     };

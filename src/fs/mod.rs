@@ -55,6 +55,10 @@ pub struct Config {
     /// an ACL change implies. The kernel turns default_permissions on with it, so only
     /// set it on mounts that have default_permissions anyway.
     pub posix_acl: bool,
+    /// Entry and attribute timeouts of zero, whatever `cache` says: with
+    /// --no-default-permissions the host decides every access as the caller, and a
+    /// cached dentry or attribute would let the client kernel decide instead.
+    pub uncached_metadata: bool,
     /// Refuse every operation that would change the share with EROFS.
     pub read_only: bool,
     /// Lets the client kernel do reads and writes of open files itself, when the
@@ -123,6 +127,7 @@ impl Passthrough {
         let fd = platform::open_path(&path, platform::O_PATH | libc::O_DIRECTORY)?;
         let (st, key) = platform::statx_identity(std::os::fd::AsFd::as_fd(&fd))?;
         let timeout = match cfg.cache {
+            _ if cfg.uncached_metadata => Duration::ZERO,
             CachePolicy::Never => Duration::ZERO,
             CachePolicy::Auto => Duration::from_secs(1),
             CachePolicy::Always => Duration::from_secs(86400),
