@@ -33,6 +33,8 @@ CONFIGS = {
     "ownfs": ("ownfs root (passthrough)", False),
     "ownfs-served": ("ownfs root --no-passthrough", False),
     "ownfs-rootless": ("ownfs rootless (--run-as)", False),
+    # The host decides every access: zero entry/attribute timeouts.
+    "ownfs-ndp": ("ownfs root --no-default-permissions", False),
     "ownfs-pipe": ("ownfs pipe (unix socket)", False),
     # The same servers without the sandbox and seccomp: what confinement costs.
     "ownfs-unconfined": ("ownfs root, --sandbox none --seccomp none", False),
@@ -97,6 +99,8 @@ class Config:
             p = self.spawn([OWNFS, "mount", self.src, self.mnt, *unconfined])
         elif n == "ownfs-served":
             p = self.spawn([OWNFS, "mount", self.src, self.mnt, "--no-passthrough"])
+        elif n == "ownfs-ndp":
+            p = self.spawn([OWNFS, "mount", self.src, self.mnt, "--no-default-permissions"])
         elif n == "ownfs-rootless":
             uid, gid = (int(x) for x in RUN_AS.split(":"))
             os.chown(self.src, uid, gid)
