@@ -860,10 +860,12 @@ struct VirtiofsArgs {
     /// Let the guest kernel cache writes (WRITEBACK_CACHE).
     #[arg(long)]
     writeback: bool,
-    /// Let the guest kernel enforce POSIX ACLs (FUSE_POSIX_ACL).
+    /// Offer POSIX ACLs (FUSE_POSIX_ACL, the default): the guest kernel enforces them
+    /// and refreshes the mode an ACL change implies (cp -p sets modes that way).
     #[arg(long, overrides_with = "no_posix_acl")]
     posix_acl: bool,
-    /// Do not offer POSIX ACLs to the guest (default).
+    /// Do not offer POSIX ACLs: a mode set through an ACL then shows in the guest only
+    /// after the attribute timeout.
     #[arg(long, overrides_with = "posix_acl")]
     no_posix_acl: bool,
     /// Refuse every change to the share with EROFS.
@@ -990,7 +992,7 @@ fn run_virtiofs(args: VirtiofsArgs) -> Result<(), String> {
         creds: CredentialPolicy::new(switch, GroupSource::Forwarded),
         rootless: rootless_cfg,
         // virtio-fs guests always mount with default_permissions, as POSIX_ACL needs.
-        posix_acl: args.posix_acl,
+        posix_acl: !args.no_posix_acl,
         uncached_metadata: false,
         read_only: args.readonly,
         backing: None,

@@ -66,6 +66,10 @@ fi
 vm_check_host
 [[ -x $VHOST_VSOCK ]] || vm_die "$VHOST_VSOCK missing (scripts/vm/deps.sh)"
 [[ -x $TOOLS/bin/pjdfstest ]] || vm_die "$TOOLS/bin/pjdfstest missing (scripts/deps.sh)"
+# The guest runs the C pjdfstest from the host's build cache (its / is read-only).
+c_rc=0
+"$REPO/pjdfstest/build-c.sh" >/dev/null || c_rc=$?
+((c_rc == 0 || c_rc == 3)) || vm_die "building the C pjdfstest failed"
 if [[ $impl == virtiofsd ]]; then
     [[ -x $VIRTIOFSD ]] || vm_die "$VIRTIOFSD missing (scripts/vm/bench.sh installs it)"
 elif ! "$OWNFS" virtiofs --help >/dev/null 2>&1; then
