@@ -41,7 +41,8 @@
 #   PJDFSTEST_CONFIG   pjdfstest config (default pjdfstest/pjdfstest.toml)
 #   OWNFS_PJD_LOGS     where the logs go (default target/pjdfstest)
 #   OWNFS_PJD_RUN_AS   UID:GID the rootless server drops to (default 4000:4000)
-#   OWNFS_PJDC_DIRS    C suite: only these test directories (e.g. "chmod open"; default all)
+#   OWNFS_PJDC_DIRS    C suite: only these test directories (e.g. "chmod open"; default all);
+#                      MODE=DIR names one for that mode only
 #   OWNFS_PJDC_JOBS    C suite: prove's parallel jobs (default twice the CPUs, 2 to 4)
 #   OWNFS_PJDC_TIMEOUT C suite: seconds allowed per mode (default 1200; ~90 s on the host)
 #
@@ -483,7 +484,10 @@ run_mode() {
     run_c_suite() {
         local c_start rc=0 cwd="$mnt/pjdc" c_log="$LOGDIR/$mode.c.log" dirs=() d
         c_start="$(now)"
-        for d in ${OWNFS_PJDC_DIRS:-}; do dirs+=("$C_BUILD/tests/$d"); done
+        for d in ${OWNFS_PJDC_DIRS:-}; do
+            [[ $d == *=* && ${d%%=*} != "$mode" ]] && continue
+            dirs+=("$C_BUILD/tests/${d#*=}")
+        done
         ((${#dirs[@]})) || dirs=("$C_BUILD/tests")
         mkdir -p "$cwd" && chmod 0755 "$cwd"
         note "+ (cd $cwd && prove -r -j$C_JOBS ${dirs[*]#"$C_BUILD"/}) > ${c_log#"$REPO"/}"

@@ -7,6 +7,7 @@
 //! - [`transport`]: ways to reach it (local `/dev/fuse` mount).
 //! - [`sandbox`]: confining a server to its share (namespace, chroot).
 //! - [`backing`]: kernel passthrough of open files, between the two.
+//! - [`notify`]: invalidating what the client kernel cached, between the two.
 //! - [`sandbox`]: what a running server may still do (seccomp).
 //! - [`tools`]: offline views of a rootless share (owner listing, tar export).
 
@@ -14,6 +15,7 @@ pub mod backing;
 pub mod creds;
 pub mod fs;
 pub mod negotiate;
+pub mod notify;
 pub mod platform;
 pub mod sandbox;
 pub mod tools;

@@ -815,7 +815,15 @@ fn run_client(args: ClientArgs) -> Result<(), String> {
             return Err(format!("opening worker channels: {e}"));
         }
     };
-    let server = Arc::new(Server::new(client::RemoteFs::new(conn, args.writeback)));
+    let invalidator = match mount.invalidator() {
+        Ok(i) => i,
+        Err(e) => {
+            let _ = mount.unmount();
+            return Err(format!("duplicating the FUSE descriptor: {e}"));
+        }
+    };
+    let fs = client::RemoteFs::new(conn, args.writeback, Some(invalidator));
+    let server = Arc::new(Server::new(fs));
     let workers = match mount.serve(server, channels) {
         Ok(w) => w,
         Err(e) => {

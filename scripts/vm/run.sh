@@ -20,6 +20,8 @@
 #   --accel A        tcg (default), kvm, or auto (KVM if a probe boot works, else TCG)
 #   --virtiofsd      serve the virtio-fs shares with virtiofsd (.tools/bin) instead of
 #                    ownfs (harness development only; virtiofsd has no rootless mode)
+#   --suite S        rust, c or both (default): which pjdfstest the guest runs
+#   --c-dirs D+D     the C suite's test directories in the guest (default: guest.sh's)
 #   -- PATTERN       only the pjdfstest tests whose names contain PATTERN
 #
 # Environment: OWNFS_VM_TIMEOUT (seconds the guest may run, default 2400),
@@ -38,6 +40,8 @@ TIMEOUT="${OWNFS_VM_TIMEOUT:-2400}"
 deps=1 build=1 accel=tcg impl=ownfs
 modes=()
 patterns=()
+guest_opts=()
+suite=both
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while (($#)); do
     case $1 in
@@ -45,6 +49,8 @@ while (($#)); do
     --no-build) build=0 ;;
     --accel) accel=$2; shift ;;
     --virtiofsd) impl=virtiofsd ;;
+    --suite) suite=$2; guest_opts+=(--suite "$2"); shift ;;
+    --c-dirs) guest_opts+=(--c-dirs "$2"); shift ;;
     -h | --help) usage; exit 0 ;;
     --) shift; patterns=("$@"); break ;;
     vm-virtiofs-root | vm-virtiofs-rootless | vm-pipe-root | vm-pipe-rootless) modes+=("$1") ;;
@@ -128,7 +134,7 @@ mapfile -t -O 0 devices < <(
 devices+=(-chardev "socket,id=vsock,path=$WORK/sock/vsock.ctl"
     -device vhost-user-vsock-pci,chardev=vsock)
 
-guest_args=(--ownfs "$OWNFS" "${modes[@]}")
+guest_args=(--ownfs "$OWNFS" "${guest_opts[@]}" "${modes[@]}")
 ((${#patterns[@]})) && guest_args+=(-- "${patterns[@]}")
 args_csv="$(IFS=,; echo "${guest_args[*]}")"
 [[ $args_csv != *' '* ]] || vm_die "guest arguments cannot contain spaces: $args_csv"
@@ -144,7 +150,7 @@ vm_log "guest finished after $((SECONDS - started))s; results from the results s
 status=""
 [[ -f $WORK/results/status ]] && status="$(cat "$WORK/results/status")"
 if [[ -f $WORK/results/summary.txt ]]; then
-    grep '^pjdfstest\[' "$WORK/results/summary.txt" || true
+    grep -E '^(pjdfstest(-c)?|coherence)\[' "$WORK/results/summary.txt" || true
 fi
 if [[ ! $status =~ ^[0-9]+$ ]]; then
     vm_die "the guest left no exit status in the results share (qemu status $qemu_rc): see ${LOGS#"$REPO"/}/console.log"
@@ -155,11 +161,20 @@ fi
 ((status == 0)) || vm_die "the guest's tests failed (status $status)"
 # Every mode must have reported, and a full run that ran nothing is no pass.
 ((${#modes[@]})) || modes=(vm-virtiofs-root vm-virtiofs-rootless vm-pipe-root vm-pipe-rootless)
-for m in "${modes[@]}"; do
-    passed="$(sed -n "s/^pjdfstest\[$m\]: \([0-9]*\) passed, .*/\1/p" "$WORK/results/summary.txt")"
-    [[ -n $passed ]] || vm_die "no pjdfstest summary line for $m"
+# (The guest's status already counts every failure.)
+expect_line() {
+    local passed
+    passed="$(sed -n "s/^$1\[$2\]: \([0-9]*\) passed, .*/\1/p" "$WORK/results/summary.txt")"
+    [[ -n $passed ]] || vm_die "no $1 summary line for $2"
     if ((passed == 0 && ${#patterns[@]} == 0)); then
-        vm_die "pjdfstest ran no test in $m"
+        vm_die "$1 ran no test in $2"
     fi
+}
+for m in "${modes[@]}"; do
+    [[ $suite == c ]] || expect_line pjdfstest "$m"
+    ((${#patterns[@]})) || expect_line coherence "$m"
 done
+if [[ $suite != rust ]] && ((${#patterns[@]} == 0)); then
+    grep -q '^pjdfstest-c\[' "$WORK/results/summary.txt" || vm_die "no pjdfstest-c summary line"
+fi
 vm_log "all guest tests passed"

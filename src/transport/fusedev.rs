@@ -15,6 +15,7 @@ use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, Reader};
 
 use crate::backing::BackingFiles;
+use crate::notify::Invalidator;
 use crate::platform;
 
 /// Room for a 1 MiB write plus its headers (MAX_PAGES with 4 KiB pages).
@@ -187,6 +188,13 @@ impl FuseMount {
         Ok(backing)
     }
 
+    /// Invalidations written to this connection's /dev/fuse descriptor.
+    pub fn invalidator(&self) -> io::Result<Arc<dyn Invalidator>> {
+        Ok(Arc::new(DeviceInvalidator {
+            device: self.device.try_clone()?,
+        }))
+    }
+
     pub fn mountpoint(&self) -> &Path {
         &self.path
     }
@@ -339,9 +347,34 @@ impl BackingFiles for DeviceBacking {
     }
 }
 
+/// Notifications written to the connection's /dev/fuse descriptor.
+#[derive(Debug)]
+pub struct DeviceInvalidator {
+    device: OwnedFd,
+}
+
+impl Invalidator for DeviceInvalidator {
+    fn attributes(&self, inode: u64) {
+        // fuse_out_header with unique 0 and the notify code as error, then
+        // fuse_notify_inval_inode_out with a negative offset: attributes only, no pages.
+        let mut msg = [0u8; NOTIFY_INVAL_INODE_LEN];
+        msg[..4].copy_from_slice(&(NOTIFY_INVAL_INODE_LEN as u32).to_le_bytes());
+        msg[4..8].copy_from_slice(&FUSE_NOTIFY_INVAL_INODE.to_le_bytes());
+        msg[16..24].copy_from_slice(&inode.to_le_bytes());
+        msg[24..32].copy_from_slice(&(-1i64).to_le_bytes());
+        match platform::with_file(self.device.as_fd(), |f| std::io::Write::write(f, &msg)) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => log::debug!("invalidating the attributes of node {inode}: {e}"),
+        }
+    }
+}
+
 // The parts of the FUSE ABI (include/uapi/linux/fuse.h) that fuse-backend-rs 0.14
 // (protocol 7.33) does not know: INIT's second flags word and max_stack_depth (7.40).
 const FUSE_INIT: u32 = 26;
+const FUSE_NOTIFY_INVAL_INODE: i32 = 2;
+const NOTIFY_INVAL_INODE_LEN: usize = 40;
 const IN_HEADER_LEN: usize = 40;
 const OUT_HEADER_LEN: usize = 16;
 const INIT_EXT: u32 = 1 << 30;

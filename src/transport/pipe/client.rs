@@ -35,6 +35,7 @@ use super::wire::{
     HEADER_LEN, WELCOME_FIXED_LEN,
 };
 use super::{connect, Address, Stream};
+use crate::notify::Invalidator;
 use crate::platform::{stat64, statvfs64};
 
 const ROOT: u64 = 1;
@@ -778,11 +779,31 @@ fn needs_groups(code: u16) -> bool {
 pub struct RemoteFs {
     conn: Arc<Connection>,
     writeback: bool,
+    invalidator: Option<Arc<dyn Invalidator>>,
 }
 
 impl RemoteFs {
-    pub fn new(conn: Arc<Connection>, writeback: bool) -> RemoteFs {
-        RemoteFs { conn, writeback }
+    pub fn new(
+        conn: Arc<Connection>,
+        writeback: bool,
+        invalidator: Option<Arc<dyn Invalidator>>,
+    ) -> RemoteFs {
+        RemoteFs {
+            conn,
+            writeback,
+            invalidator,
+        }
+    }
+
+    /// An access ACL changes the mode on the server; the client kernel, which does not
+    /// negotiate POSIX_ACL here, would keep showing the old one until the attribute
+    /// timeout.
+    fn acl_changed(&self, inode: u64, name: &std::ffi::CStr) {
+        if name.to_bytes().starts_with(b"system.posix_acl_") {
+            if let Some(inval) = &self.invalidator {
+                inval.attributes(inode);
+            }
+        }
     }
 
     fn caller(&self, ctx: &Context, code: u16) -> io::Result<Caller> {
@@ -1327,7 +1348,9 @@ impl FileSystem for RemoteFs {
             value: value.to_vec(),
             flags: host::xattr_to_wire(flags)?,
         };
-        self.call_none(ctx, epoch, req)
+        self.call_none(ctx, epoch, req)?;
+        self.acl_changed(inode, name);
+        Ok(())
     }
 
     fn getxattr(
@@ -1369,7 +1392,9 @@ impl FileSystem for RemoteFs {
             node: node_in(epoch, inode)?,
             name: name.to_bytes().to_vec(),
         };
-        self.call_none(ctx, epoch, req)
+        self.call_none(ctx, epoch, req)?;
+        self.acl_changed(inode, name);
+        Ok(())
     }
 
     fn opendir(
