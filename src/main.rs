@@ -822,7 +822,8 @@ fn run_client(args: ClientArgs) -> Result<(), String> {
             return Err(format!("duplicating the FUSE descriptor: {e}"));
         }
     };
-    let fs = client::RemoteFs::new(conn, args.writeback, Some(invalidator));
+    let fs = client::RemoteFs::new(conn, args.writeback, Some(invalidator))
+        .uncached_metadata(!mount_opts.default_permissions);
     let server = Arc::new(Server::new(fs));
     let workers = match mount.serve(server, channels) {
         Ok(w) => w,

@@ -58,7 +58,8 @@ fn writeback() {
 #[test]
 fn rootless() {
     let ids = format!("{RUN_AS}:{RUN_AS}");
-    let m = Mount::start_with(&["--run-as", &ids], give_to_run_as).unwrap_or_else(|e| panic!("{e}"));
+    let m =
+        Mount::start_with(&["--run-as", &ids], give_to_run_as).unwrap_or_else(|e| panic!("{e}"));
     coherent(&m.mnt, "rootless", true);
 }
 
@@ -73,4 +74,40 @@ fn pipe_rootless() {
     let ids = format!("{RUN_AS}:{RUN_AS}");
     let p = Pipe::start_with(&["--run-as", &ids], &[], give_to_run_as);
     coherent(&p.mnt, "pipe-rootless", true);
+}
+
+/// pjdfstest's open/05 test 7, by hand: a directory loses its search permission after
+/// a caller has walked through it. With no default_permissions only the host decides,
+/// so the caller's next walk must reach the host and be refused there.
+fn walk_after_chmod_is_refused(mnt: &Path, label: &str) {
+    let dir = mnt.join("d");
+    let root = Caller::root();
+    let nobody = Caller::new(65534, 65534);
+    let setup = root.sh(&format!(
+        "mkdir -m 0755 {0} && echo data >{0}/f && chmod 0644 {0}/f",
+        dir.display()
+    ));
+    assert!(setup.status.success(), "{label}: setup: {setup:?}");
+    let first = nobody.sh(&format!("cat {}/f", dir.display()));
+    assert!(first.status.success(), "{label}: first read: {first:?}");
+    let chmod = root.sh(&format!("chmod 0644 {}", dir.display()));
+    assert!(chmod.status.success(), "{label}: chmod: {chmod:?}");
+    let second = nobody.sh(&format!("cat {}/f", dir.display()));
+    let errors = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success() && errors.contains("Permission denied"),
+        "{label}: a walk through a 0644 directory was allowed: {second:?}"
+    );
+}
+
+#[test]
+fn no_default_permissions_walks_reach_the_host() {
+    let m = Mount::new(&["--no-default-permissions"]);
+    walk_after_chmod_is_refused(&m.mnt, "ndp");
+}
+
+#[test]
+fn pipe_no_default_permissions_walks_reach_the_host() {
+    let p = Pipe::start(&[], &["--no-default-permissions"]);
+    walk_after_chmod_is_refused(&p.mnt, "pipe ndp");
 }

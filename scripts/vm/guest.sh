@@ -125,7 +125,7 @@ fi
 # several programs, about 0.6 s per test in the TCG guest, so all 8798 would take hours.
 # The sample is the ownership and permission core that ownfs exists for: chmod on a
 # rootless virtio-fs share (virtual modes, set-id rules), chown through the pipe
-# (forwarded identities, EPERM for non-owners), about 580 tests, side by side (the guest
+# (forwarded identities, EPERM for non-owners), 529 tests, side by side (the guest
 # has two CPUs). Left out: chown/00.t (1280 tests alone) and the NN.t files whose
 # paths of PATH_MAX bytes take the guest many minutes to generate (03.t).
 c_mounted=()

@@ -780,6 +780,7 @@ pub struct RemoteFs {
     conn: Arc<Connection>,
     writeback: bool,
     invalidator: Option<Arc<dyn Invalidator>>,
+    uncached_metadata: bool,
 }
 
 impl RemoteFs {
@@ -792,7 +793,24 @@ impl RemoteFs {
             conn,
             writeback,
             invalidator,
+            uncached_metadata: false,
         }
+    }
+
+    /// Zero entry and attribute timeouts, whatever the server offers: with no
+    /// default_permissions, only a walk that reaches the server is checked by the host.
+    pub fn uncached_metadata(mut self, on: bool) -> RemoteFs {
+        self.uncached_metadata = on;
+        self
+    }
+
+    fn local_entry(&self, e: &wire::EntryOut, node: u64) -> Entry {
+        let mut entry = host::entry_from_wire(e, node);
+        if self.uncached_metadata {
+            entry.entry_timeout = Duration::ZERO;
+            entry.attr_timeout = Duration::ZERO;
+        }
+        entry
     }
 
     /// An access ACL changes the mode on the server; the client kernel, which does not
@@ -856,7 +874,14 @@ impl RemoteFs {
 
     fn call_attr(&self, ctx: &Context, epoch: u32, req: Request) -> io::Result<(stat64, Duration)> {
         match self.call(ctx, epoch, req)?.1 {
-            ReplyData::Attr { attr, timeout } => Ok((host::attr_from_wire(&attr), timeout)),
+            ReplyData::Attr { attr, timeout } => {
+                let timeout = if self.uncached_metadata {
+                    Duration::ZERO
+                } else {
+                    timeout
+                };
+                Ok((host::attr_from_wire(&attr), timeout))
+            }
             _ => Err(errno(libc::EIO)),
         }
     }
@@ -865,7 +890,7 @@ impl RemoteFs {
     /// be represented, the server's lookup count is given back.
     fn entry(&self, epoch: u32, e: &wire::EntryOut) -> io::Result<Entry> {
         match node_out(epoch, e.node) {
-            Ok(node) => Ok(host::entry_from_wire(e, node)),
+            Ok(node) => Ok(self.local_entry(e, node)),
             Err(err) => {
                 self.forget_server(epoch, &[(e.node, 1)]);
                 Err(err)
@@ -1483,7 +1508,7 @@ impl FileSystem for RemoteFs {
                 continue;
             }
             let entry = match node_out(reply_epoch, e.node) {
-                Ok(node) => host::entry_from_wire(e, node),
+                Ok(node) => self.local_entry(e, node),
                 Err(_) => {
                     unused.push((e.node, 1));
                     continue;
