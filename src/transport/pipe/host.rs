@@ -347,9 +347,14 @@ pub fn attr_from_wire(a: &Attr) -> stat64 {
     st.st_uid = a.uid;
     st.st_gid = a.gid;
     st.st_rdev = dev_join(a.rdev_major, a.rdev_minor);
-    // blksize_t is i64 on x86_64 and i32 on aarch64; a nonsensical size falls back to a page.
-    st.st_blksize = a.blksize.try_into().unwrap_or(4096);
+    st.st_blksize = blksize_from_wire(a.blksize);
     st
+}
+
+/// blksize_t is i64 on x86_64 and i32 on aarch64; a nonsensical size falls back to a page.
+#[allow(clippy::unnecessary_fallible_conversions)]
+fn blksize_from_wire(blksize: u32) -> libc::blksize_t {
+    blksize.try_into().unwrap_or(4096)
 }
 
 /// setattr arguments travel as a `stat64` through the FileSystem trait.
