@@ -352,6 +352,7 @@ pub fn attr_from_wire(a: &Attr) -> stat64 {
 }
 
 /// blksize_t is i64 on x86_64 and i32 on aarch64; a nonsensical size falls back to a page.
+#[cfg(target_os = "linux")]
 #[allow(clippy::unnecessary_fallible_conversions)]
 fn blksize_from_wire(blksize: u32) -> libc::blksize_t {
     blksize.try_into().unwrap_or(4096)
