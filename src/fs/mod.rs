@@ -55,9 +55,9 @@ pub struct Config {
     /// an ACL change implies. The kernel turns default_permissions on with it, so only
     /// set it on mounts that have default_permissions anyway.
     pub posix_acl: bool,
-    /// Entry and attribute timeouts of zero, whatever `cache` says: with
-    /// --no-default-permissions the host decides every access as the caller, and a
-    /// cached dentry or attribute would let the client kernel decide instead.
+    /// Entry timeouts of zero, whatever `cache` says: with --no-default-permissions the
+    /// host decides every access as the caller, and a cached dentry would let a walk
+    /// skip the host's search-permission check.
     pub uncached_metadata: bool,
     /// Refuse every operation that would change the share with EROFS.
     pub read_only: bool,
@@ -73,7 +73,8 @@ pub struct Passthrough {
     root: Arc<InodeData>,
     handles: HandleTable,
     cfg: Config,
-    timeout: Duration,
+    attr_timeout: Duration,
+    entry_timeout: Duration,
     writeback: AtomicBool,
     kernel_io: Option<KernelIo>,
 }
@@ -126,11 +127,17 @@ impl Passthrough {
         let path = path_cstr(&cfg.root)?;
         let fd = platform::open_path(&path, platform::O_PATH | libc::O_DIRECTORY)?;
         let (st, key) = platform::statx_identity(std::os::fd::AsFd::as_fd(&fd))?;
-        let timeout = match cfg.cache {
-            _ if cfg.uncached_metadata => Duration::ZERO,
+        let attr_timeout = match cfg.cache {
             CachePolicy::Never => Duration::ZERO,
             CachePolicy::Auto => Duration::from_secs(1),
             CachePolicy::Always => Duration::from_secs(86400),
+        };
+        // Each walk then reaches the host, which checks search permission as the caller;
+        // attributes may stay cached, as no access decision rests on them.
+        let entry_timeout = if cfg.uncached_metadata {
+            Duration::ZERO
+        } else {
+            attr_timeout
         };
         let inodes = InodeStore::new(fd, key, platform::st_mode(&st) & mode::S_IFMT);
         let root = inodes.get(ROOT_ID)?;
@@ -152,7 +159,8 @@ impl Passthrough {
             root,
             handles: HandleTable::default(),
             cfg,
-            timeout,
+            attr_timeout,
+            entry_timeout,
             writeback: AtomicBool::new(false),
         })
     }
@@ -179,8 +187,8 @@ impl Passthrough {
             generation: 0,
             attr,
             attr_flags: 0,
-            attr_timeout: self.timeout,
-            entry_timeout: self.timeout,
+            attr_timeout: self.attr_timeout,
+            entry_timeout: self.entry_timeout,
         }
     }
 
@@ -536,7 +544,7 @@ impl Passthrough {
         if let Some(ov) = &self.overlay {
             ov.virtualize(inode, &mut st);
         }
-        Ok((st, self.timeout))
+        Ok((st, self.attr_timeout))
     }
 
     fn set_mode(&self, ctx: &Context, inode: &InodeData, mode: u32) -> io::Result<()> {
