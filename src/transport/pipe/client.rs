@@ -797,8 +797,8 @@ impl RemoteFs {
         }
     }
 
-    /// Zero entry and attribute timeouts, whatever the server offers: with no
-    /// default_permissions, only a walk that reaches the server is checked by the host.
+    /// Zero entry timeouts, whatever the server offers: with no default_permissions,
+    /// only a walk that reaches the server is checked by the host.
     pub fn uncached_metadata(mut self, on: bool) -> RemoteFs {
         self.uncached_metadata = on;
         self
@@ -808,7 +808,6 @@ impl RemoteFs {
         let mut entry = host::entry_from_wire(e, node);
         if self.uncached_metadata {
             entry.entry_timeout = Duration::ZERO;
-            entry.attr_timeout = Duration::ZERO;
         }
         entry
     }
@@ -874,14 +873,7 @@ impl RemoteFs {
 
     fn call_attr(&self, ctx: &Context, epoch: u32, req: Request) -> io::Result<(stat64, Duration)> {
         match self.call(ctx, epoch, req)?.1 {
-            ReplyData::Attr { attr, timeout } => {
-                let timeout = if self.uncached_metadata {
-                    Duration::ZERO
-                } else {
-                    timeout
-                };
-                Ok((host::attr_from_wire(&attr), timeout))
-            }
+            ReplyData::Attr { attr, timeout } => Ok((host::attr_from_wire(&attr), timeout)),
             _ => Err(errno(libc::EIO)),
         }
     }
