@@ -47,6 +47,7 @@ else
 fi
 
 section "pjdfstest (pjdfstest/run.sh)"
+# The Rust port, then the original C suite, in each of six modes (~90 s each per suite).
 # Serial: parallel modes on a 2-core machine starve the timing-sensitive tests (etxtbsy).
 pjdfstest/run.sh --no-deps --serial
 
@@ -55,7 +56,8 @@ section "fsx data integrity (scripts/fsx.sh)"
 scripts/fsx.sh --no-deps
 
 section "pjdfstest in a QEMU guest: virtio-fs and vsock (scripts/vm/run.sh)"
-# One TCG guest, four suites (virtio-fs root/rootless, fuse-pipe over vsock root/rootless).
+# One TCG guest, four shares (virtio-fs root/rootless, fuse-pipe over vsock root/rootless):
+# the Rust pjdfstest and tests/coherence.sh on each, a sample of the C suite on two.
 scripts/vm/run.sh --no-deps --no-build
 
 printf '(%ds)\n\n==== all checks passed in %ds ====\n' $((SECONDS - section_start)) $((SECONDS - started))
