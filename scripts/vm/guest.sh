@@ -4,7 +4,7 @@
 # virtio-fs share: pjdfstest logs, summary.txt, and `status` (guest.sh's exit status;
 # the host treats a missing file as a failure).
 #
-# usage: guest.sh [--ownfs BIN] [--suite rust|c|both] [--c-dirs DIR] [MODE...] [-- PATTERN...]
+# usage: guest.sh [--ownfs BIN] [--suite rust|c|both] [--c-dirs DIR] [--casefold-test BIN] [MODE...] [-- PATTERN...]
 #   vm-virtiofs-root      virtio-fs tag `vroot`, served by `ownfs virtiofs` as root
 #   vm-virtiofs-rootless  virtio-fs tag `vrootless`, served with --run-as
 #   vm-pipe-root          ownfs client --connect vsock:2:5001 (host: ownfs serve, root)
@@ -33,10 +33,12 @@ declare -A C_DIRS=(
 modes=()
 patterns=()
 suite=both
+casefold_test=""
 while (($#)); do
     case $1 in
     --ownfs) OWNFS=$2; shift ;;
     --suite) suite=$2; shift ;;
+    --casefold-test) casefold_test=$2; shift ;;
     --c-dirs) for m in "${!C_DIRS[@]}"; do C_DIRS[$m]=$2; done; shift ;;
     --) shift; patterns=("$@"); break ;;
     vm-*) [[ -n ${MNT[$1]:-} ]] || { echo "guest.sh: unknown mode $1"; exit 2; }; modes+=("$1") ;;
@@ -119,6 +121,21 @@ if ((${#patterns[@]} == 0)); then
         "${coherence[@]}" "${MNT[$m]}" "$m" 2>&1 | tee -a "$RESULTS/summary.txt"
         ((PIPESTATUS[0] == 0)) || status=1
     done
+fi
+
+# Case-insensitive host directories: this kernel has ext4 casefold. The test binary
+# loop-mounts an ext4 image with casefold under a fresh ownfs mount (root and rootless).
+if [[ -n $casefold_test ]]; then
+    out="$("$casefold_test" --ignored --test-threads=1 2>&1)"
+    rc=$?
+    echo "$out" >"$RESULTS/casefold.log"
+    counts="$(sed -n 's/^test result: .* \([0-9]*\) passed; \([0-9]*\) failed;.*/\1 passed, \2 failed/p' <<<"$out")"
+    if ((rc != 0)) || [[ -z $counts ]]; then
+        status=1
+        grep -E '^test |panicked|assert' <<<"$out" | head -n 20
+    fi
+    echo "casefold[vm]: ${counts:-0 passed, 1 failed (no test result; see casefold.log)}" |
+        tee -a "$RESULTS/summary.txt"
 fi
 
 # The original C suite on two of the shares, sampled. Each of its tests forks a shell and

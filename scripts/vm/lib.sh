@@ -16,7 +16,7 @@ VM_MEM="${OWNFS_VM_MEM:-1G}"
 VM_CPUS="${OWNFS_VM_CPUS:-2}"
 # Loaded in this order from the initramfs (all are modules in the Debian cloud kernel).
 VM_MODULES=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci
-    fuse virtiofs vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport)
+    fuse virtiofs vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport loop)
 
 vm_die() {
     printf '\n%s\n!!! %s: ERROR: %s\n%s\n\n' "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!" \

@@ -72,6 +72,14 @@ fi
 vm_check_host
 [[ -x $VHOST_VSOCK ]] || vm_die "$VHOST_VSOCK missing (scripts/vm/deps.sh)"
 [[ -x $TOOLS/bin/pjdfstest ]] || vm_die "$TOOLS/bin/pjdfstest missing (scripts/deps.sh)"
+# The guest runs tests/casefold.rs's binary (its kernel has ext4 casefold; this one may not).
+casefold_test=""
+if ((${#patterns[@]} == 0)) && [[ $suite != c ]]; then
+    casefold_test="$(cd "$REPO" && cargo test --release --test casefold --no-run 2>&1 |
+        sed -n 's/.*Executable tests\/casefold.rs (\(.*\))$/\1/p')"
+    [[ -n $casefold_test ]] || vm_die "cannot build tests/casefold.rs"
+    guest_opts+=(--casefold-test "$REPO/$casefold_test")
+fi
 # The guest runs the C pjdfstest from the host's build cache (its / is read-only).
 c_rc=0
 "$REPO/pjdfstest/build-c.sh" >/dev/null || c_rc=$?
@@ -150,7 +158,7 @@ vm_log "guest finished after $((SECONDS - started))s; results from the results s
 status=""
 [[ -f $WORK/results/status ]] && status="$(cat "$WORK/results/status")"
 if [[ -f $WORK/results/summary.txt ]]; then
-    grep -E '^(pjdfstest(-c)?|coherence)\[' "$WORK/results/summary.txt" || true
+    grep -E '^(pjdfstest(-c)?|coherence|casefold)\[' "$WORK/results/summary.txt" || true
 fi
 if [[ ! $status =~ ^[0-9]+$ ]]; then
     vm_die "the guest left no exit status in the results share (qemu status $qemu_rc): see ${LOGS#"$REPO"/}/console.log"
@@ -174,6 +182,7 @@ for m in "${modes[@]}"; do
     [[ $suite == c ]] || expect_line pjdfstest "$m"
     ((${#patterns[@]})) || expect_line coherence "$m"
 done
+[[ -z $casefold_test ]] || expect_line casefold vm
 if [[ $suite != rust ]] && ((${#patterns[@]} == 0)); then
     grep -q '^pjdfstest-c\[' "$WORK/results/summary.txt" || vm_die "no pjdfstest-c summary line"
 fi

@@ -8,11 +8,11 @@ mod kernel_io;
 pub mod overlay;
 pub mod record;
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -110,6 +110,26 @@ fn check_new_name(name: &CStr) -> io::Result<()> {
 /// Only regular host files are ever opened for I/O. A device node would reach a host
 /// device, a FIFO would block a worker, a socket has nothing to read: kernel clients open
 /// those themselves and never send OPEN for them, so only a hostile client gets EBADF.
+/// Linux's RENAME_* flags, as clients send them whatever the host.
+const LINUX_RENAME_NOREPLACE: u32 = 1;
+const LINUX_RENAME_EXCHANGE: u32 = 1 << 1;
+
+/// Renames `from` to `to`, another spelling of the same entry, in a folding directory.
+/// The host treats that as a rename onto itself and does nothing, so the entry goes
+/// through a temporary name, and is put back if the second step fails.
+fn change_case(dir: &InodeData, from: &CStr, to: &CStr) -> io::Result<()> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = CString::new(format!(".ownfs-case.{}.{n}", std::process::id()))
+        .map_err(|_| err(libc::EINVAL))?;
+    platform::renameat2(dir.fd(), from, dir.fd(), &tmp, LINUX_RENAME_NOREPLACE)?;
+    platform::renameat2(dir.fd(), &tmp, dir.fd(), to, LINUX_RENAME_NOREPLACE).inspect_err(|_| {
+        if let Err(e) = platform::renameat2(dir.fd(), &tmp, dir.fd(), from, 0) {
+            log::error!("inode {}: case change left {tmp:?}: {e}", dir.id);
+        }
+    })
+}
+
 fn openable(file_type: u32) -> io::Result<()> {
     match file_type {
         mode::S_IFREG => Ok(()),
@@ -947,6 +967,9 @@ impl FileSystem for Passthrough {
             if let Ok(target) = identity(&new, newname) {
                 if identity(&old, oldname).ok() != Some(target) {
                     return Err(err(libc::EEXIST));
+                }
+                if old.id == new.id && flags & LINUX_RENAME_EXCHANGE == 0 {
+                    return change_case(&old, oldname, newname);
                 }
             }
         }
