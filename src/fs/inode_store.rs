@@ -34,6 +34,8 @@ pub struct InodeData {
     /// For a directory: whether the host compares names in it case-sensitively,
     /// once known (see `casefold`).
     pub case_sensitive: OnceLock<bool>,
+    /// For a folding directory: its names as last listed.
+    pub case_names: super::casefold::Names,
     fd: OwnedFd,
     lookups: AtomicU64,
 }
@@ -76,6 +78,7 @@ impl InodeStore {
             key: root_key,
             file_type,
             case_sensitive: OnceLock::new(),
+            case_names: Default::default(),
             fd: root_fd,
             // The root is never forgotten: it holds one lookup of its own.
             lookups: AtomicU64::new(1),
@@ -110,6 +113,7 @@ impl InodeStore {
             key,
             file_type,
             case_sensitive: OnceLock::new(),
+            case_names: Default::default(),
             fd,
             lookups: AtomicU64::new(1),
         });

@@ -253,7 +253,7 @@ impl Passthrough {
         }
         // The listing may hold names the caller cannot read; only the verdict leaves.
         let _server = self.cfg.creds.as_server()?;
-        Ok(!casefold::listed(dir.fd(), name.to_bytes())?)
+        Ok(!dir.case_names.listed(dir.fd(), name.to_bytes())?)
     }
 
     /// EEXIST where creating `name` in `dir` would alias a differently spelled entry.
