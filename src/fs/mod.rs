@@ -107,9 +107,6 @@ fn check_new_name(name: &CStr) -> io::Result<()> {
     }
 }
 
-/// Only regular host files are ever opened for I/O. A device node would reach a host
-/// device, a FIFO would block a worker, a socket has nothing to read: kernel clients open
-/// those themselves and never send OPEN for them, so only a hostile client gets EBADF.
 /// Linux's RENAME_* flags, as clients send them whatever the host.
 const LINUX_RENAME_NOREPLACE: u32 = 1;
 const LINUX_RENAME_EXCHANGE: u32 = 1 << 1;
@@ -130,6 +127,9 @@ fn change_case(dir: &InodeData, from: &CStr, to: &CStr) -> io::Result<()> {
     })
 }
 
+/// Only regular host files are ever opened for I/O. A device node would reach a host
+/// device, a FIFO would block a worker, a socket has nothing to read: kernel clients open
+/// those themselves and never send OPEN for them, so only a hostile client gets EBADF.
 fn openable(file_type: u32) -> io::Result<()> {
     match file_type {
         mode::S_IFREG => Ok(()),
