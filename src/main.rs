@@ -10,7 +10,7 @@ use fuse_backend_rs::api::server::Server;
 
 use ownfs::creds::{CredentialPolicy, GroupSource};
 use ownfs::fs::overlay::Rootless;
-use ownfs::fs::{CachePolicy, Config, Passthrough};
+use ownfs::fs::{CachePolicy, Config, FileHandles, Passthrough};
 use ownfs::platform;
 use ownfs::sandbox;
 use ownfs::sandbox::seccomp::{self, SeccompMode, Transport};
@@ -102,6 +102,21 @@ impl SandboxArgs {
     }
 }
 
+/// How many host inodes the server keeps open, and how it reopens the others.
+#[derive(Args, Clone)]
+struct InodeArgs {
+    /// How an inode whose fd was evicted is opened again: by file handle (needs
+    /// CAP_DAC_READ_SEARCH and a filesystem that exports handles), or through its parent
+    /// and name, checked to still be the same object (else ESTALE). `prefer` takes
+    /// handles where they work; `mandatory` refuses to start without them.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = FileHandles::Prefer)]
+    inode_file_handles: FileHandles,
+    /// Most host inodes held open at once [default: half the fd limit]; 0 keeps every
+    /// inode the client knows open, as many as the fd limit allows.
+    #[arg(long, value_name = "N")]
+    max_open_fds: Option<usize>,
+}
+
 /// Who served a rootless share, for the offline tools.
 #[derive(Args, Clone)]
 struct ShareIds {
@@ -169,6 +184,8 @@ struct MountArgs {
     options: Vec<String>,
     #[command(flatten)]
     own: OwnershipArgs,
+    #[command(flatten)]
+    inodes: InodeArgs,
     #[command(flatten)]
     sandbox: SandboxArgs,
     /// Detach once mounted (used by the mount.fuse3 helper form).
@@ -434,6 +451,8 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
         uncached_metadata: !mount_opts.default_permissions,
         read_only: mount_opts.read_only,
         backing,
+        file_handles: args.inodes.inode_file_handles,
+        max_open_fds: args.inodes.max_open_fds,
     };
     let fs = match Passthrough::new(cfg) {
         Ok(fs) => fs,
@@ -493,6 +512,8 @@ struct ServeArgs {
     listen: ownfs::transport::pipe::Address,
     #[command(flatten)]
     own: OwnershipArgs,
+    #[command(flatten)]
+    inodes: InodeArgs,
     #[command(flatten)]
     sandbox: SandboxArgs,
     /// Worker threads per connection.
@@ -719,6 +740,8 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
         uncached_metadata: false,
         read_only: false,
         backing: None,
+        file_handles: args.inodes.inode_file_handles,
+        max_open_fds: args.inodes.max_open_fds,
     };
     let fs = match Passthrough::new(cfg) {
         Ok(fs) => fs,
@@ -886,6 +909,8 @@ struct VirtiofsArgs {
     #[command(flatten)]
     own: OwnershipArgs,
     #[command(flatten)]
+    inodes: InodeArgs,
+    #[command(flatten)]
     sandbox: SandboxArgs,
 }
 
@@ -1005,6 +1030,8 @@ fn run_virtiofs(args: VirtiofsArgs) -> Result<(), String> {
         uncached_metadata: false,
         read_only: args.readonly,
         backing: None,
+        file_handles: args.inodes.inode_file_handles,
+        max_open_fds: args.inodes.max_open_fds,
     };
     let fs = match Passthrough::new(cfg) {
         Ok(fs) => fs,

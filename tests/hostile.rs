@@ -31,7 +31,7 @@ use common::*;
 use fuse_raw::*;
 use ownfs::creds::{CredentialPolicy, GroupSource};
 use ownfs::fs::overlay::Rootless;
-use ownfs::fs::{CachePolicy, Config, Passthrough};
+use ownfs::fs::{CachePolicy, Config, FileHandles, Passthrough};
 use ownfs::platform;
 use ownfs::transport::fusedev::Handled;
 
@@ -205,6 +205,9 @@ fn passthrough(src: &Path, rootless: bool) -> Passthrough {
         uncached_metadata: false,
         read_only: false,
         backing: None,
+        // A tiny fd cache: hostile requests also meet evicted, reopened inodes.
+        file_handles: FileHandles::Prefer,
+        max_open_fds: Some(16),
     };
     Passthrough::new(cfg).expect("passthrough")
 }

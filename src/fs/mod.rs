@@ -10,7 +10,7 @@ pub mod record;
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,7 +26,8 @@ use crate::backing::BackingFiles;
 use crate::creds::{CallerGuard, CredentialPolicy};
 use crate::platform::{self, mode, stat64, statvfs64, TimeSpec};
 use handles::HandleTable;
-pub use inode_store::{InodeData, InodeStore, ROOT_ID};
+use inode_store::{CacheConfig, Found};
+pub use inode_store::{FileHandles, InodeData, InodeStore, ROOT_ID};
 use kernel_io::KernelIo;
 use overlay::{Overlay, Rootless, SymlinkStore, Virtual};
 use record::Kind;
@@ -65,6 +66,11 @@ pub struct Config {
     /// transport can (kernel passthrough). Only for servers that own host ownership:
     /// a rootless overlay must see the writes that clear set-id bits.
     pub backing: Option<Arc<dyn BackingFiles>>,
+    /// How inodes evicted from the fd cache are named again.
+    pub file_handles: FileHandles,
+    /// Most inode fds held at once: `Some(0)` keeps every one (no eviction); `None`
+    /// takes half the fd limit.
+    pub max_open_fds: Option<usize>,
 }
 
 pub struct Passthrough {
@@ -119,9 +125,11 @@ fn change_case(dir: &InodeData, from: &CStr, to: &CStr) -> io::Result<()> {
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
     let tmp = CString::new(format!(".ownfs-case.{}.{n}", std::process::id()))
         .map_err(|_| err(libc::EINVAL))?;
-    platform::renameat2(dir.fd(), from, dir.fd(), &tmp, LINUX_RENAME_NOREPLACE)?;
-    platform::renameat2(dir.fd(), &tmp, dir.fd(), to, LINUX_RENAME_NOREPLACE).inspect_err(|_| {
-        if let Err(e) = platform::renameat2(dir.fd(), &tmp, dir.fd(), from, 0) {
+    let fd = dir.fd()?;
+    let fd = fd.as_fd();
+    platform::renameat2(fd, from, fd, &tmp, LINUX_RENAME_NOREPLACE)?;
+    platform::renameat2(fd, &tmp, fd, to, LINUX_RENAME_NOREPLACE).inspect_err(|_| {
+        if let Err(e) = platform::renameat2(fd, &tmp, fd, from, 0) {
             log::error!("inode {}: case change left {tmp:?}: {e}", dir.id);
         }
     })
@@ -159,12 +167,32 @@ impl Passthrough {
         } else {
             attr_timeout
         };
-        let inodes = InodeStore::new(fd, key, platform::st_mode(&st) & mode::S_IFMT);
+        let max_open = match cfg.max_open_fds {
+            Some(0) => None,
+            Some(n) => Some(n),
+            // The other half stays for open files, directories and the transport.
+            None => Some((platform::nofile_limit()? / 2).clamp(64, usize::MAX as u64) as usize),
+        };
+        let cache = CacheConfig {
+            max_open,
+            handles: cfg.file_handles,
+            creds: cfg.creds.clone(),
+        };
+        let inodes = InodeStore::new(fd, key, platform::st_mode(&st) & mode::S_IFMT, cache)?;
+        log::info!(
+            "inode fd cache: {}, evicted inodes reopen by {}",
+            max_open.map_or("unbounded".to_string(), |n| format!("at most {n} fds")),
+            if inodes.uses_handles() {
+                "file handle"
+            } else {
+                "parent and name"
+            }
+        );
         let root = inodes.get(ROOT_ID)?;
         let overlay = match &cfg.rootless {
             Some(rl) => Some(Overlay {
                 cfg: rl.clone(),
-                symlinks: SymlinkStore::load(root.fd(), rl.server_uid)?,
+                symlinks: SymlinkStore::load(root.fd()?.as_fd(), rl.server_uid)?,
             }),
             None => None,
         };
@@ -214,21 +242,30 @@ impl Passthrough {
 
     /// Resolves one component below `parent` and records the lookup. Runs with
     /// whatever credentials the caller set, so search permission is the host's call.
-    fn do_lookup(&self, parent: &InodeData, name: &CStr) -> io::Result<Entry> {
+    fn do_lookup(&self, parent: &Arc<InodeData>, name: &CStr) -> io::Result<Entry> {
         check_name(name)?;
         if self.hidden(parent.id, name.to_bytes()) {
             return Err(err(libc::ENOENT));
         }
         let fd = match name.to_bytes() {
             // `..` of the shared root is the root itself: nothing above it is reachable.
-            b".." if parent.id == ROOT_ID => parent.fd().try_clone_to_owned()?,
-            b"." => parent.fd().try_clone_to_owned()?,
-            _ => platform::openat(parent.fd(), name, platform::O_PATH | libc::O_NOFOLLOW, 0)?,
+            b".." if parent.id == ROOT_ID => parent.fd()?.as_fd().try_clone_to_owned()?,
+            b"." => parent.fd()?.as_fd().try_clone_to_owned()?,
+            _ => platform::openat(
+                parent.fd()?.as_fd(),
+                name,
+                platform::O_PATH | libc::O_NOFOLLOW,
+                0,
+            )?,
         };
         if self.case_alias(parent, name)? {
             return Err(err(libc::ENOENT));
         }
-        self.register(fd)
+        let found = match name.to_bytes() {
+            b"." | b".." => None,
+            _ => Some((parent, name)),
+        };
+        self.register(fd, found)
     }
 
     /// True if `dir` folds case and does not list `name` as spelled: the host would
@@ -238,7 +275,7 @@ impl Passthrough {
             Some(&s) => s,
             None => {
                 let _server = self.cfg.creds.as_server()?;
-                let s = platform::dir_is_case_sensitive(dir.fd()).unwrap_or_else(|e| {
+                let s = platform::dir_is_case_sensitive(dir.fd()?.as_fd()).unwrap_or_else(|e| {
                     log::warn!(
                         "inode {}: case sensitivity unknown ({e}); assuming sensitive",
                         dir.id
@@ -253,7 +290,7 @@ impl Passthrough {
         }
         // The listing may hold names the caller cannot read; only the verdict leaves.
         let _server = self.cfg.creds.as_server()?;
-        Ok(!dir.case_names.listed(dir.fd(), name.to_bytes())?)
+        Ok(!dir.case_names.listed(dir.fd()?.as_fd(), name.to_bytes())?)
     }
 
     /// EEXIST where creating `name` in `dir` would alias a differently spelled entry.
@@ -266,17 +303,25 @@ impl Passthrough {
 
     /// An `O_PATH` fd of `dir/name`, never following a symlink.
     fn open_child(&self, dir: &InodeData, name: &CStr) -> io::Result<OwnedFd> {
-        platform::openat(dir.fd(), name, platform::O_PATH | libc::O_NOFOLLOW, 0)
+        platform::openat(
+            dir.fd()?.as_fd(),
+            name,
+            platform::O_PATH | libc::O_NOFOLLOW,
+            0,
+        )
     }
 
     /// `open_child` of an entry this request just created. Out of fds, the entry is
     /// removed again: the client is told the request failed, so it must not exist.
     fn open_created(&self, dir: &InodeData, name: &CStr, is_dir: bool) -> io::Result<OwnedFd> {
-        self.open_child(dir, name).inspect_err(|e| {
-            if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
-                let _ = platform::unlinkat(dir.fd(), name, is_dir);
-            }
-        })
+        let fd = dir.fd()?;
+        platform::openat(fd.as_fd(), name, platform::O_PATH | libc::O_NOFOLLOW, 0).inspect_err(
+            |e| {
+                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                    let _ = platform::unlinkat(fd.as_fd(), name, is_dir);
+                }
+            },
+        )
     }
 
     /// CREATE without O_EXCL of a name that exists: the entry is pinned first, then
@@ -285,7 +330,7 @@ impl Passthrough {
     fn open_existing(
         &self,
         ctx: &Context,
-        dir: &InodeData,
+        dir: &Arc<InodeData>,
         name: &CStr,
         flags: u32,
     ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
@@ -296,7 +341,9 @@ impl Passthrough {
                 Some(_) => self.check_virtual_open(ctx, &entry.attr, flags),
                 None => Ok(()),
             })
-            .and_then(|()| self.open_with_fallback(flags, |f| platform::reopen(data.fd(), f)));
+            .and_then(|()| {
+                self.open_with_fallback(flags, |f| platform::reopen(data.fd()?.as_fd(), f))
+            });
         match opened {
             Ok(fd) => {
                 let (h, opts, backing_id) = self.insert_file(&data, fd);
@@ -378,11 +425,10 @@ impl Passthrough {
     }
 
     /// Adds the host inode behind an `O_PATH` fd to the table and builds its entry.
-    fn register(&self, fd: OwnedFd) -> io::Result<Entry> {
-        let (mut st, key) = platform::statx_identity(std::os::fd::AsFd::as_fd(&fd))?;
-        let data = self
-            .inodes
-            .insert_or_ref(fd, key, platform::st_mode(&st) & mode::S_IFMT);
+    fn register(&self, fd: OwnedFd, found: Found<'_>) -> io::Result<Entry> {
+        let (mut st, key, born) = platform::statx_identity_born(fd.as_fd())?;
+        let format = platform::st_mode(&st) & mode::S_IFMT;
+        let data = self.inodes.insert_or_ref(fd, key, format, born, found);
         if let Some(ov) = &self.overlay {
             ov.virtualize(&data, &mut st);
         }
@@ -390,11 +436,16 @@ impl Passthrough {
     }
 
     /// Like `register`, then gives the new node its virtual owner, mode and type.
-    fn register_new(&self, fd: OwnedFd, want: Option<Virtual>) -> io::Result<Entry> {
-        let entry = self.register(fd)?;
+    fn register_new(
+        &self,
+        fd: OwnedFd,
+        found: Found<'_>,
+        want: Option<Virtual>,
+    ) -> io::Result<Entry> {
+        let entry = self.register(fd, found)?;
         if let (Some(ov), Some(want)) = (&self.overlay, want) {
             let data = self.inodes.get(entry.inode)?;
-            let res = ov.init_new(self.root.fd(), &data, &want);
+            let res = ov.init_new(self.root.fd()?.as_fd(), &data, &want);
             if let Err(e) = res {
                 self.inodes.forget(entry.inode, 1);
                 return Err(e);
@@ -542,11 +593,12 @@ impl Passthrough {
     /// carries the backing id and FOPEN_PASSTHROUGH instead of the cache policy, whose
     /// page-cache flags the kernel refuses with passthrough. Call as the caller.
     fn insert_file(&self, inode: &InodeData, fd: OwnedFd) -> (u64, OpenOptions, Option<u32>) {
-        let Some(kio) = self.kernel_io() else {
+        inode.pin();
+        let (Some(kio), Ok(path)) = (self.kernel_io(), inode.fd()) else {
             let h = self.handles.insert(inode.id, fd, false);
             return (h, self.open_options(false), None);
         };
-        match kio.open(inode.id, inode.fd()) {
+        match kio.open(inode.id, path.as_fd()) {
             Some(id) => {
                 let h = self.handles.insert_with(inode.id, fd, false, true);
                 let opts = platform::with_fopen_passthrough(OpenOptions::empty());
@@ -559,8 +611,50 @@ impl Passthrough {
         }
     }
 
+    /// RENAME of one entry, with a case change in a folding directory done in two steps.
+    fn rename_entry(
+        &self,
+        old: &InodeData,
+        oldname: &CStr,
+        new: &InodeData,
+        newname: &CStr,
+        flags: u32,
+    ) -> io::Result<()> {
+        if self.case_alias(new, newname)? {
+            // Another spelling of an existing entry: only a case change of the entry
+            // being renamed may proceed; anything else would replace a stranger.
+            let identity = |dir: &InodeData, name: &CStr| {
+                self.open_child(dir, name)
+                    .and_then(|fd| platform::statx_identity(fd.as_fd()))
+                    .map(|(_, key)| key)
+            };
+            if let Ok(target) = identity(new, newname) {
+                if identity(old, oldname).ok() != Some(target) {
+                    return Err(err(libc::EEXIST));
+                }
+                if old.id == new.id && flags & LINUX_RENAME_EXCHANGE == 0 {
+                    return change_case(old, oldname, newname);
+                }
+            }
+        }
+        platform::renameat2(
+            old.fd()?.as_fd(),
+            oldname,
+            new.fd()?.as_fd(),
+            newname,
+            flags,
+        )
+    }
+
+    /// A file or directory of `inode` was closed: its fd may be evicted again.
+    fn unpin(&self, inode: u64) {
+        if let Ok(data) = self.inodes.get(inode) {
+            data.unpin();
+        }
+    }
+
     fn stat_inode(&self, inode: &InodeData) -> io::Result<(stat64, Duration)> {
-        let mut st = platform::fstat(inode.fd())?;
+        let mut st = platform::fstat(inode.fd()?.as_fd())?;
         if let Some(ov) = &self.overlay {
             ov.virtualize(inode, &mut st);
         }
@@ -568,15 +662,17 @@ impl Passthrough {
     }
 
     fn set_mode(&self, ctx: &Context, inode: &InodeData, mode: u32) -> io::Result<()> {
-        match platform::chmod_fd(inode.fd(), mode) {
+        match platform::chmod_fd(inode.fd()?.as_fd(), mode) {
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
                 // The client kernel clears SUID/SGID after a write by a non-owner with a
                 // chmod in the writer's name; the host refuses that to a non-owner.
-                let current = platform::st_mode(&platform::fstat(inode.fd())?) & 0o7777;
+                let current = platform::st_mode(&platform::fstat(inode.fd()?.as_fd())?) & 0o7777;
                 let kill_bits = mode::S_ISUID | mode::S_ISGID;
                 let only_clears =
                     mode != current && mode & !current == 0 && (current & !mode) & !kill_bits == 0;
-                if !only_clears || platform::access_fd(inode.fd(), libc::W_OK as u32).is_err() {
+                if !only_clears
+                    || platform::access_fd(inode.fd()?.as_fd(), libc::W_OK as u32).is_err()
+                {
                     return Err(e);
                 }
                 log::debug!(
@@ -585,7 +681,7 @@ impl Passthrough {
                     ctx.uid
                 );
                 let _server = self.cfg.creds.as_server()?;
-                platform::chmod_fd(inode.fd(), mode)
+                platform::chmod_fd(inode.fd()?.as_fd(), mode)
             }
             r => r,
         }
@@ -606,12 +702,12 @@ impl Passthrough {
         if !mode && !owner {
             return Ok(());
         }
-        ov.update(self.root.fd(), data, |v, _host| {
+        ov.update(self.root.fd()?.as_fd(), data, |v, _host| {
             if mode {
                 v.perms = platform::st_mode(attr) & 0o7777;
             }
             if owner && ov.cfg.try_host_chown {
-                match platform::fchown(data.fd(), uid, gid) {
+                match platform::fchown(data.fd()?.as_fd(), uid, gid) {
                     Err(e) if e.raw_os_error() != Some(libc::EPERM) => return Err(e),
                     _ => {}
                 }
@@ -622,7 +718,7 @@ impl Passthrough {
         })?;
         if owner {
             // chown changes ctime even when nothing else changed.
-            let _ = platform::fchown(data.fd(), None, None);
+            let _ = platform::fchown(data.fd()?.as_fd(), None, None);
         }
         Ok(())
     }
@@ -701,7 +797,7 @@ fn set_size_and_times(
         match handle {
             // Permission was checked when the handle was opened.
             Some(h) => platform::ftruncate(h.fd(), size)?,
-            None => platform::truncate_fd(data.fd(), size)?,
+            None => platform::truncate_fd(data.fd()?.as_fd(), size)?,
         }
     }
     if valid.intersects(SetattrValid::ATIME | SetattrValid::MTIME) {
@@ -734,7 +830,7 @@ fn set_size_and_times(
             Some(h) if platform::open_for_writing(h.fd())? => Some(creds.as_server()?),
             _ => None,
         };
-        platform::set_times(data.fd(), atime, mtime)?;
+        platform::set_times(data.fd()?.as_fd(), atime, mtime)?;
     }
     Ok(())
 }
@@ -805,7 +901,7 @@ impl FileSystem for Passthrough {
             if valid.intersects(SetattrValid::UID | SetattrValid::GID) {
                 let uid = valid.contains(SetattrValid::UID).then_some(attr.st_uid);
                 let gid = valid.contains(SetattrValid::GID).then_some(attr.st_gid);
-                platform::fchown(data.fd(), uid, gid)?;
+                platform::fchown(data.fd()?.as_fd(), uid, gid)?;
             }
         }
         set_size_and_times(&self.cfg.creds, &data, handle.as_deref(), &attr, valid)?;
@@ -818,7 +914,7 @@ impl FileSystem for Passthrough {
         if !data.is_symlink() {
             return Err(err(libc::EINVAL));
         }
-        platform::readlink_fd(data.fd())
+        platform::readlink_fd(data.fd()?.as_fd())
     }
 
     fn symlink(
@@ -834,14 +930,14 @@ impl FileSystem for Passthrough {
         let _c = self.caller(ctx)?;
         let want = self.new_virtual(ctx, &dir, mode::S_IFLNK, 0o777, 0)?;
         let since = self.creation_clock(&want);
-        platform::symlinkat(linkname, dir.fd(), name)?;
+        platform::symlinkat(linkname, dir.fd()?.as_fd(), name)?;
         let fd = self.open_created(&dir, name, false)?;
         if let Some(since) = since {
             let same_target = platform::readlink_fd(std::os::fd::AsFd::as_fd(&fd))
                 .is_ok_and(|t| t == linkname.to_bytes());
             self.check_made_here(&fd, mode::S_IFLNK, since, same_target)?;
         }
-        self.register_new(fd, want)
+        self.register_new(fd, Some((&dir, name)), want)
     }
 
     fn mknod(
@@ -866,13 +962,17 @@ impl FileSystem for Passthrough {
             // Rootless: every special file is a host regular file with its type in the record.
             let host_mode = overlay::host_perms(mode, mode::S_IFREG);
             let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-            let made = platform::openat(dir.fd(), name, flags, host_mode)?;
+            let made = platform::openat(dir.fd()?.as_fd(), name, flags, host_mode)?;
             // Pinned through the creating fd: a rename of the name cannot swap it.
             let fd = platform::reopen(std::os::fd::AsFd::as_fd(&made), platform::O_PATH)?;
-            return self.register_new(fd, want);
+            return self.register_new(fd, Some((&dir, name)), want);
         }
-        platform::mknodat(dir.fd(), name, mode, u64::from(rdev))?;
-        self.register_new(self.open_created(&dir, name, false)?, want)
+        platform::mknodat(dir.fd()?.as_fd(), name, mode, u64::from(rdev))?;
+        self.register_new(
+            self.open_created(&dir, name, false)?,
+            Some((&dir, name)),
+            want,
+        )
     }
 
     fn mkdir(
@@ -893,12 +993,12 @@ impl FileSystem for Passthrough {
             None => mode,
         };
         let since = self.creation_clock(&want);
-        platform::mkdirat(dir.fd(), name, host_mode)?;
+        platform::mkdirat(dir.fd()?.as_fd(), name, host_mode)?;
         let fd = self.open_created(&dir, name, true)?;
         if let Some(since) = since {
             self.check_made_here(&fd, mode::S_IFDIR, since, true)?;
         }
-        self.register_new(fd, want)
+        self.register_new(fd, Some((&dir, name)), want)
     }
 
     fn unlink(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
@@ -910,7 +1010,7 @@ impl FileSystem for Passthrough {
             return Err(err(libc::ENOENT));
         }
         let Some(ov) = self.overlay.as_ref().filter(|o| !o.symlinks.is_empty()) else {
-            return platform::unlinkat(dir.fd(), name, false);
+            return platform::unlinkat(dir.fd()?.as_fd(), name, false);
         };
         // The last name of a symlink with a sidecar record takes the record with it.
         let victim = self
@@ -920,9 +1020,10 @@ impl FileSystem for Passthrough {
             .filter(|(st, _)| {
                 platform::st_mode(st) & mode::S_IFMT == mode::S_IFLNK && st.st_nlink == 1
             });
-        platform::unlinkat(dir.fd(), name, false)?;
+        platform::unlinkat(dir.fd()?.as_fd(), name, false)?;
         if let Some((_, key)) = victim {
-            ov.symlinks.forget(self.root.fd(), key.dev, key.ino)?;
+            ov.symlinks
+                .forget(self.root.fd()?.as_fd(), key.dev, key.ino)?;
         }
         Ok(())
     }
@@ -935,7 +1036,7 @@ impl FileSystem for Passthrough {
         if self.case_alias(&dir, name)? {
             return Err(err(libc::ENOENT));
         }
-        platform::unlinkat(dir.fd(), name, true)
+        platform::unlinkat(dir.fd()?.as_fd(), name, true)
     }
 
     fn rename(
@@ -956,24 +1057,25 @@ impl FileSystem for Passthrough {
         if self.case_alias(&old, oldname)? {
             return Err(err(libc::ENOENT));
         }
-        if self.case_alias(&new, newname)? {
-            // Another spelling of an existing entry: only a case change of the entry
-            // being renamed may proceed; anything else would replace a stranger.
-            let identity = |dir: &InodeData, name: &CStr| {
-                self.open_child(dir, name)
-                    .and_then(|fd| platform::statx_identity(std::os::fd::AsFd::as_fd(&fd)))
-                    .map(|(_, key)| key)
-            };
-            if let Ok(target) = identity(&new, newname) {
-                if identity(&old, oldname).ok() != Some(target) {
-                    return Err(err(libc::EEXIST));
-                }
-                if old.id == new.id && flags & LINUX_RENAME_EXCHANGE == 0 {
-                    return change_case(&old, oldname, newname);
-                }
-            }
+        // Reopening by place needs to know where renamed inodes went.
+        let identity = |dir: &InodeData, name: &CStr| {
+            self.open_child(dir, name)
+                .and_then(|fd| platform::statx_identity(fd.as_fd()))
+                .map(|(_, key)| key)
+        };
+        let track = self.inodes.tracks_places();
+        let moving = track.then(|| identity(&old, oldname).ok()).flatten();
+        let swapped = (track && flags & LINUX_RENAME_EXCHANGE != 0)
+            .then(|| identity(&new, newname).ok())
+            .flatten();
+        self.rename_entry(&old, oldname, &new, newname, flags)?;
+        if let Some(key) = moving {
+            self.inodes.moved(key, &new, newname);
         }
-        platform::renameat2(old.fd(), oldname, new.fd(), newname, flags)
+        if let Some(key) = swapped {
+            self.inodes.moved(key, &old, oldname);
+        }
+        Ok(())
     }
 
     fn link(&self, ctx: &Context, inode: u64, newparent: u64, newname: &CStr) -> io::Result<Entry> {
@@ -982,7 +1084,7 @@ impl FileSystem for Passthrough {
         let data = self.inodes.get(inode)?;
         let dir = self.inodes.get(newparent)?;
         let _c = self.caller(ctx)?;
-        platform::link_fd(data.fd(), dir.fd(), newname)?;
+        platform::link_fd(data.fd()?.as_fd(), dir.fd()?.as_fd(), newname)?;
         self.do_lookup(&dir, newname)
     }
 
@@ -1000,7 +1102,7 @@ impl FileSystem for Passthrough {
             self.check_writable()?;
         }
         let _c = self.caller(ctx)?;
-        let fd = self.open_with_fallback(flags, |f| platform::reopen(data.fd(), f))?;
+        let fd = self.open_with_fallback(flags, |f| platform::reopen(data.fd()?.as_fd(), f))?;
         let (h, opts, backing_id) = self.insert_file(&data, fd);
         Ok((Some(h), opts, backing_id))
     }
@@ -1024,12 +1126,12 @@ impl FileSystem for Passthrough {
         };
         // Holds the fd slot the O_PATH reopen below needs: out of fds, fail before
         // creating anything rather than after.
-        let slot = dir.fd().try_clone_to_owned()?;
+        let slot = dir.fd()?.as_fd().try_clone_to_owned()?;
         // Always O_EXCL: only an entry this call creates is new; any other is opened as
         // OPEN would open it, by its pinned inode, with its type and permissions checked.
         let created = self.open_with_fallback(args.flags, |f| {
             let flags = f | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-            platform::openat(dir.fd(), name, flags, host_mode)
+            platform::openat(dir.fd()?.as_fd(), name, flags, host_mode)
         });
         drop(slot);
         let fd = match created {
@@ -1043,7 +1145,7 @@ impl FileSystem for Passthrough {
         };
         // Pin the very inode we created, not whatever the name points to by now.
         let path_fd = platform::reopen(std::os::fd::AsFd::as_fd(&fd), platform::O_PATH)?;
-        let entry = self.register_new(path_fd, want)?;
+        let entry = self.register_new(path_fd, Some((&dir, name)), want)?;
         let data = self.inodes.get(entry.inode)?;
         let (h, opts, backing_id) = self.insert_file(&data, fd);
         Ok((entry, Some(h), opts, backing_id))
@@ -1125,12 +1227,13 @@ impl FileSystem for Passthrough {
         if let (true, Some(kio)) = (h.kernel_io, &self.kernel_io) {
             kio.release(inode);
         }
+        self.unpin(inode);
         Ok(())
     }
 
     fn statfs(&self, _ctx: &Context, inode: u64) -> io::Result<statvfs64> {
         let data = self.inodes.get(inode)?;
-        let mut st = platform::fstatvfs(data.fd())?;
+        let mut st = platform::fstatvfs(data.fd()?.as_fd())?;
         if self.cfg.read_only {
             st.f_flag |= libc::ST_RDONLY;
         }
@@ -1152,7 +1255,7 @@ impl FileSystem for Passthrough {
                 // virtual mode; richer ACLs cannot be enforced here and are refused.
                 let bits = overlay::acl_mode_bits(value).ok_or_else(|| err(libc::EOPNOTSUPP))?;
                 let data = self.inodes.get(inode)?;
-                return ov.update(self.root.fd(), &data, |v, _| {
+                return ov.update(self.root.fd()?.as_fd(), &data, |v, _| {
                     // As chmod: only the owner (or root) sets it, and a caller outside
                     // the group loses the setgid bit (older guest kernels check neither).
                     if ctx.uid != 0 && ctx.uid != v.uid {
@@ -1172,7 +1275,7 @@ impl FileSystem for Passthrough {
         }
         let data = self.inodes.get(inode)?;
         let _c = self.caller(ctx)?;
-        platform::setxattr(data.fd(), name, value, flags as i32)
+        platform::setxattr(data.fd()?.as_fd(), name, value, flags as i32)
     }
 
     fn getxattr(
@@ -1188,12 +1291,12 @@ impl FileSystem for Passthrough {
         let data = self.inodes.get(inode)?;
         let _c = self.caller(ctx)?;
         if size == 0 {
-            let n = platform::getxattr(data.fd(), name, &mut [])?;
+            let n = platform::getxattr(data.fd()?.as_fd(), name, &mut [])?;
             return Ok(GetxattrReply::Count(n as u32));
         }
         // No value is larger than the host's limit: never allocate what a client names.
         let mut buf = vec![0u8; (size as usize).min(XATTR_SIZE_MAX)];
-        let n = platform::getxattr(data.fd(), name, &mut buf)?;
+        let n = platform::getxattr(data.fd()?.as_fd(), name, &mut buf)?;
         buf.truncate(n);
         Ok(GetxattrReply::Value(buf))
     }
@@ -1204,9 +1307,9 @@ impl FileSystem for Passthrough {
         // Read the whole list so the record's name can be left out, sizes included.
         let mut buf = Vec::new();
         loop {
-            let need = platform::listxattr(data.fd(), &mut [])?;
+            let need = platform::listxattr(data.fd()?.as_fd(), &mut [])?;
             buf.resize(need, 0);
-            match platform::listxattr(data.fd(), &mut buf) {
+            match platform::listxattr(data.fd()?.as_fd(), &mut buf) {
                 Ok(n) => {
                     buf.truncate(n);
                     break;
@@ -1244,7 +1347,7 @@ impl FileSystem for Passthrough {
         }
         let data = self.inodes.get(inode)?;
         let _c = self.caller(ctx)?;
-        platform::removexattr(data.fd(), name)
+        platform::removexattr(data.fd()?.as_fd(), name)
     }
 
     fn opendir(
@@ -1258,7 +1361,8 @@ impl FileSystem for Passthrough {
             return Err(err(libc::ENOTDIR));
         }
         let _c = self.caller(ctx)?;
-        let fd = platform::reopen(data.fd(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let fd = platform::reopen(data.fd()?.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+        data.pin();
         let h = self.handles.insert(inode, fd, true);
         Ok((Some(h), self.open_options(true)))
     }
@@ -1335,7 +1439,9 @@ impl FileSystem for Passthrough {
     }
 
     fn releasedir(&self, _ctx: &Context, inode: u64, _flags: u32, handle: u64) -> io::Result<()> {
-        self.handles.remove(handle, inode).map(drop)
+        self.handles.remove(handle, inode)?;
+        self.unpin(inode);
+        Ok(())
     }
 
     fn access(&self, ctx: &Context, inode: u64, mask: u32) -> io::Result<()> {
@@ -1344,7 +1450,7 @@ impl FileSystem for Passthrough {
             self.check_writable()?;
         }
         let _c = self.caller(ctx)?;
-        platform::access_fd(data.fd(), mask)
+        platform::access_fd(data.fd()?.as_fd(), mask)
     }
 
     fn lseek(

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::io::{self, Read, Write};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Mutex, MutexGuard};
 
 use super::inode_store::{InodeData, OverlayCache};
@@ -255,11 +255,11 @@ impl SymlinkStore {
     }
 
     fn get(&self, inode: &InodeData) -> Option<Record> {
-        self.lookup(inode.fd(), inode.key.dev, inode.key.ino)
+        self.lookup(inode.fd().ok()?.as_fd(), inode.key.dev, inode.key.ino)
     }
 
     fn set(&self, root: BorrowedFd<'_>, inode: &InodeData, rec: &Record) -> io::Result<()> {
-        let btime = platform::birth_time(inode.fd())?.unwrap_or((0, 0));
+        let btime = platform::birth_time(inode.fd()?.as_fd())?.unwrap_or((0, 0));
         let mut state = self.lock();
         if state.frozen {
             return Err(io::Error::from_raw_os_error(libc::EIO));
@@ -363,7 +363,11 @@ impl Overlay {
             cache.record = self.symlinks.get(inode);
             cache.foreign = false;
         } else {
-            read_xattr_record(inode.fd(), inode.id, cache);
+            match inode.fd() {
+                Ok(fd) => read_xattr_record(fd.as_fd(), inode.id, cache),
+                // Nothing read: the next look tries again.
+                Err(_) => return,
+            }
         }
         cache.ctime = Some(ctime);
     }
@@ -377,7 +381,7 @@ impl Overlay {
 
     /// The client's view of `inode` right now.
     pub fn view_of(&self, inode: &InodeData) -> io::Result<Virtual> {
-        let host = platform::fstat(inode.fd())?;
+        let host = platform::fstat(inode.fd()?.as_fd())?;
         let mut cache = lock(&inode.overlay);
         self.current(inode, &host, &mut cache);
         Ok(self.cfg.view(&host, cache.record.as_ref()))
@@ -392,7 +396,7 @@ impl Overlay {
         change: impl FnOnce(&mut Virtual, &stat64) -> io::Result<()>,
     ) -> io::Result<()> {
         let mut cache = lock(&inode.overlay);
-        let host = platform::fstat(inode.fd())?;
+        let host = platform::fstat(inode.fd()?.as_fd())?;
         self.current(inode, &host, &mut cache);
         if cache.foreign {
             return Err(io::Error::from_raw_os_error(libc::EIO));
@@ -411,7 +415,9 @@ impl Overlay {
         want: &Virtual,
         cache: &mut OverlayCache,
     ) -> io::Result<()> {
-        let mut host = platform::fstat(inode.fd())?;
+        let fd = inode.fd()?;
+        let fd = fd.as_fd();
+        let mut host = platform::fstat(fd)?;
         let format = platform::st_mode(&host) & mode::S_IFMT;
         let host_perms = if host.st_uid == self.cfg.server_uid {
             host_perms(want.perms, format)
@@ -421,8 +427,8 @@ impl Overlay {
             want.perms
         };
         if !inode.is_symlink() && platform::st_mode(&host) & 0o7777 != host_perms {
-            platform::chmod_fd(inode.fd(), host_perms)?;
-            host = platform::fstat(inode.fd())?;
+            platform::chmod_fd(fd, host_perms)?;
+            host = platform::fstat(fd)?;
         }
         let rec = self.cfg.diff(&host, want);
         if !rec.is_empty() && !self.cfg.trusts(&host) {
@@ -436,14 +442,14 @@ impl Overlay {
         if uses_sidecar(inode) {
             self.symlinks.set(root, inode, &rec)?;
         } else if rec.is_empty() {
-            match platform::removexattr(inode.fd(), RECORD_XATTR) {
+            match platform::removexattr(fd, RECORD_XATTR) {
                 Err(e) if e.raw_os_error() != Some(platform::ENOATTR) => return Err(e),
                 _ => {}
             }
         } else {
-            platform::setxattr(inode.fd(), RECORD_XATTR, &rec.encode(), 0)?;
+            platform::setxattr(fd, RECORD_XATTR, &rec.encode(), 0)?;
         }
-        let after = platform::fstat(inode.fd())?;
+        let after = platform::fstat(fd)?;
         cache.ctime = Some(ctime_of(&after));
         cache.record = (!rec.is_empty()).then_some(rec);
         cache.foreign = false;

@@ -165,6 +165,16 @@ pub fn zeroed_stat() -> stat64 {
 
 /// Stat plus mount id of the inode behind `fd`, in one `statx` call.
 pub fn statx_identity(fd: BorrowedFd<'_>) -> io::Result<(stat64, InodeKey)> {
+    statx_identity_born(fd).map(|(st, key, _)| (st, key))
+}
+
+/// Seconds and nanoseconds of an inode's creation.
+pub type BirthTime = (i64, u32);
+
+/// `statx_identity` plus the birth time where the filesystem keeps one, in the same call.
+pub fn statx_identity_born(
+    fd: BorrowedFd<'_>,
+) -> io::Result<(stat64, InodeKey, Option<BirthTime>)> {
     let mut stx = MaybeUninit::<libc::statx>::zeroed();
     // SAFETY: empty path with AT_EMPTY_PATH stats `fd` itself; `stx` is a valid out-pointer.
     cvt(unsafe {
@@ -172,7 +182,7 @@ pub fn statx_identity(fd: BorrowedFd<'_>) -> io::Result<(stat64, InodeKey)> {
             fd.as_raw_fd(),
             EMPTY.as_ptr(),
             libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_SYNC_AS_STAT,
-            libc::STATX_BASIC_STATS | libc::STATX_MNT_ID,
+            libc::STATX_BASIC_STATS | libc::STATX_MNT_ID | libc::STATX_BTIME,
             stx.as_mut_ptr(),
         )
     })?;
@@ -205,7 +215,9 @@ pub fn statx_identity(fd: BorrowedFd<'_>) -> io::Result<(stat64, InodeKey)> {
         ino: st.st_ino,
         mnt_id,
     };
-    Ok((st, key))
+    let born = (stx.stx_mask & libc::STATX_BTIME != 0)
+        .then_some((stx.stx_btime.tv_sec, stx.stx_btime.tv_nsec));
+    Ok((st, key, born))
 }
 
 /// `st_dev` of a host stat as u64.
@@ -1181,4 +1193,89 @@ pub fn spawn_unmount_helper(target: &CStr) -> io::Result<UnmountHelper> {
     }
     drop(rd);
     Ok(UnmountHelper { pipe: wr, pid })
+}
+
+/// A host inode named without an open descriptor (`name_to_handle_at`). It is only ever
+/// made by the server from an inode it resolved itself, never taken from a client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileHandle {
+    kind: i32,
+    bytes: Box<[u8]>,
+}
+
+const MAX_HANDLE_SZ: usize = 128;
+
+/// `struct file_handle` with room for the largest handle.
+#[repr(C)]
+struct RawFileHandle {
+    handle_bytes: u32,
+    handle_type: i32,
+    f_handle: [u8; MAX_HANDLE_SZ],
+}
+
+/// The file handle of the inode behind `fd` (any descriptor, `O_PATH` included);
+/// EOPNOTSUPP where the filesystem cannot export its inodes.
+pub fn file_handle(fd: BorrowedFd<'_>) -> io::Result<FileHandle> {
+    let mut raw = RawFileHandle {
+        handle_bytes: MAX_HANDLE_SZ as u32,
+        handle_type: 0,
+        f_handle: [0; MAX_HANDLE_SZ],
+    };
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: the empty path with AT_EMPTY_PATH names `fd`; the kernel writes at most
+    // `handle_bytes` bytes of handle into `raw` and one int into `mount_id`.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_name_to_handle_at,
+            fd.as_raw_fd(),
+            EMPTY.as_ptr(),
+            &mut raw as *mut RawFileHandle,
+            &mut mount_id as *mut libc::c_int,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    cvt(ret as libc::c_int)?;
+    let len = (raw.handle_bytes as usize).min(MAX_HANDLE_SZ);
+    Ok(FileHandle {
+        kind: raw.handle_type,
+        bytes: raw.f_handle[..len].into(),
+    })
+}
+
+/// Opens the inode `handle` names on the mount `mount` is on (`open_by_handle_at`),
+/// with CAP_DAC_READ_SEARCH raised for the call, as the kernel requires it.
+pub fn open_file_handle(
+    mount: BorrowedFd<'_>,
+    handle: &FileHandle,
+    flags: libc::c_int,
+) -> io::Result<OwnedFd> {
+    let mut raw = RawFileHandle {
+        handle_bytes: handle.bytes.len() as u32,
+        handle_type: handle.kind,
+        f_handle: [0; MAX_HANDLE_SZ],
+    };
+    raw.f_handle[..handle.bytes.len()].copy_from_slice(&handle.bytes);
+    let ret = with_extra_caps(cap_mask(&[cap::DAC_READ_SEARCH]), || {
+        // SAFETY: the kernel reads one file_handle of `handle_bytes` bytes from `raw`.
+        unsafe {
+            libc::syscall(
+                libc::SYS_open_by_handle_at,
+                mount.as_raw_fd(),
+                &raw as *const RawFileHandle,
+                flags | libc::O_CLOEXEC,
+            )
+        }
+    })?;
+    owned(cvt(ret as libc::c_int)?)
+}
+
+/// The soft RLIMIT_NOFILE: how many descriptors this process may hold.
+pub fn nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-pointer.
+    cvt(unsafe { libc::getrlimit64(libc::RLIMIT_NOFILE, &mut lim) })?;
+    Ok(lim.rlim_cur)
 }

@@ -834,3 +834,47 @@ pub fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<PeerCred> {
         pid: None,
     })
 }
+
+/// macOS has no file handles: inodes are reopened by name (see `fs::inode_store`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileHandle;
+
+pub fn file_handle(_fd: BorrowedFd<'_>) -> io::Result<FileHandle> {
+    Err(io::Error::from_raw_os_error(libc::ENOTSUP))
+}
+
+pub fn open_file_handle(
+    _mount: BorrowedFd<'_>,
+    _handle: &FileHandle,
+    _flags: libc::c_int,
+) -> io::Result<OwnedFd> {
+    Err(io::Error::from_raw_os_error(libc::ENOTSUP))
+}
+
+/// Seconds and nanoseconds of an inode's creation.
+pub type BirthTime = (i64, u32);
+
+/// `statx_identity` plus the birth time.
+pub fn statx_identity_born(
+    fd: BorrowedFd<'_>,
+) -> io::Result<(stat64, InodeKey, Option<BirthTime>)> {
+    let (st, key) = statx_identity(fd)?;
+    Ok((
+        st,
+        key,
+        Some((st.st_birthtime, st.st_birthtime_nsec as u32)),
+    ))
+}
+
+/// The soft RLIMIT_NOFILE: how many descriptors this process may hold.
+pub fn nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(lim.rlim_cur)
+}

@@ -160,6 +160,9 @@ mod linux {
         libc::SYS_linkat,
         libc::SYS_unlinkat,
         libc::SYS_renameat2,
+        // Inodes evicted from the fd cache are named by handles the server made itself.
+        libc::SYS_name_to_handle_at,
+        libc::SYS_open_by_handle_at,
         // metadata changes
         libc::SYS_fchown,
         libc::SYS_fchownat,
