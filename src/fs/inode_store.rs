@@ -216,7 +216,10 @@ impl InodeData {
                     slot.reopen = Reopen::Handle(Some(Box::new(handle)));
                 }
                 Ok(_) => {
-                    log::debug!("inode {}: no directory of its mount known; kept open", self.id);
+                    log::debug!(
+                        "inode {}: no directory of its mount known; kept open",
+                        self.id
+                    );
                     slot.reopen = Reopen::Pinned;
                 }
                 Err(e) => {

@@ -331,9 +331,29 @@ pub struct Mount {
     pub scratch: Scratch,
 }
 
+/// A `Command` for the ownfs binary; with `nofile`, it runs under `prlimit` with that
+/// RLIMIT_NOFILE (soft and hard): the server raises its soft limit to the hard one, so
+/// only a hard limit bounds it.
+pub fn ownfs_command(nofile: Option<u64>) -> Command {
+    match nofile {
+        Some(n) => {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--nofile={n}:{n}"))
+                .arg("--")
+                .arg(ownfs_bin());
+            c
+        }
+        None => Command::new(ownfs_bin()),
+    }
+}
+
 /// The `Command` that starts the server.
 pub fn server_command(src: &Path, mnt: &Path, extra: &[&str]) -> Command {
-    let mut c = Command::new(ownfs_bin());
+    server_command_limited(src, mnt, extra, None)
+}
+
+fn server_command_limited(src: &Path, mnt: &Path, extra: &[&str], nofile: Option<u64>) -> Command {
+    let mut c = ownfs_command(nofile);
     c.arg("mount").arg(src).arg(mnt).args(extra);
     c.env("RUST_LOG", server_log_level());
     c
@@ -361,9 +381,8 @@ impl Mount {
         Self::start_limited(extra, prepare, None)
     }
 
-    /// Like [`Mount::start_with`], with the server's RLIMIT_NOFILE (soft and hard)
-    /// set to `nofile`: the server raises its soft limit to the hard one, so only a
-    /// hard limit bounds it. Restarts keep the limit.
+    /// Like [`Mount::start_with`], with the server's RLIMIT_NOFILE set to `nofile`
+    /// ([`ownfs_command`]). Restarts keep the limit.
     pub fn start_limited(
         extra: &[&str],
         prepare: impl FnOnce(&Path),
@@ -399,23 +418,7 @@ impl Mount {
         let stdout = append(self.scratch.path("server.stdout"));
         let stderr = append(self.stderr_path.clone());
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        let mut cmd = server_command(&self.src, &self.mnt, &args);
-        if let Some(n) = self.nofile {
-            let lim = libc::rlimit {
-                rlim_cur: n,
-                rlim_max: n,
-            };
-            // SAFETY: setrlimit is async-signal-safe and `lim` lives in the closure.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let child = cmd
+        let child = server_command_limited(&self.src, &self.mnt, &args, self.nofile)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)

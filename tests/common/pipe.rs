@@ -29,6 +29,8 @@ pub struct Pipe {
     pub client_args: Vec<String>,
     pub server_log: PathBuf,
     pub client_log: PathBuf,
+    /// RLIMIT_NOFILE of the server ([`ownfs_command`]).
+    pub server_nofile: Option<u64>,
     pub scratch: Scratch,
 }
 
@@ -51,6 +53,16 @@ impl Pipe {
         client_args: &[&str],
         prepare: impl FnOnce(&Path),
     ) -> Pipe {
+        Self::start_limited(server_args, client_args, prepare, None)
+    }
+
+    /// Like [`Pipe::start_with`], with the server's RLIMIT_NOFILE set to `nofile`.
+    pub fn start_limited(
+        server_args: &[&str],
+        client_args: &[&str],
+        prepare: impl FnOnce(&Path),
+        nofile: Option<u64>,
+    ) -> Pipe {
         let scratch = Scratch::new("pipe");
         let src = scratch.dir("s/src");
         let mnt = scratch.dir("m/mnt");
@@ -65,6 +77,7 @@ impl Pipe {
             client_args: client_args.iter().map(|s| s.to_string()).collect(),
             server_log: scratch.path("serve.log"),
             client_log: scratch.path("client.log"),
+            server_nofile: nofile,
             scratch,
         };
         p.start_server();
@@ -74,7 +87,7 @@ impl Pipe {
 
     pub fn start_server(&mut self) {
         let _ = fs::remove_file(&self.sock);
-        let child = Command::new(ownfs_bin())
+        let child = ownfs_command(self.server_nofile)
             .arg("serve")
             .arg(&self.src)
             .arg("--listen")

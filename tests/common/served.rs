@@ -63,26 +63,64 @@ impl Served {
         Self::start_limited(mode, extra, None)
     }
 
-    /// Like [`Served::start`]; a local server gets RLIMIT_NOFILE `nofile`.
-    pub fn start_limited(mode: Mode, extra: &[&str], nofile: Option<u64>) -> Served {
+    /// Like [`Served::start`], with `server_args` for the pipe server (`ownfs serve`);
+    /// a local server takes them as its own.
+    pub fn start_with_server_args(mode: Mode, server_args: &[&str]) -> Served {
+        if !mode.is_pipe() {
+            return Self::start(mode, server_args);
+        }
         let run_as = format!("{ROOTLESS_ID}:{ROOTLESS_ID}");
+        let mut args = server_args.to_vec();
+        if mode.rootless() {
+            args.extend(["--run-as", &run_as]);
+        }
+        let prepare = |src: &Path| {
+            if mode.rootless() {
+                give_src_to_server(src);
+            }
+        };
+        Served {
+            mode,
+            inner: Inner::Pipe(Pipe::start_with(&args, &[], prepare)),
+        }
+    }
+
+    /// Like [`Served::start`]; the server gets RLIMIT_NOFILE `nofile`.
+    pub fn start_limited(mode: Mode, extra: &[&str], nofile: Option<u64>) -> Served {
+        Self::start_limited_with(mode, extra, nofile, |_| {})
+    }
+
+    /// Like [`Served::start_limited`]; `prepare(SRC)` runs before the server starts.
+    pub fn start_limited_with(
+        mode: Mode,
+        extra: &[&str],
+        nofile: Option<u64>,
+        prepare: impl FnOnce(&Path),
+    ) -> Served {
+        let run_as = format!("{ROOTLESS_ID}:{ROOTLESS_ID}");
+        let prepare = |src: &Path| {
+            if mode.rootless() {
+                give_src_to_server(src);
+            }
+            prepare(src);
+        };
         let inner = match mode {
             Mode::Root => Inner::Local(
-                Mount::start_limited(extra, |_| {}, nofile).unwrap_or_else(|e| panic!("{e}")),
+                Mount::start_limited(extra, prepare, nofile).unwrap_or_else(|e| panic!("{e}")),
             ),
             Mode::Rootless => {
                 let mut args = vec!["--run-as", &run_as];
                 args.extend_from_slice(extra);
                 Inner::Local(
-                    Mount::start_limited(&args, give_src_to_server, nofile)
-                        .unwrap_or_else(|e| panic!("{e}")),
+                    Mount::start_limited(&args, prepare, nofile).unwrap_or_else(|e| panic!("{e}")),
                 )
             }
-            Mode::Pipe => Inner::Pipe(Pipe::start(&[], extra)),
-            Mode::PipeRootless => Inner::Pipe(Pipe::start_with(
+            Mode::Pipe => Inner::Pipe(Pipe::start_limited(&[], extra, prepare, nofile)),
+            Mode::PipeRootless => Inner::Pipe(Pipe::start_limited(
                 &["--run-as", &run_as],
                 extra,
-                give_src_to_server,
+                prepare,
+                nofile,
             )),
         };
         Served { mode, inner }
