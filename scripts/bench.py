@@ -27,6 +27,13 @@ EXAMPLES = REPO / "target/release/examples"
 PEERS_DIR = REPO / "target/bench-peers"
 RUN_AS = "4200:4200"
 
+def base_bin():
+    b = os.environ.get("OWNFS_BASE_BIN")
+    if not b:
+        sys.exit("bench: the *-base configurations need OWNFS_BASE_BIN=path/to/ownfs")
+    return b
+
+
 # name -> (label, is_peer)
 CONFIGS = {
     "native": ("native", False),
@@ -36,6 +43,12 @@ CONFIGS = {
     # The host decides every access: zero entry/attribute timeouts.
     "ownfs-ndp": ("ownfs root --no-default-permissions", False),
     "ownfs-pipe": ("ownfs pipe (unix socket)", False),
+    # Every inode keeps its fd (no fd cache): what the cache costs when nothing is evicted.
+    "ownfs-pinned": ("ownfs root --max-open-fds 0", False),
+    "ownfs-rootless-pinned": ("ownfs rootless --max-open-fds 0", False),
+    # Another build of ownfs (OWNFS_BASE_BIN), default options: before/after a change.
+    "ownfs-base": ("ownfs root, OWNFS_BASE_BIN", False),
+    "ownfs-rootless-base": ("ownfs rootless, OWNFS_BASE_BIN", False),
     # The same servers without the sandbox and seccomp: what confinement costs.
     "ownfs-unconfined": ("ownfs root, --sandbox none --seccomp none", False),
     "ownfs-pipe-unconfined": ("ownfs pipe, --sandbox none --seccomp none", False),
@@ -101,10 +114,16 @@ class Config:
             p = self.spawn([OWNFS, "mount", self.src, self.mnt, "--no-passthrough"])
         elif n == "ownfs-ndp":
             p = self.spawn([OWNFS, "mount", self.src, self.mnt, "--no-default-permissions"])
-        elif n == "ownfs-rootless":
+        elif n == "ownfs-pinned":
+            p = self.spawn([OWNFS, "mount", self.src, self.mnt, "--max-open-fds", "0"])
+        elif n == "ownfs-base":
+            p = self.spawn([base_bin(), "mount", self.src, self.mnt])
+        elif n in ("ownfs-rootless", "ownfs-rootless-pinned", "ownfs-rootless-base"):
             uid, gid = (int(x) for x in RUN_AS.split(":"))
             os.chown(self.src, uid, gid)
-            p = self.spawn([OWNFS, "mount", self.src, self.mnt, "--run-as", RUN_AS])
+            binary = base_bin() if n == "ownfs-rootless-base" else OWNFS
+            extra = ["--max-open-fds", "0"] if n == "ownfs-rootless-pinned" else []
+            p = self.spawn([binary, "mount", self.src, self.mnt, "--run-as", RUN_AS, *extra])
         elif n in ("ownfs-pipe", "ownfs-pipe-unconfined"):
             sock = self.dir / "pipe.sock"
             extra = unconfined if n == "ownfs-pipe-unconfined" else []
