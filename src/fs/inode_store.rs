@@ -48,7 +48,7 @@ enum Reopen {
     /// Never evicted: the root, or an inode that cannot be named again.
     Pinned,
     /// By file handle, made when the inode is first evicted.
-    Handle(Option<Box<FileHandle>>),
+    Handle(Option<FileHandle>),
     /// Through its parent and name.
     Place(Box<Place>),
 }
@@ -68,8 +68,9 @@ struct Slot {
 
 pub struct InodeData {
     pub id: u64,
-    /// Serialises record read-modify-write and caches the record (rootless mode).
-    pub overlay: Mutex<OverlayCache>,
+    /// Serialises record read-modify-write and caches the record (rootless mode only,
+    /// so boxed on first use: a root server's inodes stay small).
+    overlay: OnceLock<Box<Mutex<OverlayCache>>>,
     pub key: InodeKey,
     /// `S_IFMT` bits of the host inode.
     pub file_type: u32,
@@ -95,6 +96,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl InodeData {
+    /// The record cache, locked.
+    pub fn overlay_cache(&self) -> MutexGuard<'_, OverlayCache> {
+        lock(self.overlay.get_or_init(Box::default))
+    }
+
     /// The inode's `O_PATH` fd, reopened if it was evicted.
     pub fn fd(&self) -> io::Result<InodeFd> {
         let mut slot = lock(&self.slot);
@@ -213,7 +219,7 @@ impl InodeData {
         if let Reopen::Handle(None) = slot.reopen {
             match platform::file_handle(fd.as_fd()) {
                 Ok(handle) if self.cache.know_mount(self.key.mnt_id, fd, self.is_dir()) => {
-                    slot.reopen = Reopen::Handle(Some(Box::new(handle)));
+                    slot.reopen = Reopen::Handle(Some(handle));
                 }
                 Ok(_) => {
                     log::debug!(
@@ -410,7 +416,7 @@ impl InodeStore {
         });
         let root = Arc::new_cyclic(|me| InodeData {
             id: ROOT_ID,
-            overlay: Mutex::default(),
+            overlay: OnceLock::new(),
             key: root_key,
             file_type,
             case_sensitive: OnceLock::new(),
@@ -491,7 +497,7 @@ impl InodeStore {
         };
         let data = Arc::new_cyclic(|me| InodeData {
             id,
-            overlay: Mutex::default(),
+            overlay: OnceLock::new(),
             key,
             file_type,
             case_sensitive: OnceLock::new(),

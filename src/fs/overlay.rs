@@ -149,10 +149,6 @@ impl Rootless {
     }
 }
 
-fn lock(c: &Mutex<OverlayCache>) -> MutexGuard<'_, OverlayCache> {
-    c.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn ctime_of(st: &stat64) -> (i64, i64) {
     (st.st_ctime, st.st_ctime_nsec)
 }
@@ -374,7 +370,7 @@ impl Overlay {
 
     /// Rewrites a host stat of `inode` to the client's view.
     pub fn virtualize(&self, inode: &InodeData, st: &mut stat64) {
-        let mut cache = lock(&inode.overlay);
+        let mut cache = inode.overlay_cache();
         self.current(inode, st, &mut cache);
         self.cfg.apply(st, cache.record.as_ref());
     }
@@ -382,7 +378,7 @@ impl Overlay {
     /// The client's view of `inode` right now.
     pub fn view_of(&self, inode: &InodeData) -> io::Result<Virtual> {
         let host = platform::fstat(inode.fd()?.as_fd())?;
-        let mut cache = lock(&inode.overlay);
+        let mut cache = inode.overlay_cache();
         self.current(inode, &host, &mut cache);
         Ok(self.cfg.view(&host, cache.record.as_ref()))
     }
@@ -395,7 +391,7 @@ impl Overlay {
         inode: &InodeData,
         change: impl FnOnce(&mut Virtual, &stat64) -> io::Result<()>,
     ) -> io::Result<()> {
-        let mut cache = lock(&inode.overlay);
+        let mut cache = inode.overlay_cache();
         let host = platform::fstat(inode.fd()?.as_fd())?;
         self.current(inode, &host, &mut cache);
         if cache.foreign {
@@ -463,7 +459,7 @@ impl Overlay {
         inode: &InodeData,
         want: &Virtual,
     ) -> io::Result<()> {
-        let mut cache = lock(&inode.overlay);
+        let mut cache = inode.overlay_cache();
         self.store(root, inode, want, &mut cache)
     }
 

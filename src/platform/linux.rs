@@ -1199,8 +1199,8 @@ pub fn spawn_unmount_helper(target: &CStr) -> io::Result<UnmountHelper> {
 /// made by the server from an inode it resolved itself, never taken from a client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileHandle {
-    kind: i32,
-    bytes: Box<[u8]>,
+    /// `handle_type` (4 bytes, native order), then the handle: one small allocation.
+    packed: Box<[u8]>,
 }
 
 const MAX_HANDLE_SZ: usize = 128;
@@ -1236,9 +1236,11 @@ pub fn file_handle(fd: BorrowedFd<'_>) -> io::Result<FileHandle> {
     };
     cvt(ret as libc::c_int)?;
     let len = (raw.handle_bytes as usize).min(MAX_HANDLE_SZ);
+    let mut packed = Vec::with_capacity(4 + len);
+    packed.extend_from_slice(&raw.handle_type.to_ne_bytes());
+    packed.extend_from_slice(&raw.f_handle[..len]);
     Ok(FileHandle {
-        kind: raw.handle_type,
-        bytes: raw.f_handle[..len].into(),
+        packed: packed.into_boxed_slice(),
     })
 }
 
@@ -1249,12 +1251,17 @@ pub fn open_file_handle(
     handle: &FileHandle,
     flags: libc::c_int,
 ) -> io::Result<OwnedFd> {
+    let (kind, bytes) = handle.packed.split_at(4);
+    let bytes = &bytes[..bytes.len().min(MAX_HANDLE_SZ)];
     let mut raw = RawFileHandle {
-        handle_bytes: handle.bytes.len() as u32,
-        handle_type: handle.kind,
+        handle_bytes: bytes.len() as u32,
+        handle_type: i32::from_ne_bytes(
+            kind.try_into()
+                .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+        ),
         f_handle: [0; MAX_HANDLE_SZ],
     };
-    raw.f_handle[..handle.bytes.len()].copy_from_slice(&handle.bytes);
+    raw.f_handle[..bytes.len()].copy_from_slice(bytes);
     let ret = with_extra_caps(cap_mask(&[cap::DAC_READ_SEARCH]), || {
         // SAFETY: the kernel reads one file_handle of `handle_bytes` bytes from `raw`.
         unsafe {
