@@ -50,7 +50,7 @@ fn drop_caches() {
 }
 
 /// Mounts a tmpfs on `SRC/tree`, given to the server's user: the files cost no disk I/O.
-fn tmpfs_tree(src: &Path, rootless: bool) {
+fn tmpfs_tree(src: &Path, rootless: bool, files: u64) {
     let tree = src.join("tree");
     fs::create_dir(&tree).unwrap();
     nix::mount::mount(
@@ -58,7 +58,8 @@ fn tmpfs_tree(src: &Path, rootless: bool) {
         &tree,
         Some("tmpfs"),
         nix::mount::MsFlags::empty(),
-        Some("mode=0755,size=4g,nr_inodes=0"),
+        // A page per small file, with room to spare.
+        Some(format!("mode=0755,size={}k,nr_inodes=0", (files * 8).max(1 << 20)).as_str()),
     )
     .expect("mount a tmpfs for the tree");
     if rootless {
@@ -118,7 +119,7 @@ const TREE_NOFILE: u64 = 1024;
 fn large_tree(mode: Mode, n: u64) {
     let rootless = mode.rootless();
     let mut s = Served::start_limited_with(mode, &[], Some(TREE_NOFILE), |src| {
-        tmpfs_tree(src, rootless)
+        tmpfs_tree(src, rootless, n)
     });
     let pid = s.server_pid();
     let tree = s.mnt().join("tree");
