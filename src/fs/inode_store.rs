@@ -168,6 +168,19 @@ impl InodeData {
         Ok(fd)
     }
 
+    /// A lookup just opened this inode again: an evicted inode takes that fd, a reopen
+    /// for free (it is this inode: the caller found it by its key).
+    fn adopt(&self, fd: OwnedFd) {
+        let mut slot = lock(&self.slot);
+        slot.used = true;
+        if slot.fd.is_some() {
+            return;
+        }
+        slot.fd = Some(Arc::new(fd));
+        drop(slot);
+        self.cache.admit(self.me.clone());
+    }
+
     /// Keeps the inode's fd cached while a file or directory of it is open.
     pub fn pin(&self) {
         self.pins.fetch_add(1, Ordering::Relaxed);
@@ -482,6 +495,7 @@ impl InodeStore {
                 if let (true, Some((parent, name))) = (self.tracks_places(), found) {
                     data.place_at(parent, name, born);
                 }
+                data.adopt(fd);
                 return data;
             }
         }
