@@ -18,7 +18,8 @@
 //! * `evicted_inodes_reopen_as_the_same_object` (root, rootless): with a tiny fd cache, a directory the
 //!   client holds (an `O_PATH` fd) is evicted; renamed through the mount, it is found
 //!   again; replaced on the host by another directory of the same name, it is either
-//!   found where it went (file handle) or ESTALE, never the newcomer.
+//!   found where it went (file handle) or ESTALE, never the newcomer. (A cycle of
+//!   places, which the client kernel refuses to build, is in `tests/hostile.rs`.)
 
 mod common;
 

@@ -188,6 +188,10 @@ impl Fixture {
 }
 
 fn passthrough(src: &Path, rootless: bool) -> Passthrough {
+    passthrough_with(src, rootless, FileHandles::Prefer)
+}
+
+fn passthrough_with(src: &Path, rootless: bool, file_handles: FileHandles) -> Passthrough {
     let cfg = Config {
         root: src.to_path_buf(),
         cache: CachePolicy::Auto,
@@ -206,7 +210,7 @@ fn passthrough(src: &Path, rootless: bool) -> Passthrough {
         read_only: false,
         backing: None,
         // A tiny fd cache: hostile requests also meet evicted, reopened inodes.
-        file_handles: FileHandles::Prefer,
+        file_handles,
         max_open_fds: Some(16),
     };
     Passthrough::new(cfg).expect("passthrough")
@@ -3757,6 +3761,34 @@ fn rootless_create_race_never_gives_away_an_older_node() {
         given.len()
     );
     assert!(given.is_empty(), "{}", given.join("\n"));
+}
+
+/// Host renames make A (which held B) live inside B, and a client that never forgets
+/// looks A up there: each directory is now the other's last known place. Once both are
+/// evicted, reopening either by place must end in ESTALE, not loop, recurse or deadlock.
+#[test]
+fn a_cycle_of_places_ends_in_estale() {
+    let fx = Fixture::new("hostile-cycle");
+    let src = fx.src.clone();
+    fs::create_dir_all(src.join("A/B")).unwrap();
+    for i in 0..64 {
+        fs::write(src.join(format!("o{i}")), b"").unwrap();
+    }
+    let mut raw = RawFuse::new(passthrough_with(&src, true, FileHandles::Never));
+    let a = raw.call(&lookup(ROOT, b"A")).unwrap().entry_node();
+    let b = raw.call(&lookup(a, b"B")).unwrap().entry_node();
+    fs::rename(src.join("A/B"), src.join("B")).unwrap();
+    fs::rename(src.join("A"), src.join("B/A")).unwrap();
+    let again = raw.call(&lookup(b, b"A")).unwrap();
+    assert_eq!(again.entry_node(), a, "A looked up in B is the same node");
+    for i in 0..64 {
+        raw.call(&lookup(ROOT, format!("o{i}").as_bytes())).unwrap();
+    }
+    let r = raw
+        .call(&getattr(b))
+        .unwrap_or_else(|e| panic!("getattr through a cycle of places: {e}"));
+    assert_eq!(r.errno, libc::ESTALE, "getattr through a cycle of places");
+    println!("place-cycle: getattr through a cycle of places answered ESTALE");
 }
 
 /// Host inode number in a `fuse_entry_out` (its attr's ino).

@@ -21,7 +21,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 
@@ -103,48 +103,93 @@ impl InodeData {
 
     /// The inode's `O_PATH` fd, reopened if it was evicted.
     pub fn fd(&self) -> io::Result<InodeFd> {
+        let handle = {
+            let mut slot = lock(&self.slot);
+            slot.used = true;
+            match (&slot.fd, &slot.reopen) {
+                (Some(fd), _) => return Ok(fd.clone()),
+                (None, Reopen::Handle(Some(handle))) => Some(handle.clone()),
+                (None, Reopen::Place(_)) => None,
+                (None, _) => return Err(estale()),
+            }
+        };
+        let Some(handle) = handle else {
+            return self.reopen_by_place();
+        };
+        let mount = self.cache.mount_fd(self.key.mnt_id)?;
+        let fd =
+            platform::open_file_handle(mount.as_fd(), &handle, platform::O_PATH).map_err(|e| {
+                match e.raw_os_error() {
+                    Some(libc::ENOENT) => estale(),
+                    _ => e,
+                }
+            })?;
+        Ok(self.install(self.verify(fd, None)?))
+    }
+
+    /// The cached fd, if any, marked used.
+    fn cached(&self) -> Option<InodeFd> {
         let mut slot = lock(&self.slot);
         slot.used = true;
+        slot.fd.clone()
+    }
+
+    /// Puts a reopened fd in the slot, unless another thread was quicker.
+    fn install(&self, fd: OwnedFd) -> InodeFd {
+        let mut slot = lock(&self.slot);
         if let Some(fd) = &slot.fd {
-            return Ok(fd.clone());
+            return fd.clone();
         }
-        let fd = Arc::new(self.reopen(&slot.reopen)?);
+        let fd = Arc::new(fd);
         slot.fd = Some(fd.clone());
         drop(slot);
         self.cache.admit(self.me.clone());
-        Ok(fd)
+        fd
     }
 
-    fn reopen(&self, how: &Reopen) -> io::Result<OwnedFd> {
-        match how {
-            Reopen::Handle(Some(handle)) => {
-                let mount = self.cache.mount_fd(self.key.mnt_id)?;
-                let fd = platform::open_file_handle(mount.as_fd(), handle, platform::O_PATH)
-                    .map_err(|e| match e.raw_os_error() {
-                        Some(libc::ENOENT) => estale(),
-                        _ => e,
-                    })?;
-                self.verify(fd, None)
-            }
-            Reopen::Place(place) => self.reopen_at(place),
-            Reopen::Handle(None) | Reopen::Pinned => Err(estale()),
+    /// Where this inode was last seen: (parent, name, birth time).
+    fn place(&self) -> io::Result<(Arc<InodeData>, CString, Option<BirthTime>)> {
+        match &lock(&self.slot).reopen {
+            Reopen::Place(p) => Ok((p.parent.clone(), p.name.clone(), p.born)),
+            _ => Err(estale()),
         }
     }
 
-    /// Opens `place` and checks it is still this inode.
-    fn reopen_at(&self, place: &Place) -> io::Result<OwnedFd> {
-        let dir = place.parent.fd()?;
-        let open = || {
-            platform::openat(
-                dir.as_fd(),
-                &place.name,
-                platform::O_PATH | libc::O_NOFOLLOW,
-                0,
-            )
+    /// Reopens through the nearest ancestor that still has its fd, one component at a
+    /// time downwards. Iterative and bounded: places are only hints, and a host user can
+    /// make them form a cycle.
+    fn reopen_by_place(&self) -> io::Result<InodeFd> {
+        const MAX_DEPTH: usize = 4096;
+        let mut chain = Vec::new();
+        let mut node = self.me.upgrade().ok_or_else(estale)?;
+        let mut dir = loop {
+            if let Some(fd) = node.cached() {
+                break fd;
+            }
+            let (parent, name, born) = node.place()?;
+            if chain.len() == MAX_DEPTH {
+                log::warn!(
+                    "inode {}: no ancestor with an fd within {MAX_DEPTH} levels",
+                    self.id
+                );
+                return Err(estale());
+            }
+            chain.push((node, name, born));
+            node = parent;
         };
+        for (node, name, born) in chain.into_iter().rev() {
+            let fd = node.open_in(dir.as_fd(), &name)?;
+            dir = node.install(node.verify(fd, Some(born))?);
+        }
+        Ok(dir)
+    }
+
+    /// `name` in `dir`, as an `O_PATH` fd, never following a symlink.
+    fn open_in(&self, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+        let open = || platform::openat(dir, name, platform::O_PATH | libc::O_NOFOLLOW, 0);
         // The caller may lack search permission where the client already resolved the
         // node; reopening what was resolved before is the server's business.
-        let fd = match open() {
+        match open() {
             Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
                 let _server = self.cache.creds.as_server()?;
                 open()
@@ -154,8 +199,7 @@ impl InodeData {
         .map_err(|e| match e.raw_os_error() {
             Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP) => estale(),
             _ => e,
-        })?;
-        self.verify(fd, Some(place.born))
+        })
     }
 
     /// `fd` if it is still this inode (and born at `born`, where given), else ESTALE.
