@@ -49,14 +49,38 @@ enum Reopen {
     Pinned,
     /// By file handle, made when the inode is first evicted.
     Handle(Option<FileHandle>),
-    /// Through its parent and name.
-    Place(Box<Place>),
+    /// Through its parent and the name it was last seen under.
+    Place { parent: Arc<InodeData>, spot: Spot },
 }
 
-struct Place {
-    parent: Arc<InodeData>,
-    name: CString,
-    born: Option<BirthTime>,
+/// Name and birth time in one small allocation (an inode in every rootless share
+/// carries one): a flag byte, seconds, nanoseconds, then the name and its NUL.
+struct Spot(Box<[u8]>);
+
+impl Spot {
+    const HEAD: usize = 13;
+
+    fn new(name: &CStr, born: Option<BirthTime>) -> Spot {
+        let (secs, nsec) = born.unwrap_or((0, 0));
+        let mut v = Vec::with_capacity(Self::HEAD + name.to_bytes_with_nul().len());
+        v.push(u8::from(born.is_some()));
+        v.extend_from_slice(&secs.to_ne_bytes());
+        v.extend_from_slice(&nsec.to_ne_bytes());
+        v.extend_from_slice(name.to_bytes_with_nul());
+        Spot(v.into_boxed_slice())
+    }
+
+    fn name(&self) -> &CStr {
+        CStr::from_bytes_with_nul(&self.0[Self::HEAD..]).unwrap_or(c"")
+    }
+
+    fn born(&self) -> Option<BirthTime> {
+        let mut secs = [0; 8];
+        let mut nsec = [0; 4];
+        secs.copy_from_slice(&self.0[1..9]);
+        nsec.copy_from_slice(&self.0[9..Self::HEAD]);
+        (self.0[0] != 0).then(|| (i64::from_ne_bytes(secs), u32::from_ne_bytes(nsec)))
+    }
 }
 
 struct Slot {
@@ -109,7 +133,7 @@ impl InodeData {
             match (&slot.fd, &slot.reopen) {
                 (Some(fd), _) => return Ok(fd.clone()),
                 (None, Reopen::Handle(Some(handle))) => Some(handle.clone()),
-                (None, Reopen::Place(_)) => None,
+                (None, Reopen::Place { .. }) => None,
                 (None, _) => return Err(estale()),
             }
         };
@@ -150,7 +174,9 @@ impl InodeData {
     /// Where this inode was last seen: (parent, name, birth time).
     fn place(&self) -> io::Result<(Arc<InodeData>, CString, Option<BirthTime>)> {
         match &lock(&self.slot).reopen {
-            Reopen::Place(p) => Ok((p.parent.clone(), p.name.clone(), p.born)),
+            Reopen::Place { parent, spot } => {
+                Ok((parent.clone(), spot.name().to_owned(), spot.born()))
+            }
             _ => Err(estale()),
         }
     }
@@ -240,19 +266,18 @@ impl InodeData {
     fn place_at(&self, parent: &Arc<InodeData>, name: &CStr, born: Option<BirthTime>) {
         let mut slot = lock(&self.slot);
         match &mut slot.reopen {
-            Reopen::Place(p) if p.parent.id == parent.id && p.name.as_c_str() == name => {}
-            Reopen::Place(p) => {
-                p.parent = parent.clone();
-                p.name = name.to_owned();
+            Reopen::Place { parent: p, spot } if p.id == parent.id && spot.name() == name => {}
+            Reopen::Place { parent: p, spot } => {
+                *p = parent.clone();
+                *spot = Spot::new(name, spot.born());
             }
             Reopen::Handle(_) => {}
             Reopen::Pinned => {
                 if self.id != ROOT_ID && self.cache.max_open != usize::MAX {
-                    slot.reopen = Reopen::Place(Box::new(Place {
+                    slot.reopen = Reopen::Place {
                         parent: parent.clone(),
-                        name: name.to_owned(),
-                        born,
-                    }));
+                        spot: Spot::new(name, born),
+                    };
                 }
             }
         }
@@ -546,11 +571,10 @@ impl InodeStore {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let reopen = match found {
             _ if self.cache.handles => Reopen::Handle(None),
-            Some((parent, name)) if self.tracks_places() => Reopen::Place(Box::new(Place {
+            Some((parent, name)) if self.tracks_places() => Reopen::Place {
                 parent: parent.clone(),
-                name: name.to_owned(),
-                born,
-            })),
+                spot: Spot::new(name, born),
+            },
             _ => Reopen::Pinned,
         };
         let data = Arc::new_cyclic(|me| InodeData {
