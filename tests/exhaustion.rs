@@ -115,6 +115,18 @@ fn each(n: u64, f: impl Fn(u64) -> io::Result<()> + Sync) {
     );
 }
 
+/// File `i` of the tree holds `i` in decimal.
+fn reads_back(path: &Path, i: u64) -> io::Result<()> {
+    let got = fs::read_to_string(path)?;
+    match got == i.to_string() {
+        true => Ok(()),
+        false => Err(io::Error::other(format!(
+            "{}: read {got:?}",
+            path.display()
+        ))),
+    }
+}
+
 const TREE_NOFILE: u64 = 1024;
 
 fn large_tree(mode: Mode, n: u64) {
@@ -164,13 +176,7 @@ fn large_tree(mode: Mode, n: u64) {
     lap("stat", t);
 
     let t = Instant::now();
-    each(n, |i| {
-        let got = fs::read_to_string(tree.join(file_of(i)))?;
-        match got == i.to_string() {
-            true => Ok(()),
-            false => Err(io::Error::other(format!("read {got:?}"))),
-        }
-    });
+    each(n, |i| reads_back(&tree.join(file_of(i)), i));
     lap("read", t);
     peak(pid);
 
@@ -185,13 +191,7 @@ fn large_tree(mode: Mode, n: u64) {
     each(n - moved, |i| {
         fs::symlink_metadata(tree.join(file_of(i + moved))).map(drop)
     });
-    each(moved, |i| {
-        let got = fs::read_to_string(tree.join(format!("moved/{i}")))?;
-        match got == i.to_string() {
-            true => Ok(()),
-            false => Err(io::Error::other(format!("moved/{i}: {got:?}"))),
-        }
-    });
+    each(moved, |i| reads_back(&tree.join(format!("moved/{i}")), i));
     lap("rename", t);
     peak(pid);
 

@@ -311,6 +311,12 @@ impl Passthrough {
         )
     }
 
+    /// Host identity of `dir/name`, without following a symlink.
+    fn child_key(&self, dir: &InodeData, name: &CStr) -> io::Result<platform::InodeKey> {
+        let fd = self.open_child(dir, name)?;
+        platform::statx_identity(fd.as_fd()).map(|(_, key)| key)
+    }
+
     /// `open_child` of an entry this request just created. Out of fds, the entry is
     /// removed again: the client is told the request failed, so it must not exist.
     fn open_created(&self, dir: &InodeData, name: &CStr, is_dir: bool) -> io::Result<OwnedFd> {
@@ -623,13 +629,8 @@ impl Passthrough {
         if self.case_alias(new, newname)? {
             // Another spelling of an existing entry: only a case change of the entry
             // being renamed may proceed; anything else would replace a stranger.
-            let identity = |dir: &InodeData, name: &CStr| {
-                self.open_child(dir, name)
-                    .and_then(|fd| platform::statx_identity(fd.as_fd()))
-                    .map(|(_, key)| key)
-            };
-            if let Ok(target) = identity(new, newname) {
-                if identity(old, oldname).ok() != Some(target) {
+            if let Ok(target) = self.child_key(new, newname) {
+                if self.child_key(old, oldname).ok() != Some(target) {
                     return Err(err(libc::EEXIST));
                 }
                 if old.id == new.id && flags & LINUX_RENAME_EXCHANGE == 0 {
@@ -1058,15 +1059,10 @@ impl FileSystem for Passthrough {
             return Err(err(libc::ENOENT));
         }
         // Reopening by place needs to know where renamed inodes went.
-        let identity = |dir: &InodeData, name: &CStr| {
-            self.open_child(dir, name)
-                .and_then(|fd| platform::statx_identity(fd.as_fd()))
-                .map(|(_, key)| key)
-        };
         let track = self.inodes.tracks_places();
-        let moving = track.then(|| identity(&old, oldname).ok()).flatten();
+        let moving = track.then(|| self.child_key(&old, oldname).ok()).flatten();
         let swapped = (track && flags & LINUX_RENAME_EXCHANGE != 0)
-            .then(|| identity(&new, newname).ok())
+            .then(|| self.child_key(&new, newname).ok())
             .flatten();
         self.rename_entry(&old, oldname, &new, newname, flags)?;
         if let Some(key) = moving {
