@@ -349,27 +349,26 @@ fn check_records(src: &Path) -> (u64, Vec<String>) {
             }
         }
     }
-    // Symlink records: magic, then whole 56-byte entries ending in a record.
-    match fs::read(src.join(".ownfs-symlinks")) {
-        Ok(data) => {
-            const ENTRY: usize = 8 + 8 + 8 + 4 + RECORD_LEN;
-            match data.strip_prefix(b"OWNFSYM1") {
-                Some(body) if body.len() % ENTRY == 0 => {
-                    for e in body.chunks_exact(ENTRY) {
-                        count += 1;
-                        if Record::decode(&e[28..]).is_err() {
-                            corrupt.push(format!("symlink record {e:?}"));
-                        }
-                    }
-                }
-                _ => corrupt.push(format!(
-                    "symlink record file: {} bytes, bad layout",
-                    data.len()
-                )),
+    // Symlink records: the store passes SQLite's own integrity check and every row decodes.
+    let db = src.join(".ownfs-symlinks.d/records.sqlite");
+    if db.exists() {
+        let conn =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap();
+        let verdict: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        if verdict != "ok" {
+            corrupt.push(format!("symlink record store: {verdict}"));
+        }
+        let mut q = conn.prepare("SELECT record FROM symlinks").unwrap();
+        for rec in q.query_map([], |r| r.get::<_, Vec<u8>>(0)).unwrap() {
+            let rec = rec.unwrap();
+            count += 1;
+            if rec.len() != RECORD_LEN || Record::decode(&rec).is_err() {
+                corrupt.push(format!("symlink record {rec:?}"));
             }
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => corrupt.push(format!("symlink record file: {e}")),
     }
     // The offline tool reads the same share without complaint.
     let mut owners = Command::new(ownfs_bin());

@@ -657,34 +657,120 @@ for p in sys.argv[1:]:
 }
 
 #[test]
-fn sidecar_file_cannot_be_reached() {
+fn record_store_cannot_be_reached() {
     let m = rootless(4112);
     let l = m.mnt.join("l");
     symlink("target", &l).unwrap();
     ok(cmd("chown").args(["-h", "77:88"]).arg(&l));
-    let sidecar = m.src.join(".ownfs-symlinks");
-    let stored = fs::read(&sidecar).expect("the symlink record file exists on SRC");
+    let store = m.src.join(".ownfs-symlinks.d");
+    assert_eq!(stat("%u:%g %a %F", &store), "4112:4112 700 directory");
+    let db = store.join("records.sqlite");
+    assert_eq!(stat("%u:%g %a", &db), "4112:4112 600");
+    let stored = ok(Command::new(ownfs_bin()).arg("owners").arg(&m.src));
+    assert!(
+        stored.contains("l\t4112:4112\t77:88\tl 0777"),
+        "owners: {stored}"
+    );
     let shown = ok(cmd("ls").arg("-a").arg(&m.mnt));
     assert!(!shown.contains(".ownfs-symlinks"), "ls -a shows: {shown}");
-    let through = m.mnt.join(".ownfs-symlinks");
-    fails(cmd("cat").arg(&through));
+    let through = m.mnt.join(".ownfs-symlinks.d");
+    fails(cmd("ls").arg(&through));
+    fails(cmd("cat").arg(through.join("records.sqlite")));
+    fails(cmd("mkdir").arg(&through));
+    fails(cmd("touch").arg(m.mnt.join(".ownfs-symlinks")));
     fails(
-        cmd("sh")
-            .arg("-c")
-            .arg("echo x > \"$1\"")
-            .arg("sh")
-            .arg(&through),
+        cmd("ln")
+            .arg("-s")
+            .arg("x")
+            .arg(m.mnt.join(".ownfs-symlinks.bak")),
     );
-    fails(cmd("touch").arg(m.mnt.join(".ownfs-symlinks.tmp")));
-    fails(cmd("ln").arg("-s").arg("x").arg(&through));
-    ok(cmd("touch").arg(m.mnt.join("f")));
-    fails(cmd("mv").arg(m.mnt.join("f")).arg(&through));
+    ok(cmd("mkdir").arg(m.mnt.join("d")));
+    fails(cmd("mv").arg(m.mnt.join("d")).arg(&through));
     assert_eq!(
-        fs::read(&sidecar).unwrap(),
+        ok(Command::new(ownfs_bin()).arg("owners").arg(&m.src)),
         stored,
-        "the sidecar is unchanged"
+        "the records are unchanged"
     );
     assert_eq!(stat("%u:%g", &l), "77:88");
+}
+
+/// Starts `ownfs mount` with `args` on `src` at `mnt` (beside a `Mount` on the same SRC).
+fn second_server(src: &Path, mnt: &Path, args: &[&str]) -> std::process::Child {
+    let mut child = server_command(src, mnt, args)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if ownfs_mounted_at(mnt) {
+            return child;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "second server exited");
+        sleep(Duration::from_millis(50));
+    }
+    panic!("second server did not mount {}", mnt.display());
+}
+
+/// Two servers on one share (a mount per VM, say) creating and lchowning symlinks at
+/// the same time, then each changing the other's: every record survives, each server
+/// shows the other's changes, and so does a fresh server afterwards.
+#[test]
+fn two_servers_on_one_share_keep_every_symlink_record() {
+    const N: u32 = 150;
+    let args = ["--run-as", "4116:4116", "--cache", "never"];
+    let mut a = Mount::start_with(&args, |src| chown(src, Some(4116), Some(4116)).unwrap())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mnt_b = a.scratch.dir("b/mnt");
+    let mut b = second_server(&a.src, &mnt_b, &args);
+    // Each server makes its own links (a*, b*), both at once.
+    let storm = |mnt: &Path, prefix: &str, uid_base: u32, gid: u32| {
+        cmd("/bin/sh")
+            .arg("-c")
+            .arg(format!(
+                "cd \"$1\" && i=0; while [ $i -lt {N} ]; do ln -s t {prefix}$i && \
+                 chown -h $(({uid_base} + i)):{gid} {prefix}$i || exit 1; i=$((i + 1)); done"
+            ))
+            .arg("sh")
+            .arg(mnt)
+            .spawn()
+            .unwrap()
+    };
+    let mut sa = storm(&a.mnt, "a", 1000, 7);
+    let mut sb = storm(&mnt_b, "b", 2000, 8);
+    assert!(sa.wait().unwrap().success() && sb.wait().unwrap().success());
+    // Each changes some of the other's.
+    for i in 0..N / 3 {
+        lchown(mnt_b.join(format!("a{i}")), Some(5), Some(5)).unwrap();
+        lchown(a.mnt.join(format!("b{i}")), Some(6), Some(6)).unwrap();
+    }
+    let want = |prefix: &str, i: u32| -> (u32, u32) {
+        match (prefix, i < N / 3) {
+            ("a", true) => (5, 5),
+            ("a", false) => (1000 + i, 7),
+            (_, true) => (6, 6),
+            _ => (2000 + i, 8),
+        }
+    };
+    let check = |mnt: &Path, who: &str| {
+        for prefix in ["a", "b"] {
+            for i in 0..N {
+                let p = mnt.join(format!("{prefix}{i}"));
+                let md = fs::symlink_metadata(&p).unwrap();
+                assert_eq!(
+                    (md.uid(), md.gid()),
+                    want(prefix, i),
+                    "{who}: {}",
+                    p.display()
+                );
+            }
+        }
+    };
+    check(&a.mnt, "server a");
+    check(&mnt_b, "server b");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(b.id() as i32), Signal::SIGTERM).unwrap();
+    b.wait().unwrap();
+    force_unmount(&mnt_b);
+    a.restart().unwrap();
+    check(&a.mnt, "a fresh server");
 }
 
 #[test]

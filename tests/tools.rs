@@ -565,3 +565,58 @@ fn other_filesystems_are_not_entered() {
     assert_eq!(names, ["m/", "z"]);
     run(Command::new("umount").arg(&m));
 }
+
+/// A share written by an earlier ownfs keeps its symlink records in the flat file
+/// `.ownfs-symlinks`: the first server copies them into its store and keeps the file as
+/// `.ownfs-symlinks.bak`; what the tools list is the same before and after.
+#[test]
+fn a_server_migrates_the_legacy_symlink_file() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let s = Scratch::new("migrate");
+    let src = build_share(&s);
+    let opts = Options::default();
+    let (n, before) = owners(&src, &opts);
+    assert!(
+        before.contains("bin/sh\t4000:4000\t1000:1001\tl 0777"),
+        "{before}"
+    );
+    let mnt = s.dir("mnt");
+    let ids = format!("{SERVER}:{SERVER}");
+    let mut server = common::server_command(&src, &mnt, &["--run-as", &ids])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut mounted = false;
+    for _ in 0..200 {
+        mounted = common::ownfs_mounted_at(&mnt);
+        if mounted || server.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(mounted, "the server did not mount");
+    let sh = fs::symlink_metadata(mnt.join("bin/sh")).unwrap();
+    let stale = fs::symlink_metadata(mnt.join("bin/stale")).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    server.wait().unwrap();
+    common::force_unmount(&mnt);
+    assert_eq!((sh.uid(), sh.gid()), (1000, 1001));
+    assert_eq!((stale.uid(), stale.gid()), (0, 0), "a reused inode number");
+    assert!(!src.join(".ownfs-symlinks").exists());
+    assert!(!src.join(".ownfs-symlinks.tmp").exists());
+    assert!(src.join(".ownfs-symlinks.bak").exists());
+    assert!(src.join(".ownfs-symlinks.d/records.sqlite").exists());
+    let (n_after, after) = owners(&src, &opts);
+    assert_eq!(
+        (n_after, after),
+        (n, before),
+        "owners before and after migration"
+    );
+}

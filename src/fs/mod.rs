@@ -7,6 +7,7 @@ mod inode_store;
 mod kernel_io;
 pub mod overlay;
 pub mod record;
+pub mod symlink_store;
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -76,7 +77,6 @@ pub struct Config {
 pub struct Passthrough {
     inodes: InodeStore,
     overlay: Option<Overlay>,
-    root: Arc<InodeData>,
     handles: HandleTable,
     cfg: Config,
     attr_timeout: Duration,
@@ -192,7 +192,12 @@ impl Passthrough {
         let overlay = match &cfg.rootless {
             Some(rl) => Some(Overlay {
                 cfg: rl.clone(),
-                symlinks: SymlinkStore::load(root.fd()?.as_fd(), rl.server_uid)?,
+                symlinks: SymlinkStore::open(
+                    &cfg.root,
+                    root.fd()?.as_fd(),
+                    rl.server_uid,
+                    !cfg.read_only,
+                )?,
             }),
             None => None,
         };
@@ -204,7 +209,6 @@ impl Passthrough {
             kernel_io,
             inodes,
             overlay,
-            root,
             handles: HandleTable::default(),
             cfg,
             attr_timeout,
@@ -451,7 +455,7 @@ impl Passthrough {
         let entry = self.register(fd, found)?;
         if let (Some(ov), Some(want)) = (&self.overlay, want) {
             let data = self.inodes.get(entry.inode)?;
-            let res = ov.init_new(self.root.fd()?.as_fd(), &data, &want);
+            let res = ov.init_new(&data, &want);
             if let Err(e) = res {
                 self.inodes.forget(entry.inode, 1);
                 return Err(e);
@@ -703,7 +707,7 @@ impl Passthrough {
         if !mode && !owner {
             return Ok(());
         }
-        ov.update(self.root.fd()?.as_fd(), data, |v, _host| {
+        ov.update(data, |v, _host| {
             if mode {
                 v.perms = platform::st_mode(attr) & 0o7777;
             }
@@ -1013,7 +1017,7 @@ impl FileSystem for Passthrough {
         let Some(ov) = self.overlay.as_ref().filter(|o| !o.symlinks.is_empty()) else {
             return platform::unlinkat(dir.fd()?.as_fd(), name, false);
         };
-        // The last name of a symlink with a sidecar record takes the record with it.
+        // The last name of a symlink with a stored record takes the record with it.
         let victim = self
             .open_child(&dir, name)
             .and_then(|fd| platform::statx_identity(std::os::fd::AsFd::as_fd(&fd)))
@@ -1023,8 +1027,7 @@ impl FileSystem for Passthrough {
             });
         platform::unlinkat(dir.fd()?.as_fd(), name, false)?;
         if let Some((_, key)) = victim {
-            ov.symlinks
-                .forget(self.root.fd()?.as_fd(), key.dev, key.ino)?;
+            ov.symlinks.forget(key.dev, key.ino)?;
         }
         Ok(())
     }
@@ -1251,7 +1254,7 @@ impl FileSystem for Passthrough {
                 // virtual mode; richer ACLs cannot be enforced here and are refused.
                 let bits = overlay::acl_mode_bits(value).ok_or_else(|| err(libc::EOPNOTSUPP))?;
                 let data = self.inodes.get(inode)?;
-                return ov.update(self.root.fd()?.as_fd(), &data, |v, _| {
+                return ov.update(&data, |v, _| {
                     // As chmod: only the owner (or root) sets it, and a caller outside
                     // the group loses the setgid bit (older guest kernels check neither).
                     if ctx.uid != 0 && ctx.uid != v.uid {

@@ -2,28 +2,24 @@
 //!
 //! A server that cannot chown records the intended owner, permission bits and file
 //! type in the host inode's `user.ownfs.stat` xattr (symlinks, which cannot carry
-//! user xattrs on Linux, in a hidden sidecar file) and applies it to every reply.
+//! user xattrs on Linux, in the server's symlink record store) and applies it to every reply.
 //! Records are diffs against the host-derived default, never against what the
 //! client currently sees, and an empty diff removes the record.
 
-use std::collections::HashMap;
 use std::ffi::CStr;
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::{Mutex, MutexGuard};
 
 use super::inode_store::{InodeData, OverlayCache};
 use super::record::{DecodeError, Kind, Record};
+pub use super::symlink_store::SymlinkStore;
+use super::symlink_store::RESERVED_PREFIX;
 use crate::platform::{self, mode, stat64};
 
 pub const RECORD_XATTR: &CStr = c"user.ownfs.stat";
 /// The server's own xattr namespace (the record and anything it may add later):
 /// clients can neither read, write, remove nor list names in it.
 pub const RESERVED_XATTR_PREFIX: &[u8] = b"user.ownfs.";
-/// Hidden at the share root: clients can neither see nor create these names.
-pub const SIDECAR_NAME: &CStr = c".ownfs-symlinks";
-const SIDECAR_TMP: &CStr = c".ownfs-symlinks.tmp";
-const SIDECAR_MAGIC: &[u8; 8] = b"OWNFSYM1";
 
 /// Host permission floors: the server must always be able to read and write what it serves.
 pub const FILE_FLOOR: u32 = 0o600;
@@ -50,7 +46,7 @@ pub struct Virtual {
 }
 
 pub fn is_reserved_name(name: &[u8]) -> bool {
-    name.starts_with(SIDECAR_NAME.to_bytes())
+    name.starts_with(RESERVED_PREFIX.to_bytes())
 }
 
 fn floor_of(format: u32) -> u32 {
@@ -103,7 +99,7 @@ impl Rootless {
 
     /// Whether a record on `host` can only have come from this server: the inode is
     /// the server's and no other host user may write it (`user.*` xattrs need write
-    /// permission; symlink records live in the server's own sidecar).
+    /// permission; symlink records live in the server's own store).
     pub fn trusts(&self, host: &stat64) -> bool {
         let format = platform::st_mode(host) & mode::S_IFMT;
         host.st_uid == self.server_uid
@@ -178,166 +174,8 @@ fn read_xattr_record(fd: BorrowedFd<'_>, id: u64, cache: &mut OverlayCache) {
     }
 }
 
-/// Records of symlinks, which cannot carry `user.*` xattrs on Linux. Keyed by (dev, ino)
-/// and validated by birth time, so a reused inode number never inherits a record.
-/// Persisted by writing a new file and renaming it over the old one.
-pub struct SymlinkStore {
-    state: Mutex<Sidecar>,
-}
-
-/// (dev, ino) → (birth time, record).
-type SymlinkMap = HashMap<(u64, u64), ((i64, u32), Record)>;
-
-#[derive(Default)]
-struct Sidecar {
-    records: SymlinkMap,
-    /// Entries whose record version we do not know, kept verbatim on every rewrite.
-    foreign: Vec<u8>,
-    /// The file has a format we do not know: never rewritten.
-    frozen: bool,
-}
-
-const SIDECAR_ENTRY: usize = 8 + 8 + 8 + 4 + super::record::LEN;
-
-impl SymlinkStore {
-    /// Reads the sidecar, if the server (`server_uid`) wrote it: one that another host
-    /// user owns or may write is ignored, and replaced by the next change.
-    pub fn load(root: BorrowedFd<'_>, server_uid: u32) -> io::Result<Self> {
-        let mut state = Sidecar::default();
-        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK;
-        match platform::openat(root, SIDECAR_NAME, flags, 0) {
-            Ok(fd) => {
-                let st = platform::fstat(std::os::fd::AsFd::as_fd(&fd))?;
-                let m = platform::st_mode(&st);
-                if st.st_uid != server_uid || m & 0o022 != 0 || m & mode::S_IFMT != mode::S_IFREG {
-                    log::warn!(
-                        "{}: not the server's own (owner {}, mode {m:o}); its records are ignored",
-                        SIDECAR_NAME.to_string_lossy(),
-                        st.st_uid
-                    );
-                    return Ok(SymlinkStore {
-                        state: Mutex::new(state),
-                    });
-                }
-                let mut data = Vec::new();
-                std::fs::File::from(fd).read_to_end(&mut data)?;
-                parse_sidecar(&data, &mut state);
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e) => return Err(e),
-        }
-        Ok(SymlinkStore {
-            state: Mutex::new(state),
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Sidecar> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.lock().records.is_empty()
-    }
-
-    /// The record of the symlink behind `fd`, whose host identity is (`dev`, `ino`),
-    /// if its birth time still matches.
-    pub fn lookup(&self, fd: BorrowedFd<'_>, dev: u64, ino: u64) -> Option<Record> {
-        let btime = platform::birth_time(fd).ok()?.unwrap_or((0, 0));
-        self.lock()
-            .records
-            .get(&(dev, ino))
-            .filter(|(b, _)| *b == btime)
-            .map(|(_, r)| *r)
-    }
-
-    fn get(&self, inode: &InodeData) -> Option<Record> {
-        self.lookup(inode.fd().ok()?.as_fd(), inode.key.dev, inode.key.ino)
-    }
-
-    fn set(&self, root: BorrowedFd<'_>, inode: &InodeData, rec: &Record) -> io::Result<()> {
-        let btime = platform::birth_time(inode.fd()?.as_fd())?.unwrap_or((0, 0));
-        let mut state = self.lock();
-        if state.frozen {
-            return Err(io::Error::from_raw_os_error(libc::EIO));
-        }
-        let key = (inode.key.dev, inode.key.ino);
-        if rec.is_empty() {
-            if state.records.remove(&key).is_none() {
-                return Ok(());
-            }
-        } else {
-            state.records.insert(key, (btime, *rec));
-        }
-        persist(root, &state)
-    }
-
-    pub fn forget(&self, root: BorrowedFd<'_>, dev: u64, ino: u64) -> io::Result<()> {
-        let mut state = self.lock();
-        if !state.frozen && state.records.remove(&(dev, ino)).is_some() {
-            persist(root, &state)?;
-        }
-        Ok(())
-    }
-}
-
-fn parse_sidecar(data: &[u8], state: &mut Sidecar) {
-    let Some(body) = data.strip_prefix(SIDECAR_MAGIC) else {
-        if !data.is_empty() {
-            log::warn!("symlink record file has an unknown format; left untouched");
-            state.frozen = true;
-        }
-        return;
-    };
-    for e in body.chunks_exact(SIDECAR_ENTRY) {
-        let u64_at = |i: usize| u64::from_le_bytes(e[i..i + 8].try_into().unwrap_or([0; 8]));
-        let btime_ns = u32::from_le_bytes(e[24..28].try_into().unwrap_or([0; 4]));
-        match Record::decode(&e[28..]) {
-            Ok(rec) => {
-                let key = (u64_at(0), u64_at(8));
-                state
-                    .records
-                    .insert(key, ((u64_at(16) as i64, btime_ns), rec));
-            }
-            Err(DecodeError::UnknownVersion(v)) => {
-                log::warn!("symlink record of unknown version {v} kept as is");
-                state.foreign.extend_from_slice(e);
-            }
-            Err(DecodeError::Short) => {}
-        }
-    }
-}
-
-fn persist(root: BorrowedFd<'_>, state: &Sidecar) -> io::Result<()> {
-    let mut data = SIDECAR_MAGIC.to_vec();
-    for (&(dev, ino), &((bs, bns), rec)) in &state.records {
-        data.extend_from_slice(&dev.to_le_bytes());
-        data.extend_from_slice(&ino.to_le_bytes());
-        data.extend_from_slice(&bs.to_le_bytes());
-        data.extend_from_slice(&bns.to_le_bytes());
-        data.extend_from_slice(&rec.encode());
-    }
-    data.extend_from_slice(&state.foreign);
-    // A fresh file of our own: one planted under the temporary name is never reused.
-    match platform::unlinkat(root, SIDECAR_TMP, false) {
-        Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return Err(e),
-        _ => {}
-    }
-    let fd = platform::openat(
-        root,
-        SIDECAR_TMP,
-        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
-        0o600,
-    )?;
-    let mut f = std::fs::File::from(fd);
-    f.write_all(&data)?;
-    f.sync_data()?;
-    drop(f);
-    // Atomic replace: after a crash the file holds either the old or the new set.
-    platform::renameat2(root, SIDECAR_TMP, root, SIDECAR_NAME, 0)
-}
-
-/// Symlinks keep their record in the sidecar where the host cannot put it on them.
-fn uses_sidecar(inode: &InodeData) -> bool {
+/// Symlinks keep their record in the store where the host cannot put it on them.
+fn uses_store(inode: &InodeData) -> bool {
     inode.is_symlink() && !platform::SYMLINK_XATTRS
 }
 
@@ -355,9 +193,19 @@ impl Overlay {
         if cache.ctime == Some(ctime) {
             return;
         }
-        if uses_sidecar(inode) {
-            cache.record = self.symlinks.get(inode);
-            cache.foreign = false;
+        if uses_store(inode) {
+            let Ok(fd) = inode.fd() else {
+                return;
+            };
+            (cache.record, cache.foreign) =
+                match self
+                    .symlinks
+                    .lookup(fd.as_fd(), inode.key.dev, inode.key.ino)
+                {
+                    StoredRecord::Known(r) => (Some(r), false),
+                    StoredRecord::Foreign => (None, true),
+                    StoredRecord::Absent => (None, false),
+                };
         } else {
             match inode.fd() {
                 Ok(fd) => read_xattr_record(fd.as_fd(), inode.id, cache),
@@ -387,7 +235,6 @@ impl Overlay {
     /// `change` edits the current view and may change the host (chmod, chown) itself.
     pub fn update(
         &self,
-        root: BorrowedFd<'_>,
         inode: &InodeData,
         change: impl FnOnce(&mut Virtual, &stat64) -> io::Result<()>,
     ) -> io::Result<()> {
@@ -399,14 +246,13 @@ impl Overlay {
         }
         let mut want = self.cfg.view(&host, cache.record.as_ref());
         change(&mut want, &host)?;
-        self.store(root, inode, &want, &mut cache)
+        self.store(inode, &want, &mut cache)
     }
 
     /// Makes the host inode carry `want`: host permission bits (with the floor, without
     /// set-id bits) and the record for the rest.
     pub fn store(
         &self,
-        root: BorrowedFd<'_>,
         inode: &InodeData,
         want: &Virtual,
         cache: &mut OverlayCache,
@@ -435,8 +281,8 @@ impl Overlay {
             );
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
-        if uses_sidecar(inode) {
-            self.symlinks.set(root, inode, &rec)?;
+        if uses_store(inode) {
+            self.symlinks.set(fd, inode.key.dev, inode.key.ino, &rec)?;
         } else if rec.is_empty() {
             match platform::removexattr(fd, RECORD_XATTR) {
                 Err(e) if e.raw_os_error() != Some(platform::ENOATTR) => return Err(e),
@@ -453,14 +299,9 @@ impl Overlay {
     }
 
     /// Sets the virtual attributes of a node this server just created.
-    pub fn init_new(
-        &self,
-        root: BorrowedFd<'_>,
-        inode: &InodeData,
-        want: &Virtual,
-    ) -> io::Result<()> {
+    pub fn init_new(&self, inode: &InodeData, want: &Virtual) -> io::Result<()> {
         let mut cache = inode.overlay_cache();
-        self.store(root, inode, want, &mut cache)
+        self.store(inode, want, &mut cache)
     }
 
     /// Owner of a new node made by (uid, gid) in `parent`: a setgid directory passes on its group.

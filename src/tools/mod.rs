@@ -6,7 +6,7 @@
 //!   modes and file types in its headers.
 //!
 //! Both walk the tree the same way: no symlink is followed, no directory on another
-//! filesystem is entered (the mount point itself is listed), the sidecar files at the root are left out, and names
+//! filesystem is entered (the mount point itself is listed), the server's record store at the root is left out, and names
 //! are visited in byte order, parents before children.
 
 pub mod owners;
@@ -20,6 +20,7 @@ use std::path::Path;
 
 use crate::fs::overlay::{self, Rootless, StoredRecord, SymlinkStore, Virtual};
 use crate::fs::record::Record;
+use crate::fs::symlink_store;
 use crate::platform::{self, mode, stat64};
 
 /// Who is who in the share being read. The default is `--default-owner 0:0` with the
@@ -40,8 +41,8 @@ pub enum Source {
     None,
     /// The `user.ownfs.stat` xattr.
     Xattr,
-    /// The symlink sidecar file at the share root.
-    Sidecar,
+    /// The server's symlink record store.
+    Store,
     /// A record of an unknown version: the server shows the host-derived default.
     Foreign,
 }
@@ -84,8 +85,8 @@ pub fn walk(
             try_host_chown: false,
         },
         dev: platform::st_dev(&host),
-        symlinks: SymlinkStore::load(root.as_fd(), server_uid)
-            .map_err(|e| in_path(src, overlay::SIDECAR_NAME.to_bytes(), e))?,
+        symlinks: SymlinkStore::open_read_only(src, root.as_fd(), server_uid)
+            .map_err(|e| in_path(src, symlink_store::DIR_NAME.to_bytes(), e))?,
         skip,
     };
     let mut path = Vec::new();
@@ -115,8 +116,9 @@ impl Walker<'_> {
                 .symlinks
                 .lookup(fd, platform::st_dev(host), host.st_ino)
             {
-                Some(r) => (Some(r), Source::Sidecar),
-                None => (None, Source::None),
+                StoredRecord::Known(r) => (Some(r), Source::Store),
+                StoredRecord::Foreign => (None, Source::Foreign),
+                StoredRecord::Absent => (None, Source::None),
             }
         } else {
             match overlay::stored_record(fd, host.st_ino) {
