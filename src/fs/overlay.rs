@@ -282,7 +282,10 @@ impl Overlay {
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
         if uses_store(inode) {
-            self.symlinks.set(fd, inode.key.dev, inode.key.ino, &rec)?;
+            // No record before and none now (a new symlink of the default owner): nothing to store.
+            if !rec.is_empty() || cache.record.is_some() {
+                self.symlinks.set(fd, inode.key.dev, inode.key.ino, &rec)?;
+            }
         } else if rec.is_empty() {
             match platform::removexattr(fd, RECORD_XATTR) {
                 Err(e) if e.raw_os_error() != Some(platform::ENOATTR) => return Err(e),
