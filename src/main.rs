@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use fuse_backend_rs::api::server::Server;
 
 use ownfs::creds::{CredentialPolicy, GroupSource};
-use ownfs::fs::overlay::Rootless;
+use ownfs::fs::overlay::{RecordFormat, Rootless};
 use ownfs::fs::{CachePolicy, Config, FileHandles, Passthrough};
 use ownfs::platform;
 use ownfs::sandbox;
@@ -37,6 +37,8 @@ enum Command {
     Owners(OwnersArgs),
     /// Write a rootless share as a tar archive with the owners, modes and types clients see.
     ExportTar(ExportTarArgs),
+    /// Rewrite the ownership records of a rootless share in another xattr format, offline.
+    ConvertRecords(ConvertRecordsArgs),
     /// Host side of fuse-pipe: serve SRC to guests that connect to the socket.
     Serve(ServeArgs),
     /// Guest side of fuse-pipe: mount MNT, forwarding every operation to a server.
@@ -60,6 +62,11 @@ struct OwnershipArgs {
     /// In rootless mode, host files owned by the server appear owned by UID:GID.
     #[arg(long, value_name = "UID:GID", value_parser = parse_ids, default_value = "0:0")]
     default_owner: (u32, u32),
+    /// In rootless mode, the xattr that records owners of files and directories:
+    /// `ownfs` (user.ownfs.stat) or `containers` (user.containers.override_stat, as
+    /// podman, buildah, libkrun and fuse-overlayfs use). Both are read, this one first.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = RecordFormat::Ownfs)]
+    record_format: RecordFormat,
 }
 
 impl OwnershipArgs {
@@ -75,6 +82,7 @@ impl OwnershipArgs {
             server_uid: platform::geteuid(),
             server_gid: platform::getegid(),
             try_host_chown: platform::has_cap_chown(),
+            format: self.record_format,
         })
     }
 }
@@ -126,6 +134,9 @@ struct ShareIds {
     /// The UID:GID the server ran as [default: the owner of SRC].
     #[arg(long, value_name = "UID:GID", value_parser = parse_ids)]
     server_owner: Option<(u32, u32)>,
+    /// Which record xattr wins where an entry has both (as the server's --record-format).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = RecordFormat::Ownfs)]
+    record_format: RecordFormat,
 }
 
 impl ShareIds {
@@ -133,6 +144,7 @@ impl ShareIds {
         ownfs::tools::Options {
             default_owner: self.default_owner,
             server_owner: self.server_owner,
+            format: self.record_format,
         }
     }
 }
@@ -151,6 +163,18 @@ struct ExportTarArgs {
     src: PathBuf,
     /// Archive to write (`-`: standard output).
     out: PathBuf,
+    #[command(flatten)]
+    ids: ShareIds,
+}
+
+#[derive(Args, Clone)]
+struct ConvertRecordsArgs {
+    /// Host directory a rootless server shared (serve it with no server running).
+    src: PathBuf,
+    /// The format to convert to: `ownfs` (user.ownfs.stat) or `containers`
+    /// (user.containers.override_stat).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    to: RecordFormat,
     #[command(flatten)]
     ids: ShareIds,
 }
@@ -220,6 +244,7 @@ fn main() -> ExitCode {
         Command::Mount(args) => run_mount(args),
         Command::Owners(args) => run_owners(args),
         Command::ExportTar(args) => run_export_tar(args),
+        Command::ConvertRecords(args) => run_convert_records(args),
         Command::Serve(args) => run_serve(args),
         #[cfg(target_os = "linux")]
         Command::Client(args) => run_client(args),
@@ -491,6 +516,19 @@ fn run_owners(args: OwnersArgs) -> Result<(), String> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => r.map(drop).map_err(|e| e.to_string()),
     }
+}
+
+fn run_convert_records(args: ConvertRecordsArgs) -> Result<(), String> {
+    let sum = ownfs::tools::convert::convert(&args.src, &args.ids.options(), args.to)
+        .map_err(|e| e.to_string())?;
+    println!(
+        "{}: {} records converted, {} already in that format, {} unreadable and left as they are",
+        args.src.display(),
+        sum.converted,
+        sum.kept,
+        sum.unreadable
+    );
+    Ok(())
 }
 
 fn run_export_tar(args: ExportTarArgs) -> Result<(), String> {

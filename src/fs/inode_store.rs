@@ -41,6 +41,8 @@ pub struct OverlayCache {
     pub record: Option<Record>,
     /// A record of a version we do not know: shown as absent, never overwritten.
     pub foreign: bool,
+    /// The xattr of the format the server does not write may be present too.
+    pub other: bool,
 }
 
 /// How an evicted inode is opened again.

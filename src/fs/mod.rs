@@ -6,6 +6,7 @@ mod handles;
 mod inode_store;
 mod kernel_io;
 pub mod overlay;
+pub mod override_stat;
 pub mod record;
 pub mod symlink_store;
 
@@ -496,10 +497,10 @@ impl Passthrough {
     }
 
     /// Extended attributes clients may not touch, with the errno a write gets:
-    /// our own record, and in rootless mode POSIX ACLs, which would bypass the
+    /// ownership records, and in rootless mode POSIX ACLs, which would bypass the
     /// virtual mode (the server owns every host file, so the host never denies).
     fn refused_xattr(&self, name: &CStr) -> Option<i32> {
-        if name.to_bytes().starts_with(overlay::RESERVED_XATTR_PREFIX) {
+        if overlay::is_record_xattr(name.to_bytes()) {
             return Some(libc::EPERM);
         }
         let acl = name.to_bytes().starts_with(b"system.posix_acl_");

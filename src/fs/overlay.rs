@@ -11,6 +11,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use super::inode_store::{InodeData, OverlayCache};
+use super::override_stat::{self, OverrideStat};
 use super::record::{DecodeError, Kind, Record};
 pub use super::symlink_store::SymlinkStore;
 use super::symlink_store::RESERVED_PREFIX;
@@ -21,9 +22,37 @@ pub const RECORD_XATTR: &CStr = c"user.ownfs.stat";
 /// clients can neither read, write, remove nor list names in it.
 pub const RESERVED_XATTR_PREFIX: &[u8] = b"user.ownfs.";
 
+/// Ownership records: clients can neither read, write, remove nor list them, in
+/// either format and in either mode.
+pub fn is_record_xattr(name: &[u8]) -> bool {
+    name.starts_with(RESERVED_XATTR_PREFIX) || name == override_stat::NAME.to_bytes()
+}
+
 /// Host permission floors: the server must always be able to read and write what it serves.
 pub const FILE_FLOOR: u32 = 0o600;
 pub const DIR_FLOOR: u32 = 0o700;
+
+/// Which xattr a rootless server writes the records of files and directories to.
+/// Reads accept both: this format's first, the other where this one is absent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RecordFormat {
+    /// `user.ownfs.stat`, binary (docs/ownership-record.md).
+    #[default]
+    Ownfs,
+    /// `user.containers.override_stat`, as containers-storage, libkrun and
+    /// fuse-overlayfs read it.
+    Containers,
+}
+
+impl RecordFormat {
+    /// The xattr written, then the other one.
+    pub fn names(self) -> [&'static CStr; 2] {
+        match self {
+            RecordFormat::Ownfs => [RECORD_XATTR, override_stat::NAME],
+            RecordFormat::Containers => [override_stat::NAME, RECORD_XATTR],
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Rootless {
@@ -34,6 +63,7 @@ pub struct Rootless {
     pub server_gid: u32,
     /// The server holds CAP_CHOWN: try the host chown first and record only on EPERM.
     pub try_host_chown: bool,
+    pub format: RecordFormat,
 }
 
 /// What the client should see for an inode.
@@ -133,6 +163,42 @@ impl Rootless {
         }
     }
 
+    /// The record a `user.containers.override_stat` value amounts to on `host`. A type
+    /// other than the host's is taken only for a special file emulated by a host
+    /// regular file, as ownfs records them.
+    fn from_override(&self, host: &stat64, o: &OverrideStat) -> Record {
+        let d = self.host_default(host);
+        let emulated = |k: &Kind| {
+            platform::st_mode(host) & mode::S_IFMT == mode::S_IFREG
+                && matches!(
+                    k.format,
+                    mode::S_IFIFO | mode::S_IFSOCK | mode::S_IFCHR | mode::S_IFBLK
+                )
+        };
+        let want = Virtual {
+            uid: o.uid.unwrap_or(d.uid),
+            gid: o.gid.unwrap_or(d.gid),
+            perms: o.perms.unwrap_or(d.perms),
+            kind: o.kind.filter(emulated).unwrap_or(d.kind),
+        };
+        self.diff(host, &want)
+    }
+
+    /// The value of the record `rec` of `host` in `format`.
+    pub fn encode(&self, format: RecordFormat, host: &stat64, rec: &Record) -> Vec<u8> {
+        match format {
+            RecordFormat::Ownfs => rec.encode().to_vec(),
+            RecordFormat::Containers => {
+                let mut v = self.host_default(host);
+                v.uid = rec.uid.unwrap_or(v.uid);
+                v.gid = rec.gid.unwrap_or(v.gid);
+                v.perms = rec.mode.unwrap_or(v.perms);
+                v.kind = rec.kind.unwrap_or(v.kind);
+                OverrideStat::encode(v.uid, v.gid, v.perms, &v.kind).into_bytes()
+            }
+        }
+    }
+
     /// The smallest record that makes `host` look like `want`.
     pub fn diff(&self, host: &stat64, want: &Virtual) -> Record {
         let d = self.host_default(host);
@@ -149,29 +215,61 @@ fn ctime_of(st: &stat64) -> (i64, i64) {
     (st.st_ctime, st.st_ctime_nsec)
 }
 
-/// Reads the record of a non-symlink inode from its xattr.
-fn read_xattr_record(fd: BorrowedFd<'_>, id: u64, cache: &mut OverlayCache) {
+/// One record xattr of a non-symlink inode; `ino` only names it in warnings.
+fn read_one(rl: &Rootless, fd: BorrowedFd<'_>, name: &CStr, host: &stat64) -> StoredRecord {
+    let ino = host.st_ino;
     let mut buf = [0u8; 256];
-    cache.record = None;
-    cache.foreign = false;
-    match platform::getxattr(fd, RECORD_XATTR, &mut buf) {
-        Ok(n) => match Record::decode(&buf[..n]) {
-            Ok(r) => cache.record = Some(r),
-            Err(DecodeError::UnknownVersion(v)) => {
-                log::warn!("inode {id}: ownership record version {v} is unknown; left untouched");
-                cache.foreign = true;
-            }
-            Err(DecodeError::Short) => {
-                log::warn!("inode {id}: truncated ownership record ignored");
-            }
-        },
+    let value = match platform::getxattr(fd, name, &mut buf) {
+        Ok(n) => &buf[..n],
         Err(e) if e.raw_os_error() == Some(libc::ERANGE) => {
-            log::warn!("inode {id}: oversized ownership record; left untouched");
-            cache.foreign = true;
+            log::warn!("inode {ino}: oversized {name:?}; left untouched");
+            return StoredRecord::Foreign;
         }
         // ENODATA: no record. Anything else (EACCES on a foreign-owned file): none we can use.
-        Err(_) => {}
+        Err(_) => return StoredRecord::Absent,
+    };
+    if name == override_stat::NAME {
+        return match OverrideStat::decode(value) {
+            Some(o) => StoredRecord::Known(rl.from_override(host, &o)),
+            None => {
+                log::warn!("inode {ino}: unreadable {name:?}; left untouched");
+                StoredRecord::Foreign
+            }
+        };
     }
+    match Record::decode(value) {
+        Ok(r) => StoredRecord::Known(r),
+        Err(DecodeError::UnknownVersion(v)) => {
+            log::warn!("inode {ino}: ownership record version {v} is unknown; left untouched");
+            StoredRecord::Foreign
+        }
+        Err(DecodeError::Short) => {
+            log::warn!("inode {ino}: truncated ownership record ignored");
+            StoredRecord::Absent
+        }
+    }
+}
+
+/// The record of a non-symlink inode: from the xattr of the server's format, else from
+/// the other one. Also says whether the other one may be present.
+fn read_records(rl: &Rootless, fd: BorrowedFd<'_>, host: &stat64) -> (StoredRecord, bool) {
+    let [ours, theirs] = rl.format.names();
+    match read_one(rl, fd, ours, host) {
+        StoredRecord::Absent => {
+            let other = read_one(rl, fd, theirs, host);
+            (other, other != StoredRecord::Absent)
+        }
+        found => (found, true),
+    }
+}
+
+fn fill_cache(cache: &mut OverlayCache, found: StoredRecord, other: bool) {
+    (cache.record, cache.foreign) = match found {
+        StoredRecord::Known(r) => ((!r.is_empty()).then_some(r), false),
+        StoredRecord::Foreign => (None, true),
+        StoredRecord::Absent => (None, false),
+    };
+    cache.other = other;
 }
 
 /// Symlinks keep their record in the store where the host cannot put it on them.
@@ -197,18 +295,16 @@ impl Overlay {
             let Ok(fd) = inode.fd() else {
                 return;
             };
-            (cache.record, cache.foreign) =
-                match self
-                    .symlinks
-                    .lookup(fd.as_fd(), inode.key.dev, inode.key.ino)
-                {
-                    StoredRecord::Known(r) => (Some(r), false),
-                    StoredRecord::Foreign => (None, true),
-                    StoredRecord::Absent => (None, false),
-                };
+            let found = self
+                .symlinks
+                .lookup(fd.as_fd(), inode.key.dev, inode.key.ino);
+            fill_cache(cache, found, false);
         } else {
             match inode.fd() {
-                Ok(fd) => read_xattr_record(fd.as_fd(), inode.id, cache),
+                Ok(fd) => {
+                    let (found, other) = read_records(&self.cfg, fd.as_fd(), host);
+                    fill_cache(cache, found, other);
+                }
                 // Nothing read: the next look tries again.
                 Err(_) => return,
             }
@@ -286,18 +382,23 @@ impl Overlay {
             if !rec.is_empty() || cache.record.is_some() {
                 self.symlinks.set(fd, inode.key.dev, inode.key.ino, &rec)?;
             }
-        } else if rec.is_empty() {
-            match platform::removexattr(fd, RECORD_XATTR) {
-                Err(e) if e.raw_os_error() != Some(platform::ENOATTR) => return Err(e),
-                _ => {}
-            }
         } else {
-            platform::setxattr(fd, RECORD_XATTR, &rec.encode(), 0)?;
+            let [ours, theirs] = self.cfg.format.names();
+            if rec.is_empty() {
+                remove_xattr(fd, ours)?;
+            } else {
+                platform::setxattr(fd, ours, &self.cfg.encode(self.cfg.format, &host, &rec), 0)?;
+            }
+            // One record per inode: what another tool wrote is now superseded.
+            if cache.other {
+                remove_xattr(fd, theirs)?;
+            }
         }
         let after = platform::fstat(fd)?;
         cache.ctime = Some(ctime_of(&after));
         cache.record = (!rec.is_empty()).then_some(rec);
         cache.foreign = false;
+        cache.other = false;
         Ok(())
     }
 
@@ -325,13 +426,31 @@ impl Overlay {
             return host_dtype;
         }
         let mut buf = [0u8; 256];
-        match platform::getxattr_at(dir, name, RECORD_XATTR, &mut buf) {
-            Ok(n) => match Record::decode(&buf[..n]) {
-                Ok(Record { kind: Some(k), .. }) => dtype_of(k.format),
+        for attr in self.cfg.format.names() {
+            let Ok(n) = platform::getxattr_at(dir, name, attr, &mut buf) else {
+                continue;
+            };
+            let kind = if attr == override_stat::NAME {
+                OverrideStat::decode(&buf[..n]).and_then(|o| o.kind)
+            } else {
+                Record::decode(&buf[..n]).ok().and_then(|r| r.kind)
+            };
+            return kind.map_or(host_dtype, |k| match k.format {
+                mode::S_IFIFO | mode::S_IFSOCK | mode::S_IFCHR | mode::S_IFBLK => {
+                    dtype_of(k.format)
+                }
                 _ => host_dtype,
-            },
-            Err(_) => host_dtype,
+            });
         }
+        host_dtype
+    }
+}
+
+/// removexattr where an absent name is fine.
+pub fn remove_xattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    match platform::removexattr(fd, name) {
+        Err(e) if e.raw_os_error() != Some(platform::ENOATTR) => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -388,14 +507,17 @@ pub enum StoredRecord {
     Foreign,
 }
 
-/// The record xattr of the non-symlink inode behind `fd` (`ino` only names it in warnings).
-pub fn stored_record(fd: BorrowedFd<'_>, ino: u64) -> StoredRecord {
-    let mut cache = OverlayCache::default();
-    read_xattr_record(fd, ino, &mut cache);
-    match (cache.record, cache.foreign) {
-        (_, true) => StoredRecord::Foreign,
-        (Some(r), false) => StoredRecord::Known(r),
-        (None, false) => StoredRecord::Absent,
+/// The record of the non-symlink inode behind `fd` (host stat `host`), read the way
+/// the server reads it, and the xattr it came from.
+pub fn stored_record(
+    rl: &Rootless,
+    fd: BorrowedFd<'_>,
+    host: &stat64,
+) -> (StoredRecord, &'static CStr) {
+    let [ours, theirs] = rl.format.names();
+    match read_one(rl, fd, ours, host) {
+        StoredRecord::Absent => (read_one(rl, fd, theirs, host), theirs),
+        found => (found, ours),
     }
 }
 
@@ -410,6 +532,7 @@ mod tests {
             server_uid: 1000,
             server_gid: 1000,
             try_host_chown: false,
+            format: RecordFormat::Ownfs,
         }
     }
 

@@ -9,6 +9,7 @@
 //! filesystem is entered (the mount point itself is listed), the server's record store at the root is left out, and names
 //! are visited in byte order, parents before children.
 
+pub mod convert;
 pub mod owners;
 pub mod tar;
 
@@ -18,7 +19,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use crate::fs::overlay::{self, Rootless, StoredRecord, SymlinkStore, Virtual};
+use crate::fs::overlay::{self, RecordFormat, Rootless, StoredRecord, SymlinkStore, Virtual};
 use crate::fs::record::Record;
 use crate::fs::symlink_store;
 use crate::platform::{self, mode, stat64};
@@ -32,6 +33,8 @@ pub struct Options {
     /// The uid:gid the server ran as; `None`: the owner of the share root, since that
     /// is who served it.
     pub server_owner: Option<(u32, u32)>,
+    /// Which record xattr wins where an inode has both (`--record-format`).
+    pub format: RecordFormat,
 }
 
 /// Where the record of an entry came from.
@@ -41,6 +44,8 @@ pub enum Source {
     None,
     /// The `user.ownfs.stat` xattr.
     Xattr,
+    /// The `user.containers.override_stat` xattr.
+    Containers,
     /// The server's symlink record store.
     Store,
     /// A record of an unknown version: the server shows the host-derived default.
@@ -58,6 +63,8 @@ pub struct Node<'a> {
     pub source: Source,
     /// What a client of the server would see.
     pub view: Virtual,
+    /// How the share's records are read.
+    pub rootless: &'a Rootless,
 }
 
 /// Calls `visit` for the share root and then every entry below it, in byte order of
@@ -83,6 +90,7 @@ pub fn walk(
             server_uid,
             server_gid,
             try_host_chown: false,
+            format: opts.format,
         },
         dev: platform::st_dev(&host),
         symlinks: SymlinkStore::open_read_only(src, root.as_fd(), server_uid)
@@ -121,10 +129,13 @@ impl Walker<'_> {
                 StoredRecord::Absent => (None, Source::None),
             }
         } else {
-            match overlay::stored_record(fd, host.st_ino) {
-                StoredRecord::Known(r) => (Some(r), Source::Xattr),
-                StoredRecord::Foreign => (None, Source::Foreign),
-                StoredRecord::Absent => (None, Source::None),
+            match overlay::stored_record(&self.rl, fd, host) {
+                (StoredRecord::Known(r), name) if name == overlay::RECORD_XATTR => {
+                    (Some(r), Source::Xattr)
+                }
+                (StoredRecord::Known(r), _) => (Some(r), Source::Containers),
+                (StoredRecord::Foreign, _) => (None, Source::Foreign),
+                (StoredRecord::Absent, _) => (None, Source::None),
             }
         };
         let node = Node {
@@ -134,6 +145,7 @@ impl Walker<'_> {
             record,
             source,
             view: self.rl.view(host, record.as_ref()),
+            rootless: &self.rl,
         };
         visit(&node)
     }
