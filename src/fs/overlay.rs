@@ -166,7 +166,7 @@ impl Rootless {
     /// The record a `user.containers.override_stat` value amounts to on `host`. A type
     /// other than the host's is taken only for a special file emulated by a host
     /// regular file, as ownfs records them.
-    fn from_override(&self, host: &stat64, o: &OverrideStat) -> Record {
+    fn record_of_override(&self, host: &stat64, o: &OverrideStat) -> Record {
         let d = self.host_default(host);
         let emulated = |k: &Kind| {
             platform::st_mode(host) & mode::S_IFMT == mode::S_IFREG
@@ -230,7 +230,7 @@ fn read_one(rl: &Rootless, fd: BorrowedFd<'_>, name: &CStr, host: &stat64) -> St
     };
     if name == override_stat::NAME {
         return match OverrideStat::decode(value) {
-            Some(o) => StoredRecord::Known(rl.from_override(host, &o)),
+            Some(o) => StoredRecord::Known(rl.record_of_override(host, &o)),
             None => {
                 log::warn!("inode {ino}: unreadable {name:?}; left untouched");
                 StoredRecord::Foreign
