@@ -204,6 +204,7 @@ fn passthrough_with(src: &Path, rootless: bool, file_handles: FileHandles) -> Pa
             server_gid: platform::getegid(),
             // As a server without CAP_CHOWN: ownership lives in the records only.
             try_host_chown: false,
+            format: ownfs::fs::overlay::RecordFormat::Ownfs,
         }),
         posix_acl: false,
         uncached_metadata: false,

@@ -301,6 +301,7 @@ fn owners_lists_recorded_entries_with_their_virtual_view() {
     let opts = Options {
         default_owner: (0, 0),
         server_owner: Some((SERVER, SERVER)),
+        ..Options::default()
     };
     let (n, text) = owners(&src, &opts);
     let long = format!("long/{}", long_name());
@@ -330,6 +331,7 @@ fn owners_lists_recorded_entries_with_their_virtual_view() {
         &Options {
             default_owner: (100, 200),
             server_owner: None,
+            ..Options::default()
         },
     );
     assert_eq!(n2, n);
@@ -354,6 +356,7 @@ fn owners_lists_recorded_entries_with_their_virtual_view() {
         &Options {
             default_owner: (0, 0),
             server_owner: Some((1, 1)),
+            ..Options::default()
         },
     );
     assert!(
@@ -392,6 +395,7 @@ fn export_tar_carries_the_virtual_owners_modes_and_types() {
     let opts = Options {
         default_owner: (0, 0),
         server_owner: Some((SERVER, SERVER)),
+        ..Options::default()
     };
     let out = s.path("layer.tar");
     let n = tools::tar::export(&src, &out, &opts).expect("export");
