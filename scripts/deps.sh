@@ -39,8 +39,10 @@ fi
 # coreutils:    timeout
 # rsync, tar, python3: run through rootless mounts by tests/rootless.rs
 # autoconf, automake, make, gcc, perl: build and run (prove) the original C pjdfstest
+# fuse-overlayfs, uidmap: the ownership-record peer of tests/records.rs, run as rootless
+#               podman runs it (newuidmap maps the user's subordinate ids)
 packages=(fuse3 libacl1-dev acl attr psmisc util-linux debianutils coreutils rsync tar python3
-    autoconf automake make gcc perl)
+    autoconf automake make gcc perl fuse-overlayfs uidmap)
 
 pkg_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
@@ -89,6 +91,14 @@ ensure_group nogroup 65534
 ensure_user nobody nogroup 65534
 ensure_group tests
 ensure_user tests tests
+# Subordinate ids for tests, as a rootless podman user has (useradd adds them only
+# where /etc/subuid existed before).
+for f in subuid subgid; do
+    if ! grep -q '^tests:' "/etc/$f" 2>/dev/null; then
+        log "adding subordinate ids of tests to /etc/$f"
+        echo "tests:100000:65536" | "${SUDO[@]}" tee -a "/etc/$f" >/dev/null
+    fi
+done
 
 # --- FUSE -------------------------------------------------------------------
 if [[ ! -f /etc/fuse.conf ]] || ! grep -Eq '^[[:space:]]*user_allow_other[[:space:]]*$' /etc/fuse.conf; then

@@ -63,8 +63,9 @@ struct OwnershipArgs {
     #[arg(long, value_name = "UID:GID", value_parser = parse_ids, default_value = "0:0")]
     default_owner: (u32, u32),
     /// In rootless mode, the xattr that records owners of files and directories:
-    /// `ownfs` (user.ownfs.stat) or `containers` (user.containers.override_stat, as
-    /// podman, buildah, libkrun and fuse-overlayfs use). Both are read, this one first.
+    /// `ownfs` (user.ownfs.stat), `containers` (user.containers.override_stat, as
+    /// podman, buildah and libkrun use) or `fuse-overlayfs`
+    /// (user.fuseoverlayfs.override_stat). All are read, this one first.
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = RecordFormat::Ownfs)]
     record_format: RecordFormat,
 }
@@ -171,8 +172,8 @@ struct ExportTarArgs {
 struct ConvertRecordsArgs {
     /// Host directory a rootless server shared (serve it with no server running).
     src: PathBuf,
-    /// The format to convert to: `ownfs` (user.ownfs.stat) or `containers`
-    /// (user.containers.override_stat).
+    /// The format to convert to: `ownfs` (user.ownfs.stat), `containers`
+    /// (user.containers.override_stat) or `fuse-overlayfs` (user.fuseoverlayfs.override_stat).
     #[arg(long, value_enum, value_name = "FORMAT")]
     to: RecordFormat,
     #[command(flatten)]
@@ -522,10 +523,17 @@ fn run_convert_records(args: ConvertRecordsArgs) -> Result<(), String> {
     let sum = ownfs::tools::convert::convert(&args.src, &args.ids.options(), args.to)
         .map_err(|e| e.to_string())?;
     println!(
-        "{}: {} records converted, {} already in that format, {} unreadable and left as they are",
+        "{}: {} records converted, {} already in that format, {} entries without a record {}, \
+         {} unreadable records left as they are",
         args.src.display(),
         sum.converted,
         sum.kept,
+        sum.tagged,
+        if args.to.tags_every_inode() {
+            "tagged"
+        } else {
+            "untagged"
+        },
         sum.unreadable
     );
     Ok(())

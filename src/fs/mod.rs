@@ -202,6 +202,9 @@ impl Passthrough {
             }),
             None => None,
         };
+        if let Some(ov) = overlay.as_ref().filter(|_| !cfg.read_only) {
+            ov.tag_store_dir(root.fd()?.as_fd())?;
+        }
         let kernel_io = match (&cfg.backing, &cfg.rootless) {
             (Some(b), None) => Some(KernelIo::new(b.clone())),
             _ => None,

@@ -23,9 +23,11 @@ pub const RECORD_XATTR: &CStr = c"user.ownfs.stat";
 pub const RESERVED_XATTR_PREFIX: &[u8] = b"user.ownfs.";
 
 /// Ownership records: clients can neither read, write, remove nor list them, in
-/// either format and in either mode.
+/// any format and in either mode.
 pub fn is_record_xattr(name: &[u8]) -> bool {
-    name.starts_with(RESERVED_XATTR_PREFIX) || name == override_stat::NAME.to_bytes()
+    name.starts_with(RESERVED_XATTR_PREFIX)
+        || name == override_stat::NAME.to_bytes()
+        || name == override_stat::FUSE_OVERLAYFS_NAME.to_bytes()
 }
 
 /// Host permission floors: the server must always be able to read and write what it serves.
@@ -33,24 +35,49 @@ pub const FILE_FLOOR: u32 = 0o600;
 pub const DIR_FLOOR: u32 = 0o700;
 
 /// Which xattr a rootless server writes the records of files and directories to.
-/// Reads accept both: this format's first, the other where this one is absent.
+/// Reads accept every one: this format's first, then the others in this order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum RecordFormat {
     /// `user.ownfs.stat`, binary (docs/ownership-record.md).
     #[default]
     Ownfs,
-    /// `user.containers.override_stat`, as containers-storage, libkrun and
-    /// fuse-overlayfs read it.
+    /// `user.containers.override_stat` as containers-storage writes it
+    /// (`UID:GID:MODE:TYPE`); libkrun and fuse-overlayfs read it too.
     Containers,
+    /// `user.fuseoverlayfs.override_stat`, which fuse-overlayfs reads and writes with
+    /// `-o xattr_permissions=2`, in the containers-storage form (fuse-overlayfs reads
+    /// the first three fields).
+    FuseOverlayfs,
 }
 
 impl RecordFormat {
-    /// The xattr written, then the other one.
-    pub fn names(self) -> [&'static CStr; 2] {
+    const ALL: [RecordFormat; 3] = [
+        RecordFormat::Ownfs,
+        RecordFormat::Containers,
+        RecordFormat::FuseOverlayfs,
+    ];
+
+    pub fn name(self) -> &'static CStr {
         match self {
-            RecordFormat::Ownfs => [RECORD_XATTR, override_stat::NAME],
-            RecordFormat::Containers => [override_stat::NAME, RECORD_XATTR],
+            RecordFormat::Ownfs => RECORD_XATTR,
+            RecordFormat::Containers => override_stat::NAME,
+            RecordFormat::FuseOverlayfs => override_stat::FUSE_OVERLAYFS_NAME,
         }
+    }
+
+    /// This format, then the others: the order records are read in.
+    pub fn read_order(self) -> [RecordFormat; 3] {
+        let mut order = Self::ALL;
+        let at = order.iter().position(|&f| f == self).unwrap_or(0);
+        order[..=at].rotate_right(1);
+        order
+    }
+
+    /// The text formats of the containers tools: every server-owned inode carries one,
+    /// as containers-storage writes it on every file of a layer (fuse-overlayfs fails
+    /// lookups of files without it in a layer that uses it).
+    pub fn tags_every_inode(self) -> bool {
+        self != RecordFormat::Ownfs
     }
 }
 
@@ -184,11 +211,17 @@ impl Rootless {
         self.diff(host, &want)
     }
 
+    /// Whether `host` carries a record in this server's format even when it has
+    /// nothing to record (`RecordFormat::tags_every_inode`).
+    pub fn tags(&self, host: &stat64) -> bool {
+        self.format.tags_every_inode() && self.trusts(host)
+    }
+
     /// The value of the record `rec` of `host` in `format`.
     pub fn encode(&self, format: RecordFormat, host: &stat64, rec: &Record) -> Vec<u8> {
         match format {
             RecordFormat::Ownfs => rec.encode().to_vec(),
-            RecordFormat::Containers => {
+            _ => {
                 let mut v = self.host_default(host);
                 v.uid = rec.uid.unwrap_or(v.uid);
                 v.gid = rec.gid.unwrap_or(v.gid);
@@ -228,7 +261,7 @@ fn read_one(rl: &Rootless, fd: BorrowedFd<'_>, name: &CStr, host: &stat64) -> St
         // ENODATA: no record. Anything else (EACCES on a foreign-owned file): none we can use.
         Err(_) => return StoredRecord::Absent,
     };
-    if name == override_stat::NAME {
+    if name != RECORD_XATTR {
         return match OverrideStat::decode(value) {
             Some(o) => StoredRecord::Known(rl.record_of_override(host, &o)),
             None => {
@@ -251,16 +284,10 @@ fn read_one(rl: &Rootless, fd: BorrowedFd<'_>, name: &CStr, host: &stat64) -> St
 }
 
 /// The record of a non-symlink inode: from the xattr of the server's format, else from
-/// the other one. Also says whether the other one may be present.
+/// the first other one present. Also says whether another format's xattr may be there.
 fn read_records(rl: &Rootless, fd: BorrowedFd<'_>, host: &stat64) -> (StoredRecord, bool) {
-    let [ours, theirs] = rl.format.names();
-    match read_one(rl, fd, ours, host) {
-        StoredRecord::Absent => {
-            let other = read_one(rl, fd, theirs, host);
-            (other, other != StoredRecord::Absent)
-        }
-        found => (found, true),
-    }
+    let (found, from) = stored_record(rl, fd, host);
+    (found, from != rl.format || found != StoredRecord::Absent)
 }
 
 fn fill_cache(cache: &mut OverlayCache, found: StoredRecord, other: bool) {
@@ -310,6 +337,28 @@ impl Overlay {
             }
         }
         cache.ctime = Some(ctime);
+    }
+
+    /// Tags the symlink store's directory in the containers format, so that
+    /// fuse-overlayfs, which sees it, can list the share root.
+    pub fn tag_store_dir(&self, root: BorrowedFd<'_>) -> io::Result<()> {
+        if !self.cfg.format.tags_every_inode() {
+            return Ok(());
+        }
+        let flags = platform::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+        let dir = match platform::openat(root, super::symlink_store::DIR_NAME, flags, 0) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            r => r?,
+        };
+        let host = platform::fstat(dir.as_fd())?;
+        let name = self.cfg.format.name();
+        if self.cfg.trusts(&host)
+            && read_one(&self.cfg, dir.as_fd(), name, &host) == StoredRecord::Absent
+        {
+            let value = self.cfg.encode(self.cfg.format, &host, &Record::default());
+            platform::setxattr(dir.as_fd(), name, &value, 0)?;
+        }
+        Ok(())
     }
 
     /// Rewrites a host stat of `inode` to the client's view.
@@ -383,15 +432,18 @@ impl Overlay {
                 self.symlinks.set(fd, inode.key.dev, inode.key.ino, &rec)?;
             }
         } else {
-            let [ours, theirs] = self.cfg.format.names();
-            if rec.is_empty() {
-                remove_xattr(fd, ours)?;
+            let ours = self.cfg.format;
+            if rec.is_empty() && !self.cfg.tags(&host) {
+                remove_xattr(fd, ours.name())?;
             } else {
-                platform::setxattr(fd, ours, &self.cfg.encode(self.cfg.format, &host, &rec), 0)?;
+                let value = self.cfg.encode(ours, &host, &rec);
+                platform::setxattr(fd, ours.name(), &value, 0)?;
             }
             // One record per inode: what another tool wrote is now superseded.
             if cache.other {
-                remove_xattr(fd, theirs)?;
+                for theirs in &ours.read_order()[1..] {
+                    remove_xattr(fd, theirs.name())?;
+                }
             }
         }
         let after = platform::fstat(fd)?;
@@ -426,11 +478,11 @@ impl Overlay {
             return host_dtype;
         }
         let mut buf = [0u8; 256];
-        for attr in self.cfg.format.names() {
+        for attr in self.cfg.format.read_order().map(RecordFormat::name) {
             let Ok(n) = platform::getxattr_at(dir, name, attr, &mut buf) else {
                 continue;
             };
-            let kind = if attr == override_stat::NAME {
+            let kind = if attr != RECORD_XATTR {
                 OverrideStat::decode(&buf[..n]).and_then(|o| o.kind)
             } else {
                 Record::decode(&buf[..n]).ok().and_then(|r| r.kind)
@@ -508,17 +560,19 @@ pub enum StoredRecord {
 }
 
 /// The record of the non-symlink inode behind `fd` (host stat `host`), read the way
-/// the server reads it, and the xattr it came from.
+/// the server reads it, and the format it came from (the server's own if none).
 pub fn stored_record(
     rl: &Rootless,
     fd: BorrowedFd<'_>,
     host: &stat64,
-) -> (StoredRecord, &'static CStr) {
-    let [ours, theirs] = rl.format.names();
-    match read_one(rl, fd, ours, host) {
-        StoredRecord::Absent => (read_one(rl, fd, theirs, host), theirs),
-        found => (found, ours),
+) -> (StoredRecord, RecordFormat) {
+    for format in rl.format.read_order() {
+        match read_one(rl, fd, format.name(), host) {
+            StoredRecord::Absent => continue,
+            found => return (found, format),
+        }
     }
+    (StoredRecord::Absent, rl.format)
 }
 
 #[cfg(test)]

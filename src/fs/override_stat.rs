@@ -9,13 +9,18 @@
 //!   a field it does not know;
 //! - fuse-overlayfs reads the first three (`%d:%d:%o`) and keeps the host's type.
 //!
-//! We write the containers-storage form, which all three read. We read either: a
+//! We write the containers-storage form, which all three read: under this name for
+//! `--record-format containers`, under fuse-overlayfs's own name
+//! (`user.fuseoverlayfs.override_stat`, whose `sscanf` stops after the mode) for
+//! `--record-format fuse-overlayfs`. We read either: a
 //! TYPE field wins over type bits in MODE, and a missing field keeps the host's value.
 
 use super::record::Kind;
 use crate::platform::mode;
 
 pub const NAME: &std::ffi::CStr = c"user.containers.override_stat";
+/// fuse-overlayfs's own name for the same record (`-o xattr_permissions=2`).
+pub const FUSE_OVERLAYFS_NAME: &std::ffi::CStr = c"user.fuseoverlayfs.override_stat";
 
 /// The fields of a value; `None` where the value leaves the host's.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

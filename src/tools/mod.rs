@@ -42,10 +42,8 @@ pub struct Options {
 pub enum Source {
     /// No record: the view is the host-derived default.
     None,
-    /// The `user.ownfs.stat` xattr.
-    Xattr,
-    /// The `user.containers.override_stat` xattr.
-    Containers,
+    /// The xattr of this format.
+    Xattr(RecordFormat),
     /// The server's symlink record store.
     Store,
     /// A record of an unknown version: the server shows the host-derived default.
@@ -130,10 +128,7 @@ impl Walker<'_> {
             }
         } else {
             match overlay::stored_record(&self.rl, fd, host) {
-                (StoredRecord::Known(r), name) if name == overlay::RECORD_XATTR => {
-                    (Some(r), Source::Xattr)
-                }
-                (StoredRecord::Known(r), _) => (Some(r), Source::Containers),
+                (StoredRecord::Known(r), format) => (Some(r), Source::Xattr(format)),
                 (StoredRecord::Foreign, _) => (None, Source::Foreign),
                 (StoredRecord::Absent, _) => (None, Source::None),
             }

@@ -31,7 +31,10 @@ pub fn list(src: &Path, opts: &Options, out: &mut dyn Write) -> io::Result<usize
         if node.path.is_empty() {
             writeln!(out, "PATH\tHOST\tVIRTUAL\tMODE")?;
         }
-        if node.source == Source::None {
+        // A text-format tag that records nothing is no record.
+        let nothing =
+            matches!(node.source, Source::Xattr(_)) && node.record.is_none_or(|r| r.is_empty());
+        if node.source == Source::None || nothing {
             return Ok(());
         }
         let path = if node.path.is_empty() {
