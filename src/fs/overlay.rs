@@ -65,6 +65,11 @@ impl RecordFormat {
         }
     }
 
+    /// Whether a listxattr result names this format's xattr; `None` (no list) says maybe.
+    fn is_listed(self, names: Option<&[u8]>) -> bool {
+        names.is_none_or(|l| l.split(|&b| b == 0).any(|n| n == self.name().to_bytes()))
+    }
+
     /// This format, then the others: the order records are read in.
     pub fn read_order(self) -> [RecordFormat; 3] {
         let mut order = Self::ALL;
@@ -286,8 +291,33 @@ fn read_one(rl: &Rootless, fd: BorrowedFd<'_>, name: &CStr, host: &stat64) -> St
 /// The record of a non-symlink inode: from the xattr of the server's format, else from
 /// the first other one present. Also says whether another format's xattr may be there.
 fn read_records(rl: &Rootless, fd: BorrowedFd<'_>, host: &stat64) -> (StoredRecord, bool) {
-    let (found, from) = stored_record(rl, fd, host);
-    (found, from != rl.format || found != StoredRecord::Absent)
+    let (found, _, other) = find_record(rl, fd, host);
+    (found, other)
+}
+
+/// The record of a non-symlink inode, the format it came from (the server's own if
+/// none), and whether another format's xattr is present too. One listxattr tells
+/// which record xattrs exist, so an inode without any costs a single syscall.
+fn find_record(
+    rl: &Rootless,
+    fd: BorrowedFd<'_>,
+    host: &stat64,
+) -> (StoredRecord, RecordFormat, bool) {
+    let mut names = [0u8; 1024];
+    // Too many names to list here (or none readable): every format is asked for.
+    let listed = platform::listxattr(fd, &mut names)
+        .ok()
+        .map(|n| &names[..n]);
+    let present = |f: &RecordFormat| f.is_listed(listed);
+    let order = rl.format.read_order();
+    let count = order.iter().filter(|f| present(f)).count();
+    for format in order.into_iter().filter(present) {
+        match read_one(rl, fd, format.name(), host) {
+            StoredRecord::Absent => continue,
+            found => return (found, format, count > 1),
+        }
+    }
+    (StoredRecord::Absent, rl.format, false)
 }
 
 fn fill_cache(cache: &mut OverlayCache, found: StoredRecord, other: bool) {
@@ -477,15 +507,20 @@ impl Overlay {
         if host_dtype != libc::DT_REG {
             return host_dtype;
         }
+        let mut names = [0u8; 1024];
+        let listed = platform::listxattr_at(dir, name, &mut names)
+            .ok()
+            .map(|n| &names[..n]);
+        let present = |f: &RecordFormat| f.is_listed(listed);
         let mut buf = [0u8; 256];
-        for attr in self.cfg.format.read_order().map(RecordFormat::name) {
-            let Ok(n) = platform::getxattr_at(dir, name, attr, &mut buf) else {
+        for format in self.cfg.format.read_order().into_iter().filter(present) {
+            let Ok(n) = platform::getxattr_at(dir, name, format.name(), &mut buf) else {
                 continue;
             };
-            let kind = if attr != RECORD_XATTR {
-                OverrideStat::decode(&buf[..n]).and_then(|o| o.kind)
-            } else {
+            let kind = if format == RecordFormat::Ownfs {
                 Record::decode(&buf[..n]).ok().and_then(|r| r.kind)
+            } else {
+                OverrideStat::decode(&buf[..n]).and_then(|o| o.kind)
             };
             return kind.map_or(host_dtype, |k| match k.format {
                 mode::S_IFIFO | mode::S_IFSOCK | mode::S_IFCHR | mode::S_IFBLK => {
@@ -566,13 +601,8 @@ pub fn stored_record(
     fd: BorrowedFd<'_>,
     host: &stat64,
 ) -> (StoredRecord, RecordFormat) {
-    for format in rl.format.read_order() {
-        match read_one(rl, fd, format.name(), host) {
-            StoredRecord::Absent => continue,
-            found => return (found, format),
-        }
-    }
-    (StoredRecord::Absent, rl.format)
+    let (found, from, _) = find_record(rl, fd, host);
+    (found, from)
 }
 
 #[cfg(test)]

@@ -927,6 +927,17 @@ pub fn getxattr_at(
     })
 }
 
+/// llistxattr of `dir/name` without opening it (for readdir of emulated special files).
+pub fn listxattr_at(dir: BorrowedFd<'_>, name: &[u8], buf: &mut [u8]) -> io::Result<usize> {
+    let mut path = ProcFdPath::new(dir).for_path_call().to_bytes().to_vec();
+    path.push(b'/');
+    path.extend_from_slice(name);
+    let path =
+        std::ffi::CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: a valid C string; `buf` is writable for its length.
+    cvt_size(unsafe { libc::llistxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })
+}
+
 /// A small text file under the host's `/proc`.
 fn read_proc_text(rel: &CStr) -> io::Result<String> {
     use std::io::Read;

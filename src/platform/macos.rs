@@ -610,6 +610,14 @@ pub fn getxattr_at(
     getxattr(std::os::fd::AsFd::as_fd(&fd), xname, buf)
 }
 
+/// listxattr of `dir/name`, not following a final symlink.
+pub fn listxattr_at(dir: BorrowedFd<'_>, name: &[u8], buf: &mut [u8]) -> io::Result<usize> {
+    let cname = CString::new(name).map_err(|_| errno(libc::EINVAL))?;
+    let flags = O_PATH | libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let fd = raw_openat(dir.as_raw_fd(), &cname, flags, 0)?;
+    listxattr(std::os::fd::AsFd::as_fd(&fd), buf)
+}
+
 /// Runs `f` with a `File` view of `fd` that does not close it.
 pub fn with_file<R>(fd: BorrowedFd<'_>, f: impl FnOnce(&mut File) -> R) -> R {
     // SAFETY: the File never outlives `fd` and ManuallyDrop keeps it from closing it.
