@@ -623,8 +623,8 @@ setfattr -n user.other -v 1 f
     // The exact errnos, also for the (virtual) owner of the file.
     let probe = r#"
 import errno, os, sys
-name = "user.ownfs.stat"
-for p in sys.argv[1:]:
+names = ("user.ownfs.stat", "user.containers.override_stat", "user.fuseoverlayfs.override_stat")
+for p, name in [(p, n) for p in sys.argv[1:] for n in names]:
     out = []
     for op in (lambda: os.getxattr(p, name),
                lambda: os.setxattr(p, name, b"\x01"),
@@ -640,18 +640,20 @@ for p in sys.argv[1:]:
 "#;
     let want = "ENODATA EPERM EPERM EPERM False";
     let out = ok(cmd("python3").arg("-c").arg(probe).args([&f, &plain, &d]));
-    assert_eq!(out.lines().collect::<Vec<_>>(), [want; 3], "as root");
+    assert_eq!(out.lines().collect::<Vec<_>>(), [want; 9], "as root");
     let owner = Caller::new(1001, 1002).umask(0o022);
     let mut c = owner.command("python3");
     c.arg("-c").arg(probe).arg(&f).arg(&d);
     assert_eq!(
         ok(&mut c).lines().collect::<Vec<_>>(),
-        [want; 2],
+        [want; 6],
         "as the owner 1001"
     );
 
     let after: Vec<Option<Vec<u8>>> = hosts.iter().map(|h| host_record(h)).collect();
     assert_eq!(after, stored, "records on SRC after the attempts");
+    let host_names = ok(cmd("getfattr").args(["-d", "-m-"]).args(&hosts));
+    assert!(!host_names.contains("override_stat"), "on SRC: {host_names}");
     assert_eq!(stat("%u:%g %a", &f), "1001:1002 4750");
     assert_eq!(stat("%u:%g %a", &plain), "0:0 644");
 }
