@@ -226,14 +226,23 @@ pub const HOST_RESERVED: &[u8] = b"ownfs.";
 const USER: &[u8] = b"user.";
 const RECORD: &[u8] = b"ownfs.stat";
 const STORED_NAMESPACES: [&[u8]; 2] = [b"trusted.", b"security."];
+/// Ownership records that libkrun and containers-storage keep under these very names on
+/// a macOS host: the same name on both sides, and no guest `user.` name reaches them.
+const LITERAL: [&[u8]; 2] = [
+    b"user.containers.override_stat",
+    b"user.fuseoverlayfs.override_stat",
+];
 
 /// Linux xattr name → Darwin host name (without NUL). `user.X` ↔ `X`; `trusted.` and
 /// `security.` live under `ownfs.`; the guest's `user.ownfs.` space other than the
 /// record is refused so nothing can alias a reserved name; `system.` and unknown
 /// namespaces are unsupported, as on a Linux filesystem without them.
 pub fn xattr_name_to_host(linux: &[u8]) -> io::Result<Vec<u8>> {
+    if LITERAL.contains(&linux) {
+        return Ok(linux.to_vec());
+    }
     if let Some(rest) = linux.strip_prefix(USER) {
-        if rest.starts_with(HOST_RESERVED) && rest != RECORD {
+        if (rest.starts_with(HOST_RESERVED) && rest != RECORD) || LITERAL.contains(&rest) {
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
         return Ok(rest.to_vec());
@@ -246,6 +255,9 @@ pub fn xattr_name_to_host(linux: &[u8]) -> io::Result<Vec<u8>> {
 
 /// Darwin host name → Linux name, or `None` for a reserved name with no Linux meaning.
 pub fn xattr_name_from_host(host: &[u8]) -> Option<Vec<u8>> {
+    if LITERAL.contains(&host) {
+        return Some(host.to_vec());
+    }
     let Some(rest) = host.strip_prefix(HOST_RESERVED) else {
         return Some([USER, host].concat());
     };
@@ -484,6 +496,11 @@ mod tests {
             Some(b"user.com.apple.quarantine".to_vec())
         );
         assert_eq!(from(b"ownfs.stat"), Some(b"user.ownfs.stat".to_vec()));
+        // libkrun's and containers-storage's records keep their literal host names.
+        let krun = b"user.containers.override_stat";
+        assert_eq!(to(krun), Ok(krun.to_vec()));
+        assert_eq!(from(krun), Some(krun.to_vec()));
+        assert_eq!(to(b"user.user.containers.override_stat"), Err(libc::EPERM));
         assert_eq!(from(b"ownfs.trusted.a"), Some(b"trusted.a".to_vec()));
         assert_eq!(from(b"ownfs.other"), None);
         // Round trip for everything a guest may store.
