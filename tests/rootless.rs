@@ -653,7 +653,10 @@ for p, name in [(p, n) for p in sys.argv[1:] for n in names]:
     let after: Vec<Option<Vec<u8>>> = hosts.iter().map(|h| host_record(h)).collect();
     assert_eq!(after, stored, "records on SRC after the attempts");
     let host_names = ok(cmd("getfattr").args(["-d", "-m-"]).args(&hosts));
-    assert!(!host_names.contains("override_stat"), "on SRC: {host_names}");
+    assert!(
+        !host_names.contains("override_stat"),
+        "on SRC: {host_names}"
+    );
     assert_eq!(stat("%u:%g %a", &f), "1001:1002 4750");
     assert_eq!(stat("%u:%g %a", &plain), "0:0 644");
 }
