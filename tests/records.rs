@@ -15,23 +15,6 @@ use std::process::Command;
 
 use common::*;
 
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-#[track_caller]
-fn ok(c: &mut Command) -> String {
-    let out = output_timeout(c, CHILD_TIMEOUT);
-    assert!(
-        out.status.success(),
-        "{c:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        describe(&out.status),
-        lossy(&out.stdout),
-        lossy(&out.stderr)
-    );
-    lossy(&out.stdout)
-}
-
 fn root_sh(script: &str, args: &[&Path]) -> String {
     ok(Caller::root()
         .umask(0o022)
@@ -205,6 +188,38 @@ fn as_rootless_podman(script: &str, args: &[&Path]) -> String {
         .args(args))
 }
 
+/// A rootless share served as the user `tests` in `format`, made for the containers
+/// tools by `convert-records` (its root carries the attribute too), holding `a`
+/// (1000:100 4750) and `d` (5:6) and whatever `more` (sh, in the mount) adds.
+fn peer_share(format: &str, more: &str) -> Mount {
+    let (uid, gid) = tests_user();
+    let ids = format!("{uid}:{gid}");
+    let args = [
+        "--run-as",
+        &ids,
+        "--cache",
+        "never",
+        "--record-format",
+        format,
+    ];
+    let m = Mount::start_with(&args, |src| {
+        std::os::unix::fs::chown(src, Some(uid), Some(gid)).unwrap();
+        ok(Command::new(ownfs_bin())
+            .args(["convert-records", "--to", format])
+            .arg(src));
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    root_sh(
+        &format!(
+            r#"set -e; cd "$1"
+            echo data > a; chown 1000:100 a; chmod 4750 a
+            mkdir d; chown 5:6 d; {more}"#
+        ),
+        &[&m.mnt],
+    );
+    m
+}
+
 fn dirs(base: &Path, names: &[&str], owner: (u32, u32)) -> Vec<PathBuf> {
     names
         .iter()
@@ -227,29 +242,7 @@ fn fuse_overlayfs_is_a_peer_on_one_share() {
         "fuse-overlayfs is missing: run scripts/deps.sh"
     );
     let (uid, gid) = tests_user();
-    let ids = format!("{uid}:{gid}");
-    let args = [
-        "--run-as",
-        &ids,
-        "--cache",
-        "never",
-        "--record-format",
-        "fuse-overlayfs",
-    ];
-    let m = Mount::start_with(&args, |src| {
-        std::os::unix::fs::chown(src, Some(uid), Some(gid)).unwrap();
-        // A share made for fuse-overlayfs: its root carries the attribute too.
-        ok(Command::new(ownfs_bin())
-            .args(["convert-records", "--to", "fuse-overlayfs"])
-            .arg(src));
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    root_sh(
-        r#"set -e; cd "$1"
-        echo data > a; chown 1000:100 a; chmod 4750 a
-        mkdir d; chown 5:6 d; touch plain"#,
-        &[&m.mnt],
-    );
+    let m = peer_share("fuse-overlayfs", "touch plain");
     let base = m.scratch.dir("peer");
     let [empty, work, ovl] = dirs(&base, &["empty", "work", "ovl"], (uid, gid))
         .try_into()
@@ -289,28 +282,7 @@ fn fuse_overlayfs_is_a_peer_on_one_share() {
 #[test]
 fn a_containers_share_reads_right_as_a_fuse_overlayfs_lower_layer() {
     let (uid, gid) = tests_user();
-    let ids = format!("{uid}:{gid}");
-    let args = [
-        "--run-as",
-        &ids,
-        "--cache",
-        "never",
-        "--record-format",
-        "containers",
-    ];
-    let m = Mount::start_with(&args, |src| {
-        std::os::unix::fs::chown(src, Some(uid), Some(gid)).unwrap();
-        ok(Command::new(ownfs_bin())
-            .args(["convert-records", "--to", "containers"])
-            .arg(src));
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    root_sh(
-        r#"set -e; cd "$1"
-        echo data > a; chown 1000:100 a; chmod 4750 a
-        mkdir d; chown 5:6 d; chmod 1777 d; touch plain; ln -s a l"#,
-        &[&m.mnt],
-    );
+    let m = peer_share("containers", "chmod 1777 d; touch plain; ln -s a l");
     let value = ok(Command::new("getfattr")
         .args(["-n", "user.containers.override_stat", "--only-values"])
         .arg(m.src.join("a")));

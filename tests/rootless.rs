@@ -39,24 +39,6 @@ fn cmd(program: &str) -> Command {
     Caller::root().umask(0o022).command(program)
 }
 
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Runs `c` and asserts that it succeeds; returns its stdout.
-#[track_caller]
-fn ok(c: &mut Command) -> String {
-    let out = output_timeout(c, CHILD_TIMEOUT);
-    assert!(
-        out.status.success(),
-        "{c:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        describe(&out.status),
-        lossy(&out.stdout),
-        lossy(&out.stderr)
-    );
-    lossy(&out.stdout)
-}
-
 /// Runs `c` and asserts that it fails; returns its stderr.
 #[track_caller]
 fn fails(c: &mut Command) -> String {

@@ -331,6 +331,24 @@ pub struct Mount {
     pub scratch: Scratch,
 }
 
+pub fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs `c` (bounded by CHILD_TIMEOUT) and asserts that it succeeds; returns its stdout.
+#[track_caller]
+pub fn ok(c: &mut Command) -> String {
+    let out = output_timeout(c, CHILD_TIMEOUT);
+    assert!(
+        out.status.success(),
+        "{c:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        describe(&out.status),
+        lossy(&out.stdout),
+        lossy(&out.stderr)
+    );
+    lossy(&out.stdout)
+}
+
 /// A `Command` for the ownfs binary; with `nofile`, it runs under `prlimit` with that
 /// RLIMIT_NOFILE (soft and hard): the server raises its soft limit to the hard one, so
 /// only a hard limit bounds it.
