@@ -7,7 +7,7 @@
 #                                        source is found (the caller says "NOT RUN")
 # Source, first found: $PJDFSTEST_C_SRC, REPO/../shared/pjdfstest-c, /work/shared/pjdfstest-c.
 # Build cache: $PJDFSTEST_C_BUILD (default /var/cache/ownfs/pjdfstest-c/<source hash>).
-# Needs autoconf, automake, gcc, make and perl's prove (scripts/deps.sh installs them).
+# Needs autoconf, automake, gcc, make and perl's prove (scripts/test-deps.sh installs them).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 

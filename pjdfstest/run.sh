@@ -26,7 +26,7 @@
 #   --native     same as the single mode `native` (or OWNFS_PJD_NATIVE=1)
 #   --serial     run the modes one after another instead of in parallel
 #   --no-build   use the existing target/release/ownfs
-#   --no-deps    skip scripts/deps.sh
+#   --no-deps    skip scripts/test-deps.sh
 #   --keep       keep the source directories for inspection
 #   --suite S    rust, c or both (default both)
 #   -- PATTERN   only run the pjdfstest tests whose names contain PATTERN
@@ -612,7 +612,7 @@ for m in "${modes[@]}"; do
 done
 
 if ((deps)); then
-    "$REPO/scripts/deps.sh"
+    "$REPO/scripts/test-deps.sh"
 fi
 if ((build)) && [[ ${need_ownfs:-0} == 1 && -z ${OWNFS_BIN:-} ]]; then
     echo "== cargo build --release"
@@ -623,7 +623,7 @@ if [[ ${need_ownfs:-0} == 1 && ! -x $OWNFS ]]; then
     exit 2
 fi
 if [[ $suite != c && ! -x $PJDFSTEST ]]; then
-    echo "run.sh: $PJDFSTEST not found (run scripts/deps.sh)" >&2
+    echo "run.sh: $PJDFSTEST not found (run scripts/test-deps.sh)" >&2
     exit 2
 fi
 
@@ -638,7 +638,7 @@ if [[ $suite != rust ]]; then
     *) echo "run.sh: building the C pjdfstest failed" >&2; exit 2 ;;
     esac
     if ! command -v prove >/dev/null; then
-        echo "run.sh: prove (perl) not found (run scripts/deps.sh)" >&2
+        echo "run.sh: prove (perl) not found (run scripts/test-deps.sh)" >&2
         exit 2
     fi
 fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Data-integrity test: runs fsx (the File System eXerciser, Rust port 0.3.2,
-# installed into .tools/ by scripts/deps.sh) on a file inside ownfs mounts.
+# installed into .tools/ by scripts/test-deps.sh) on a file inside ownfs mounts.
 # fsx applies a pseudorandom, seed-reproducible sequence of writes, mmap
 # writes, truncates, fallocate/punch-hole, copy_file_range, ... and checks every
 # read and every file size against an in-memory model of the file. The
@@ -26,7 +26,7 @@
 #   --seeds "S.."  fsx seeds, run one after another in each mode (default "1 2 3")
 #   --jobs N       modes run at the same time (default 2)
 #   --no-build     use the existing target/release/ownfs
-#   --no-deps      skip scripts/deps.sh
+#   --no-deps      skip scripts/test-deps.sh
 #
 # A longer soak, e.g. before a release (about 8x the default; 15-30 min on
 # 2 cores for the 5 default modes; the default run takes about 2-3 min):
@@ -351,14 +351,14 @@ run_mode() {
 # --- main -----------------------------------------------------------------------
 
 if ((deps)); then
-    "$REPO/scripts/deps.sh"
+    "$REPO/scripts/test-deps.sh"
 fi
 if ((build)) && [[ -z ${OWNFS_BIN:-} ]]; then
     echo "== cargo build --release"
     (cd "$REPO" && cargo build --release --quiet)
 fi
 [[ -x $OWNFS ]] || die "$OWNFS not found"
-[[ -x $FSX ]] || die "$FSX not found (run scripts/deps.sh)"
+[[ -x $FSX ]] || die "$FSX not found (run scripts/test-deps.sh)"
 [[ -f $FSX_CONFIG ]] || die "$FSX_CONFIG not found"
 
 mkdir -p "$WORK" "$ARTIFACTS"

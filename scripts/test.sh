@@ -20,8 +20,8 @@ section() {
     printf '\n==== %s ====\n' "$*"
 }
 
-section "dependencies (scripts/deps.sh)"
-scripts/deps.sh
+section "dependencies (scripts/test-deps.sh)"
+scripts/test-deps.sh
 
 section "cargo fmt --check"
 cargo fmt --check

@@ -168,11 +168,11 @@ fn serve_once(src: &Path, mnt: &Path, args: &[&str]) -> String {
     shown
 }
 
-/// `uid` of the user `tests` (scripts/deps.sh makes it, with subordinate ids).
+/// `uid` of the user `tests` (scripts/test-deps.sh makes it, with subordinate ids).
 fn tests_user() -> (u32, u32) {
     let u = nix::unistd::User::from_name("tests")
         .unwrap()
-        .expect("user tests (scripts/deps.sh)");
+        .expect("user tests (scripts/test-deps.sh)");
     (u.uid.as_raw(), u.gid.as_raw())
 }
 
@@ -239,7 +239,7 @@ fn fuse_overlayfs_is_a_peer_on_one_share() {
             .arg("--version")
             .output()
             .is_ok(),
-        "fuse-overlayfs is missing: run scripts/deps.sh"
+        "fuse-overlayfs is missing: run scripts/test-deps.sh"
     );
     let (uid, gid) = tests_user();
     let m = peer_share("fuse-overlayfs", "touch plain");

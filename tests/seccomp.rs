@@ -183,10 +183,10 @@ fn rootless_mount_serves_under_the_filter_and_unmounts_at_exit() {
 fn unprivileged_mount_serves_under_the_filter_and_unmounts_at_exit() {
     use std::os::unix::process::CommandExt;
     // A passwd entry is needed: fusermount3 refuses users it cannot name
-    // (scripts/deps.sh creates `tests`).
+    // (scripts/test-deps.sh creates `tests`).
     let user = nix::unistd::User::from_name("tests")
         .unwrap()
-        .expect("user `tests` (scripts/deps.sh creates it)");
+        .expect("user `tests` (scripts/test-deps.sh creates it)");
     let scratch = Scratch::new("seccomp-unpriv");
     let src = scratch.dir("src");
     let mnt = scratch.dir("mnt");

@@ -71,7 +71,7 @@ if ((build)) && [[ -z ${OWNFS_BIN:-} ]]; then
 fi
 vm_check_host
 [[ -x $VHOST_VSOCK ]] || vm_die "$VHOST_VSOCK missing (scripts/vm/deps.sh)"
-[[ -x $TOOLS/bin/pjdfstest ]] || vm_die "$TOOLS/bin/pjdfstest missing (scripts/deps.sh)"
+[[ -x $TOOLS/bin/pjdfstest ]] || vm_die "$TOOLS/bin/pjdfstest missing (scripts/test-deps.sh)"
 # The guest runs tests/casefold.rs's binary (its kernel has ext4 casefold; this one may not).
 casefold_test=""
 if ((${#patterns[@]} == 0)) && [[ $suite != c ]]; then
