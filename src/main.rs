@@ -743,59 +743,25 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
         Ok(f) => f,
         Err(e) => return Err(format!("socket {}: {e}", args.listen)),
     };
-    let remove_socket = || {
-        if let Some(f) = &socket_file {
-            f.remove();
-        }
-    };
-    let confined = sandbox::enter(&sandbox::Request {
-        mode: args.sandbox.sandbox,
-        share: &src,
-        // An accepted Unix socket works from an empty network namespace; vsock could
-        // not be tested here, so a vsock listener keeps the host's.
-        new_net: matches!(args.listen, ownfs::transport::pipe::Address::Unix(_)),
-        drop_mount: None,
-    });
-    let confined = match confined {
-        Ok(c) => c,
-        Err(e) => {
-            remove_socket();
-            return Err(format!("sandbox: {e}"));
-        }
-    };
-    if let Some((uid, gid)) = args.own.run_as {
-        if let Err(e) = platform::drop_privileges(uid, gid) {
-            remove_socket();
-            return Err(format!("dropping to {uid}:{gid}: {e}"));
-        }
-        log::info!("running as {uid}:{gid}");
-    }
-    let rootless = args.own.rootless();
-    let switch = !rootless && platform::geteuid() == 0;
-    let rootless_cfg = args.own.config(rootless);
-    restrict_capabilities()?;
-    let cfg = Config {
-        root: confined.root.clone(),
-        cache: args.cache,
-        // Used only when a client asks for it at init.
-        writeback: true,
-        creds: CredentialPolicy::new(switch, GroupSource::Forwarded),
-        rootless: rootless_cfg,
-        // ACLs are the guest kernel's business; the host enforces them per request.
-        posix_acl: false,
-        uncached_metadata: false,
-        read_only: false,
-        backing: None,
-        file_handles: args.inodes.inode_file_handles,
-        max_open_fds: args.inodes.max_open_fds,
-    };
-    let fs = match Passthrough::new(cfg) {
-        Ok(fs) => fs,
-        Err(e) => {
-            remove_socket();
-            return Err(format!("opening {}: {e}", src.display()));
-        }
-    };
+    let (fs, rootless) = build_served(
+        &Served {
+            src: &src,
+            sandbox: &args.sandbox,
+            own: &args.own,
+            inodes: &args.inodes,
+            cache: args.cache,
+            // An accepted Unix socket works from an empty network namespace; vsock could
+            // not be tested here, so a vsock listener keeps the host's.
+            new_net: matches!(args.listen, ownfs::transport::pipe::Address::Unix(_)),
+            // Used only when a client asks for it at init.
+            writeback: true,
+            // ACLs are the guest kernel's business; the host enforces them per request.
+            posix_acl: false,
+            read_only: false,
+            transport: Transport::Serve,
+        },
+        socket_file.as_ref(),
+    )?;
     let mut caps = wire::CAP_WRITEBACK;
     if rootless {
         caps |= wire::CAP_ROOTLESS;
@@ -807,10 +773,6 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
         token,
         ..Default::default()
     };
-    if let Err(e) = args.sandbox.install(Transport::Serve) {
-        remove_socket();
-        return Err(e);
-    }
     let server = server::PipeServer::new(Arc::new(fs), opts);
     let acceptor = std::thread::Builder::new()
         .name("ownfs-pipe-accept".into())
@@ -834,8 +796,74 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
             };
         }
     };
-    remove_socket();
+    socket_file.iter().for_each(sandbox::SocketFile::remove);
     result
+}
+
+/// What `serve` and `virtiofs` choose differently about the filesystem they serve.
+struct Served<'a> {
+    src: &'a std::path::Path,
+    sandbox: &'a SandboxArgs,
+    own: &'a OwnershipArgs,
+    inodes: &'a InodeArgs,
+    cache: CachePolicy,
+    /// Also unshare the network namespace.
+    new_net: bool,
+    writeback: bool,
+    posix_acl: bool,
+    read_only: bool,
+    transport: Transport,
+}
+
+/// Confines the server to the share, drops to `--run-as`, builds the filesystem and
+/// installs the seccomp filter, in that order, for a server whose socket is bound;
+/// on failure the socket file is removed. Returns the filesystem and whether it is
+/// rootless.
+fn build_served(
+    s: &Served<'_>,
+    socket: Option<&sandbox::SocketFile>,
+) -> Result<(Passthrough, bool), String> {
+    let built = (|| {
+        let confined = sandbox::enter(&sandbox::Request {
+            mode: s.sandbox.sandbox,
+            share: s.src,
+            new_net: s.new_net,
+            drop_mount: None,
+        })
+        .map_err(|e| format!("sandbox: {e}"))?;
+        if let Some((uid, gid)) = s.own.run_as {
+            platform::drop_privileges(uid, gid)
+                .map_err(|e| format!("dropping to {uid}:{gid}: {e}"))?;
+            log::info!("running as {uid}:{gid}");
+        }
+        let rootless = s.own.rootless();
+        let switch = !rootless && platform::geteuid() == 0;
+        restrict_capabilities()?;
+        let cfg = Config {
+            root: confined.root.clone(),
+            cache: s.cache,
+            writeback: s.writeback,
+            // The pipe forwards the caller's groups; virtio-fs forwards none (see the
+            // transport and README).
+            creds: CredentialPolicy::new(switch, GroupSource::Forwarded),
+            rootless: s.own.config(rootless),
+            posix_acl: s.posix_acl,
+            uncached_metadata: false,
+            read_only: s.read_only,
+            backing: None,
+            file_handles: s.inodes.inode_file_handles,
+            max_open_fds: s.inodes.max_open_fds,
+        };
+        let fs = Passthrough::new(cfg).map_err(|e| format!("opening {}: {e}", s.src.display()))?;
+        s.sandbox.install(s.transport)?;
+        Ok((fs, rootless))
+    })();
+    if built.is_err() {
+        if let Some(f) = socket {
+            f.remove();
+        }
+    }
+    built
 }
 
 #[cfg(target_os = "linux")]
@@ -1028,72 +1056,30 @@ fn run_virtiofs(args: VirtiofsArgs) -> Result<(), String> {
         Some(Ok(f)) => Some(f),
         None => None,
     };
-    let remove_socket = || {
-        if let Some(f) = &socket_file {
-            f.remove();
-        }
-    };
     // The guest kernel already applied the caller's umask.
     platform::set_umask(0);
-    let confined = sandbox::enter(&sandbox::Request {
-        mode: args.sandbox.sandbox,
-        share: &src,
-        // The vhost-user socket is already bound; the device never uses the network.
-        new_net: true,
-        drop_mount: None,
-    });
-    let confined = match confined {
-        Ok(c) => c,
-        Err(e) => {
-            remove_socket();
-            return Err(format!("sandbox: {e}"));
-        }
-    };
-    if let Some((uid, gid)) = args.own.run_as {
-        if let Err(e) = platform::drop_privileges(uid, gid) {
-            remove_socket();
-            return Err(format!("dropping to {uid}:{gid}: {e}"));
-        }
-        log::info!("running as {uid}:{gid}");
-    }
-    let rootless = args.own.rootless();
-    let switch = !rootless && platform::geteuid() == 0;
-    let rootless_cfg = args.own.config(rootless);
-    if let Err(e) = restrict_capabilities() {
-        remove_socket();
-        return Err(e);
-    }
-    let cfg = Config {
-        root: confined.root.clone(),
-        cache: args.cache,
-        // Offered only when the guest kernel supports it.
-        writeback: args.writeback,
-        // Groups are never forwarded: see the transport and README.
-        creds: CredentialPolicy::new(switch, GroupSource::Forwarded),
-        rootless: rootless_cfg,
-        // virtio-fs guests always mount with default_permissions, as POSIX_ACL needs.
-        posix_acl: !args.no_posix_acl,
-        uncached_metadata: false,
-        read_only: args.readonly,
-        backing: None,
-        file_handles: args.inodes.inode_file_handles,
-        max_open_fds: args.inodes.max_open_fds,
-    };
-    let fs = match Passthrough::new(cfg) {
-        Ok(fs) => fs,
-        Err(e) => {
-            remove_socket();
-            return Err(format!("opening {}: {e}", src.display()));
-        }
-    };
+    let (fs, rootless) = build_served(
+        &Served {
+            src: &src,
+            sandbox: &args.sandbox,
+            own: &args.own,
+            inodes: &args.inodes,
+            cache: args.cache,
+            // The vhost-user socket is already bound; the device never uses the network.
+            new_net: true,
+            // Offered only when the guest kernel supports it.
+            writeback: args.writeback,
+            // virtio-fs guests always mount with default_permissions, as POSIX_ACL needs.
+            posix_acl: !args.no_posix_acl,
+            read_only: args.readonly,
+            transport: Transport::Virtiofs,
+        },
+        socket_file.as_ref(),
+    )?;
     let server = Arc::new(Server::new(fs));
     let opts = VirtioFsOptions {
         thread_pool_size: args.thread_pool_size,
     };
-    if let Err(e) = args.sandbox.install(Transport::Virtiofs) {
-        remove_socket();
-        return Err(e);
-    }
     log::info!(
         "serving {} on {}{}{}; waiting for the VMM",
         src.display(),
@@ -1124,6 +1110,6 @@ fn run_virtiofs(args: VirtiofsArgs) -> Result<(), String> {
             };
         }
     };
-    remove_socket();
+    socket_file.iter().for_each(sandbox::SocketFile::remove);
     result
 }

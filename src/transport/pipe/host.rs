@@ -96,22 +96,8 @@ pub fn open_from_wire(w: u32) -> u32 {
     xlate::open_from_wire(w, &bits) as u32
 }
 
-#[cfg(target_os = "linux")]
-const SETATTR_MAP: [(SetattrValid, u32); 10] = [
-    (SetattrValid::MODE, wire::setattr::MODE),
-    (SetattrValid::UID, wire::setattr::UID),
-    (SetattrValid::GID, wire::setattr::GID),
-    (SetattrValid::SIZE, wire::setattr::SIZE),
-    (SetattrValid::ATIME, wire::setattr::ATIME),
-    (SetattrValid::MTIME, wire::setattr::MTIME),
-    (SetattrValid::ATIME_NOW, wire::setattr::ATIME_NOW),
-    (SetattrValid::MTIME_NOW, wire::setattr::MTIME_NOW),
-    (SetattrValid::CTIME, wire::setattr::CTIME),
-    (SetattrValid::KILL_SUIDGID, wire::setattr::KILL_SUIDGID),
-];
 /// macOS FUSE has no CTIME or KILL_SUIDGID attribute bits: the guest kernel handles both.
-#[cfg(target_os = "macos")]
-const SETATTR_MAP: [(SetattrValid, u32); 8] = [
+const SETATTR_MAP: &[(SetattrValid, u32)] = &[
     (SetattrValid::MODE, wire::setattr::MODE),
     (SetattrValid::UID, wire::setattr::UID),
     (SetattrValid::GID, wire::setattr::GID),
@@ -120,6 +106,10 @@ const SETATTR_MAP: [(SetattrValid, u32); 8] = [
     (SetattrValid::MTIME, wire::setattr::MTIME),
     (SetattrValid::ATIME_NOW, wire::setattr::ATIME_NOW),
     (SetattrValid::MTIME_NOW, wire::setattr::MTIME_NOW),
+    #[cfg(target_os = "linux")]
+    (SetattrValid::CTIME, wire::setattr::CTIME),
+    #[cfg(target_os = "linux")]
+    (SetattrValid::KILL_SUIDGID, wire::setattr::KILL_SUIDGID),
 ];
 
 #[cfg(target_os = "linux")]
