@@ -508,25 +508,7 @@ fn local(mode: Mode, extra: &[&str], kills: usize) {
         lost.len(),
         corrupt.len()
     ));
-    assert!(
-        bad.is_empty(),
-        "unexpected errors ({}): {bad:#?}",
-        mode.name()
-    );
-    assert!(
-        lost.is_empty(),
-        "lost after the kill ({}): {lost:#?}",
-        mode.name()
-    );
-    assert!(
-        corrupt.is_empty(),
-        "corrupt records ({}): {corrupt:#?}",
-        mode.name()
-    );
-    assert!(
-        checked > 20,
-        "only {checked} fsynced files: the workload did not run"
-    );
+    assert_survived(mode, &bad, &lost, &corrupt, checked);
     if mode.rootless() {
         assert!(
             records > 10,
@@ -573,24 +555,19 @@ fn pipe(mode: Mode, kills: usize) {
         slowest.as_secs_f64()
     ));
     assert!(
-        bad.is_empty(),
-        "errors other than EIO/ESTALE ({}): {bad:#?}",
-        mode.name()
-    );
-    assert!(
-        lost.is_empty(),
-        "lost after the kills ({}): {lost:#?}",
-        mode.name()
-    );
-    assert!(
-        corrupt.is_empty(),
-        "corrupt records ({}): {corrupt:#?}",
-        mode.name()
-    );
-    assert!(
         slowest < Duration::from_secs(PIPE_TIMEOUT + 5),
         "an operation took {slowest:?} with a {PIPE_TIMEOUT} s timeout"
     );
+    assert_survived(mode, &bad, &lost, &corrupt, checked);
+}
+
+/// What every mode must show after its kills: no unexpected error (`bad`), nothing
+/// acknowledged and then lost, no corrupt record, and a workload that really ran.
+fn assert_survived(mode: Mode, bad: &[String], lost: &[String], corrupt: &[String], checked: u64) {
+    let m = mode.name();
+    assert!(bad.is_empty(), "unexpected errors ({m}): {bad:#?}");
+    assert!(lost.is_empty(), "lost after the kills ({m}): {lost:#?}");
+    assert!(corrupt.is_empty(), "corrupt records ({m}): {corrupt:#?}");
     assert!(
         checked > 20,
         "only {checked} fsynced files: the workload did not run"

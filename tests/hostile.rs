@@ -1829,20 +1829,19 @@ fn run_raw_fuse(rootless: bool) -> (Tally, String) {
     (std::mem::take(&mut s.t), line)
 }
 
-#[test]
-fn raw_fuse_hostile_client() {
-    // The real server runs with umask 0 (the client kernel applied the caller's).
-    platform::set_umask(0);
+/// Runs `run` in every mode (root, then rootless), prints each mode's line and the
+/// transport's total, and fails on any failed case.
+fn in_every_mode(transport: &str, run: fn(bool) -> (Tally, String)) {
     let mut total = Tally::default();
     let mut failures = Vec::new();
     for rootless in [false, true] {
-        let (t, line) = run_raw_fuse(rootless);
+        let (t, line) = run(rootless);
         println!("{line}");
         total.add(&t);
         failures.extend(t.failures);
     }
     println!(
-        "hostile[raw-fuse]: {} cases, {} crashes, {} hangs, {} escapes",
+        "hostile[{transport}]: {} cases, {} crashes, {} hangs, {} escapes",
         total.cases, total.crashes, total.hangs, total.escapes
     );
     assert!(
@@ -1852,6 +1851,13 @@ fn raw_fuse_hostile_client() {
         total.cases,
         failures.join("\n")
     );
+}
+
+#[test]
+fn raw_fuse_hostile_client() {
+    // The real server runs with umask 0 (the client kernel applied the caller's).
+    platform::set_umask(0);
+    in_every_mode("raw-fuse", run_raw_fuse);
 }
 
 // ---------------------------------------------------------------------------
@@ -3345,25 +3351,7 @@ fn run_pipe(rootless: bool) -> (Tally, String) {
 
 #[test]
 fn pipe_hostile_client() {
-    let mut total = Tally::default();
-    let mut failures = Vec::new();
-    for rootless in [false, true] {
-        let (t, line) = run_pipe(rootless);
-        println!("{line}");
-        total.add(&t);
-        failures.extend(t.failures);
-    }
-    println!(
-        "hostile[pipe]: {} cases, {} crashes, {} hangs, {} escapes",
-        total.cases, total.crashes, total.hangs, total.escapes
-    );
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        total.cases,
-        failures.join("\n")
-    );
+    in_every_mode("pipe", run_pipe);
 }
 
 // ---------------------------------------------------------------------------
