@@ -15,7 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let [_, src, mnt] = args.as_slice() else {
         return Err("usage: crate_passthrough SRC MNT".into());
     };
-    platform::block_termination_signals()?;
+    platform::block_server_signals()?;
     let fs = PassthroughFs::<()>::new(Config {
         root_dir: src.clone(),
         do_import: true,

@@ -9,6 +9,7 @@
 //! - [`backing`]: kernel passthrough of open files, between the two.
 //! - [`notify`]: invalidating what the client kernel cached, between the two.
 //! - [`sandbox`]: what a running server may still do (seccomp).
+//! - [`stats`]: live per-operation statistics, between transports and filesystem.
 //! - [`tools`]: offline views of a rootless share (owner listing, tar export).
 
 pub mod backing;
@@ -18,5 +19,6 @@ pub mod negotiate;
 pub mod notify;
 pub mod platform;
 pub mod sandbox;
+pub mod stats;
 pub mod tools;
 pub mod transport;

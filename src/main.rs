@@ -14,6 +14,8 @@ use ownfs::fs::{CachePolicy, Config, FileHandles, Passthrough};
 use ownfs::platform;
 use ownfs::sandbox;
 use ownfs::sandbox::seccomp::{self, SeccompMode, Transport};
+use ownfs::stats::control::{self, ControlSocket};
+use ownfs::stats::{Counted, Stats};
 #[cfg(target_os = "linux")]
 use ownfs::transport::fusedev::{FuseMount, MountOptions};
 
@@ -47,6 +49,8 @@ enum Command {
     /// vhost-user virtio-fs device for a VMM (QEMU vhost-user-fs-pci), like virtiofsd.
     #[cfg(target_os = "linux")]
     Virtiofs(VirtiofsArgs),
+    /// Per-operation statistics of a running server (requests, errors, latency).
+    Stats(StatsQueryArgs),
 }
 
 /// How a server applies ownership: shared by `mount`, `serve` and `virtiofs`.
@@ -112,6 +116,137 @@ impl SandboxArgs {
 }
 
 /// How many host inodes the server keeps open, and how it reopens the others.
+/// Live statistics of a server: shared by `mount`, `serve` and `virtiofs`.
+#[derive(Args, Clone)]
+struct StatsArgs {
+    /// Control socket for `ownfs stats`, answering root and the server's user only
+    /// [default: /run/ownfs/stats/<mountpoint or socket>.sock; for other users, under
+    /// $XDG_RUNTIME_DIR].
+    #[arg(long, value_name = "PATH")]
+    stats_socket: Option<PathBuf>,
+    /// Keep no per-operation statistics and open no control socket.
+    #[arg(long, conflicts_with = "stats_socket")]
+    no_stats: bool,
+}
+
+/// A server's counters and the control socket that answers for them (bound at setup,
+/// answering once serving, its file removed when the server ends).
+struct StatsService {
+    stats: Arc<Stats>,
+    socket: Option<ControlSocket>,
+    file: Option<sandbox::SocketFile>,
+}
+
+impl StatsArgs {
+    /// Counters for the server of `target` (its mountpoint or socket), and its control
+    /// socket, bound now: before the sandbox hides the runtime directory.
+    fn bind(&self, target: Option<&std::path::Path>) -> Result<Option<StatsService>, String> {
+        if self.no_stats {
+            return Ok(None);
+        }
+        let default = target.and_then(control::socket_for);
+        let bound = match (&self.stats_socket, default) {
+            (Some(path), _) => Some(
+                bind_control(path)
+                    .map_err(|e| format!("--stats-socket {}: {e}", path.display()))?,
+            ),
+            (None, Some(path)) => bind_control(&path)
+                .inspect_err(|e| {
+                    log::warn!(
+                        "statistics socket {}: {e}; `ownfs stats` will not reach this server",
+                        path.display()
+                    )
+                })
+                .ok(),
+            (None, None) => {
+                log::info!("no statistics socket (no default here): see --stats-socket");
+                None
+            }
+        };
+        let (socket, file) = bound.unzip();
+        Ok(Some(StatsService {
+            stats: Arc::new(Stats::new()),
+            socket,
+            file,
+        }))
+    }
+}
+
+fn bind_control(path: &std::path::Path) -> std::io::Result<(ControlSocket, sandbox::SocketFile)> {
+    let socket = ControlSocket::bind(path)?;
+    let file = sandbox::SocketFile::new(path)?;
+    Ok((socket, file))
+}
+
+impl StatsService {
+    fn counters(service: &Option<StatsService>) -> Option<Arc<Stats>> {
+        service.as_ref().map(|s| s.stats.clone())
+    }
+
+    /// Starts answering SIGUSR1 and `ownfs stats`, once the server is confined and set up.
+    fn start(service: &mut Option<StatsService>) {
+        let Some(s) = service else { return };
+        if let Err(e) = control::log_on_sigusr1(s.stats.clone()) {
+            log::warn!("statistics on SIGUSR1: {e}");
+        }
+        let Some(socket) = s.socket.take() else {
+            return;
+        };
+        let path = socket.path().display().to_string();
+        match socket.serve(s.stats.clone()) {
+            Ok(()) => log::info!("statistics: ownfs stats --socket {path}"),
+            Err(e) => log::warn!("statistics socket {path}: {e}"),
+        }
+    }
+}
+
+impl Drop for StatsService {
+    fn drop(&mut self) {
+        if let Some(file) = &self.file {
+            file.remove();
+        }
+    }
+}
+
+#[derive(Args)]
+struct StatsQueryArgs {
+    /// The server's mountpoint or socket path (as it was given to the server).
+    #[arg(required_unless_present = "socket")]
+    target: Option<PathBuf>,
+    /// Its control socket, where it is not at the default place (see --stats-socket).
+    #[arg(long, value_name = "PATH", conflicts_with = "target")]
+    socket: Option<PathBuf>,
+    /// Print JSON (latencies in nanoseconds) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn run_stats(args: StatsQueryArgs) -> Result<(), String> {
+    let socket = match (args.socket, args.target) {
+        (Some(socket), _) => socket,
+        (None, Some(target)) => {
+            let target =
+                std::path::absolute(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+            control::socket_for(&target)
+                .ok_or("no runtime directory for this user ($XDG_RUNTIME_DIR): pass --socket")?
+        }
+        (None, None) => return Err("a mountpoint, a socket or --socket is required".into()),
+    };
+    let out = control::query(&socket, args.json).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => format!(
+            "no server answers on {} (is it running, with statistics on?)",
+            socket.display()
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "{}: only root and the server's user may read its statistics",
+            socket.display()
+        ),
+        _ => format!("{}: {e}", socket.display()),
+    })?;
+    print!("{out}");
+    Ok(())
+}
+
 #[derive(Args, Clone)]
 struct InodeArgs {
     /// How an inode whose fd was evicted is opened again: by file handle (needs
@@ -213,6 +348,8 @@ struct MountArgs {
     inodes: InodeArgs,
     #[command(flatten)]
     sandbox: SandboxArgs,
+    #[command(flatten)]
+    stats: StatsArgs,
     /// Detach once mounted (used by the mount.fuse3 helper form).
     #[arg(long, hide = true)]
     daemon: bool,
@@ -251,6 +388,7 @@ fn main() -> ExitCode {
         Command::Client(args) => run_client(args),
         #[cfg(target_os = "linux")]
         Command::Virtiofs(args) => run_virtiofs(args),
+        Command::Stats(args) => run_stats(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -401,7 +539,9 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
     raise_fd_limit();
     // The client kernel already applied the caller's umask.
     platform::set_umask(0);
-    platform::block_termination_signals().map_err(|e| format!("signal mask: {e}"))?;
+    platform::block_server_signals().map_err(|e| format!("signal mask: {e}"))?;
+    let stats_target = std::path::absolute(&args.mnt).map_err(|e| format!("mountpoint: {e}"))?;
+    let mut stats = args.stats.bind(Some(&stats_target))?;
 
     let rootless = args.own.rootless();
     if rootless {
@@ -491,7 +631,10 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
         let _ = mount.unmount();
         return Err(e);
     }
-    let server = Arc::new(Server::new(fs));
+    let server = Arc::new(Server::new(Counted::new(
+        fs,
+        StatsService::counters(&stats),
+    )));
     let workers = match mount.serve(server, channels) {
         Ok(w) => w,
         Err(e) => {
@@ -499,6 +642,7 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
             return Err(format!("starting workers: {e}"));
         }
     };
+    StatsService::start(&mut stats);
     if let Some(ready) = ready {
         ready.notify();
     }
@@ -562,6 +706,8 @@ struct ServeArgs {
     inodes: InodeArgs,
     #[command(flatten)]
     sandbox: SandboxArgs,
+    #[command(flatten)]
+    stats: StatsArgs,
     /// Worker threads per connection.
     #[arg(long, default_value_t = 4)]
     threads: usize,
@@ -717,7 +863,7 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
     raise_fd_limit();
     // The client kernel already applied the caller's umask.
     platform::set_umask(0);
-    platform::block_termination_signals().map_err(|e| format!("signal mask: {e}"))?;
+    platform::block_server_signals().map_err(|e| format!("signal mask: {e}"))?;
     let perms = SocketPerms::new(args.socket_mode, group);
     let auth = format!(
         "{}{}",
@@ -743,6 +889,11 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
         Ok(f) => f,
         Err(e) => return Err(format!("socket {}: {e}", args.listen)),
     };
+    let stats_target = match &args.listen {
+        Address::Unix(path) => std::path::absolute(path).map_err(|e| format!("socket: {e}"))?,
+        vsock => PathBuf::from(format!("/{vsock}")),
+    };
+    let mut stats = args.stats.bind(Some(&stats_target))?;
     let (fs, rootless) = build_served(
         &Served {
             src: &src,
@@ -773,7 +924,11 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
         token,
         ..Default::default()
     };
-    let server = server::PipeServer::new(Arc::new(fs), opts);
+    let server = server::PipeServer::new(
+        Arc::new(Counted::new(fs, StatsService::counters(&stats))),
+        opts,
+    );
+    StatsService::start(&mut stats);
     let acceptor = std::thread::Builder::new()
         .name("ownfs-pipe-accept".into())
         .spawn(move || server.run(&listener))
@@ -879,7 +1034,7 @@ fn run_client(args: ClientArgs) -> Result<(), String> {
         })
         .transpose()?;
     raise_fd_limit();
-    platform::block_termination_signals().map_err(|e| format!("signal mask: {e}"))?;
+    platform::block_server_signals().map_err(|e| format!("signal mask: {e}"))?;
     let conn = client::Connection::start(client::ClientOptions {
         addr: args.connect.clone(),
         timeout: std::time::Duration::from_secs(args.timeout.max(1)),
@@ -986,6 +1141,8 @@ struct VirtiofsArgs {
     inodes: InodeArgs,
     #[command(flatten)]
     sandbox: SandboxArgs,
+    #[command(flatten)]
+    stats: StatsArgs,
 }
 
 #[cfg(target_os = "linux")]
@@ -1037,7 +1194,7 @@ fn run_virtiofs(args: VirtiofsArgs) -> Result<(), String> {
     let src = source_dir(shared_dir, "shared dir")?;
     let group = args.socket_group.as_deref().map(parse_group).transpose()?;
     raise_fd_limit();
-    platform::block_termination_signals().map_err(|e| format!("signal mask: {e}"))?;
+    platform::block_server_signals().map_err(|e| format!("signal mask: {e}"))?;
     let (listener, socket_path) = match (&args.socket_path, args.fd) {
         (_, Some(fd)) => {
             let l = platform::inherited_unix_listener(fd)
@@ -1058,6 +1215,12 @@ fn run_virtiofs(args: VirtiofsArgs) -> Result<(), String> {
     };
     // The guest kernel already applied the caller's umask.
     platform::set_umask(0);
+    let stats_target = socket_path
+        .as_deref()
+        .map(std::path::absolute)
+        .transpose()
+        .map_err(|e| format!("socket: {e}"))?;
+    let mut stats = args.stats.bind(stats_target.as_deref())?;
     let (fs, rootless) = build_served(
         &Served {
             src: &src,
@@ -1076,7 +1239,11 @@ fn run_virtiofs(args: VirtiofsArgs) -> Result<(), String> {
         },
         socket_file.as_ref(),
     )?;
-    let server = Arc::new(Server::new(fs));
+    let server = Arc::new(Server::new(Counted::new(
+        fs,
+        StatsService::counters(&stats),
+    )));
+    StatsService::start(&mut stats);
     let opts = VirtioFsOptions {
         thread_pool_size: args.thread_pool_size,
     };

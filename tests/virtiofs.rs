@@ -546,12 +546,34 @@ fn negotiates_serves_and_exits_when_the_vmm_leaves() {
     let r = lookup(&mut vmm, 1, "hello.txt", ROOT);
     r.check(0, vmm.unique);
 
+    // The device's statistics count what this guest asked.
+    let table = ok(Command::new(ownfs_bin()).arg("stats").arg(&dev.sock));
+    let counts = |op: &str| -> Vec<String> {
+        let row = table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(op));
+        let row = row.unwrap_or_else(|| panic!("no {op} row in\n{table}"));
+        row.split_whitespace().map(String::from).collect()
+    };
+    assert_eq!(counts("lookup")[1..3], ["3", "1"], "{table}");
+    assert_eq!(
+        counts("lookup").last().map(String::as_str),
+        Some("ENOENT:1")
+    );
+    assert_eq!(counts("open")[1..3], ["1", "0"], "{table}");
+    assert_eq!(counts("read")[1..3], ["1", "0"], "{table}");
+    let control = ownfs::stats::control::socket_for(&std::path::absolute(&dev.sock).unwrap());
+
     drop(vmm);
     let st = dev.wait_exit();
     let log = dev.stderr();
     assert_eq!(st.code(), Some(0), "{log}");
     assert!(log.contains("the VMM disconnected: exiting"), "{log}");
     assert!(!dev.sock.exists(), "socket removed on exit");
+    assert!(
+        !control.unwrap().exists(),
+        "statistics socket removed on exit"
+    );
 }
 
 #[test]

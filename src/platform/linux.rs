@@ -32,6 +32,8 @@ pub use libc::{O_DIRECT, O_PATH};
 pub const ENOATTR: i32 = libc::ENODATA;
 /// Symlinks cannot carry `user.*` xattrs on Linux: their records live in a sidecar.
 pub const SYMLINK_XATTRS: bool = false;
+/// Where daemons keep their runtime files (sockets).
+pub const RUN_DIR: &str = "/run";
 
 /// Host identity of an inode: (device, inode number, mount id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -735,15 +737,25 @@ pub fn raw(fd: BorrowedFd<'_>) -> RawFd {
     fd.as_raw_fd()
 }
 
-/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread (and threads it spawns later).
-pub fn block_termination_signals() -> io::Result<()> {
-    let set = termination_set();
+/// Blocks SIGINT, SIGTERM and SIGHUP (termination) and SIGUSR1 (log statistics) in the
+/// calling thread and the threads it spawns later, for `wait_*` to collect.
+pub fn block_server_signals() -> io::Result<()> {
+    let mut set = termination_set();
+    // SAFETY: valid set; sigaddset only updates it.
+    unsafe { libc::sigaddset(&mut set, libc::SIGUSR1) };
     // SAFETY: valid signal set; old set not requested.
     let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
     if rc != 0 {
         return Err(io::Error::from_raw_os_error(rc));
     }
     Ok(())
+}
+
+/// Blocks until `sig` (blocked by `block_server_signals`) arrives, and takes it.
+pub fn wait_signal(sig: i32) {
+    let set = one_signal_set(sig);
+    // SAFETY: valid set; no siginfo requested. Retried on EINTR.
+    while unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) } != sig {}
 }
 
 fn termination_set() -> libc::sigset_t {
@@ -754,6 +766,16 @@ fn termination_set() -> libc::sigset_t {
         libc::sigaddset(set.as_mut_ptr(), libc::SIGINT);
         libc::sigaddset(set.as_mut_ptr(), libc::SIGTERM);
         libc::sigaddset(set.as_mut_ptr(), libc::SIGHUP);
+        set.assume_init()
+    }
+}
+
+fn one_signal_set(sig: i32) -> libc::sigset_t {
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set; sigaddset only updates it.
+    unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        libc::sigaddset(set.as_mut_ptr(), sig);
         set.assume_init()
     }
 }

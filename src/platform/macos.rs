@@ -27,6 +27,8 @@ pub const O_DIRECT: libc::c_int = 0;
 pub const ENOATTR: i32 = libc::ENOATTR;
 /// A symlink carries xattrs (through an `O_SYMLINK` descriptor): records live on it.
 pub const SYMLINK_XATTRS: bool = true;
+/// Where daemons keep their runtime files (sockets).
+pub const RUN_DIR: &str = "/var/run";
 
 /// fallocate modes as the FileSystem receives them: Linux values (the guest's).
 pub const FALLOC_FL_KEEP_SIZE: i32 = 0x01;
@@ -711,15 +713,36 @@ fn termination_set() -> libc::sigset_t {
     }
 }
 
-/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread (and threads it spawns later).
-pub fn block_termination_signals() -> io::Result<()> {
-    let set = termination_set();
+fn one_signal_set(sig: i32) -> libc::sigset_t {
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set; sigaddset only updates it.
+    unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        libc::sigaddset(set.as_mut_ptr(), sig);
+        set.assume_init()
+    }
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP (termination) and SIGUSR1 (log statistics) in the
+/// calling thread and the threads it spawns later, for `wait_*` to collect.
+pub fn block_server_signals() -> io::Result<()> {
+    let mut set = termination_set();
+    // SAFETY: valid set; sigaddset only updates it.
+    unsafe { libc::sigaddset(&mut set, libc::SIGUSR1) };
     // SAFETY: valid signal set; old set not requested.
     let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
     if rc != 0 {
         return Err(errno(rc));
     }
     Ok(())
+}
+
+/// Blocks until `sig` (blocked by `block_server_signals`) arrives, and takes it.
+pub fn wait_signal(sig: i32) {
+    let set = one_signal_set(sig);
+    let mut got = 0;
+    // SAFETY: valid set and out-pointer.
+    while unsafe { libc::sigwait(&set, &mut got) } != 0 || got != sig {}
 }
 
 /// Waits up to `timeout_ms` for a blocked termination signal (macOS has no

@@ -223,6 +223,11 @@ mod linux {
     /// `mount`: /dev/fuse reads and replies, unmounting at exit (directly as root,
     /// through the helper process after --run-as or fusermount3).
     const MOUNT: &[i64] = &[
+        // the statistics control socket: accepting, peer checks, timeouts, replies
+        libc::SYS_accept4,
+        libc::SYS_getsockopt,
+        libc::SYS_setsockopt,
+        libc::SYS_sendto,
         libc::SYS_umount2,
         libc::SYS_wait4,
         libc::SYS_ppoll,
@@ -256,6 +261,7 @@ mod linux {
         libc::SYS_sendmsg,
         libc::SYS_shutdown,
         libc::SYS_getsockopt, // SO_PEERCRED
+        libc::SYS_setsockopt, // statistics clients' timeouts
         libc::SYS_epoll_create1,
         libc::SYS_epoll_ctl,
         libc::SYS_epoll_pwait,

@@ -140,6 +140,15 @@ impl Served {
         }
     }
 
+    /// What `ownfs stats` is given to find the server: its mountpoint, or for a pipe
+    /// the server's socket.
+    pub fn stats_target(&self) -> &Path {
+        match &self.inner {
+            Inner::Local(m) => &m.mnt,
+            Inner::Pipe(p) => &p.sock,
+        }
+    }
+
     pub fn scratch(&self) -> &Scratch {
         match &self.inner {
             Inner::Local(m) => &m.scratch,
