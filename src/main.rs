@@ -221,12 +221,26 @@ struct StatsQueryArgs {
     json: bool,
 }
 
+/// What names a pipe server to `ownfs stats`: its socket's absolute path, or its vsock
+/// address in one spelling.
+fn pipe_stats_target(address: &ownfs::transport::pipe::Address) -> Result<PathBuf, String> {
+    use ownfs::transport::pipe::Address;
+    match address {
+        Address::Unix(path) => std::path::absolute(path).map_err(|e| format!("socket: {e}")),
+        vsock => Ok(PathBuf::from(format!("/{vsock}"))),
+    }
+}
+
 fn run_stats(args: StatsQueryArgs) -> Result<(), String> {
     let socket = match (args.socket, args.target) {
         (Some(socket), _) => socket,
         (None, Some(target)) => {
-            let target =
-                std::path::absolute(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+            let address = target.to_str().and_then(|t| t.parse().ok());
+            let target = match address {
+                Some(address) => pipe_stats_target(&address)?,
+                None => std::path::absolute(&target)
+                    .map_err(|e| format!("{}: {e}", target.display()))?,
+            };
             control::socket_for(&target)
                 .ok_or("no runtime directory for this user ($XDG_RUNTIME_DIR): pass --socket")?
         }
@@ -889,11 +903,7 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
         Ok(f) => f,
         Err(e) => return Err(format!("socket {}: {e}", args.listen)),
     };
-    let stats_target = match &args.listen {
-        Address::Unix(path) => std::path::absolute(path).map_err(|e| format!("socket: {e}"))?,
-        vsock => PathBuf::from(format!("/{vsock}")),
-    };
-    let mut stats = args.stats.bind(Some(&stats_target))?;
+    let mut stats = args.stats.bind(Some(&pipe_stats_target(&args.listen)?))?;
     let (fs, rootless) = build_served(
         &Served {
             src: &src,
