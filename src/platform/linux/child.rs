@@ -20,7 +20,7 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// Switches a freshly forked (single-threaded) process; raw syscalls only, so async-signal-safe.
+    /// Switches a freshly forked, single-threaded process: async-signal-safe raw syscalls only.
     fn apply_in_child(&self) -> io::Result<()> {
         set_thread_credentials(self.uid, self.gid, &self.groups)?;
         if let Some(mask) = self.umask {
