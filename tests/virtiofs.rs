@@ -569,7 +569,7 @@ fn serves_an_inherited_listening_socket() {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(File::create(&log).unwrap());
-    // The command owns the listener now; dropping it after the spawn leaves the child the only holder.
+    // The command owns the listener; dropped after the spawn, it leaves the child the only holder.
     platform::command_with_fd_as(&mut cmd, OwnedFd::from(listener), 3);
     let child = cmd.spawn().expect("spawn ownfs virtiofs --fd");
     drop(cmd);
