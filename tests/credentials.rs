@@ -17,6 +17,10 @@ use std::os::unix::fs::{
 use std::path::{Path, PathBuf};
 
 use common::*;
+use nix::sys::stat::{utimensat, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use nix::unistd::AccessFlags;
+use ownfs::platform;
 
 /// A group the test callers may or may not be in. No /etc/group entry needed.
 const G: u32 = 424_201;
@@ -497,23 +501,6 @@ fn many_groups_no_default_permissions() {
     many_groups(&[NDP]);
 }
 
-fn raw_switch(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
-    // Raw syscalls change only the calling thread (glibc's wrappers would
-    // change every thread of the process).
-    unsafe {
-        if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
 /// Credentials are per thread on Linux. Two threads of one process with
 /// different uid/gid/groups (and a main thread that stays root) must each be
 /// served with their own.
@@ -525,12 +512,12 @@ fn per_thread_credentials(extra: &[&str]) {
         .run(move || {
             let da = dd.clone();
             let a = std::thread::spawn(move || {
-                raw_switch(U, P, &[G])?;
+                platform::set_thread_credentials(U, P, &[G])?;
                 create_file(&da.join("thread-a"))
             });
             let db = dd.clone();
             let b = std::thread::spawn(move || {
-                raw_switch(U + 1, P, &[OTHER])?;
+                platform::set_thread_credentials(U + 1, P, &[OTHER])?;
                 create_file(&db.join("thread-b"))
             });
             let ra = a
@@ -572,36 +559,13 @@ fn per_thread_credentials_no_default_permissions() {
 // ---------------------------------------------------------------------------
 
 fn access(p: &Path, mode: i32) -> io::Result<()> {
-    let c = cstr(p);
-    if unsafe { libc::access(c.as_ptr(), mode) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    nix::unistd::access(p, AccessFlags::from_bits_retain(mode)).map_err(io::Error::from)
 }
 
+/// utimensat(2) following symlinks; `None` sets both times to now (like a NULL `times`).
 fn set_times(p: &Path, t: Option<i64>) -> io::Result<()> {
-    let c = cstr(p);
-    let ts;
-    let ptr = match t {
-        Some(t) => {
-            ts = [
-                libc::timespec {
-                    tv_sec: t,
-                    tv_nsec: 0,
-                },
-                libc::timespec {
-                    tv_sec: t,
-                    tv_nsec: 0,
-                },
-            ];
-            ts.as_ptr()
-        }
-        None => std::ptr::null(),
-    };
-    if unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ptr, 0) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    let ts = t.map_or(TimeSpec::UTIME_NOW, |t| TimeSpec::new(t, 0));
+    utimensat(None, p, &ts, &ts, UtimensatFlags::FollowSymlink).map_err(io::Error::from)
 }
 
 /// Everyday permission decisions made with the caller's credentials: opening
@@ -639,13 +603,7 @@ fn host_rules_apply_to_caller(extra: &[&str]) {
         "open(O_TRUNC) root's 0644 file",
     );
     assert_errno(
-        u.run(|| {
-            let c = cstr(&root_file);
-            if unsafe { libc::truncate(c.as_ptr(), 0) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        }),
+        u.run(|| nix::unistd::truncate(&root_file, 0).map_err(io::Error::from)),
         libc::EACCES,
         "truncate(2) root's 0644 file",
     );

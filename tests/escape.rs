@@ -30,11 +30,17 @@ mod common;
 use std::ffi::CString;
 use std::fs;
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{lchown, symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use common::*;
+use nix::fcntl::AtFlags;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::sys::stat::{fstatat, utimensat, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use ownfs::platform;
 
 const SECRET: &[u8] = b"canary secret\n";
 const CANARY_MTIME: i64 = 1_000_000_000;
@@ -63,75 +69,35 @@ struct CanaryState {
 }
 
 fn llistxattr(p: &Path) -> Vec<u8> {
-    let c = cstr(p);
     let mut buf = vec![0u8; 65536];
-    let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    assert!(
-        n >= 0,
-        "llistxattr {}: {}",
-        p.display(),
-        io::Error::last_os_error()
-    );
-    buf.truncate(n as usize);
+    let n = platform::llistxattr_path(&cstr(p), &mut buf)
+        .unwrap_or_else(|e| panic!("llistxattr {}: {e}", p.display()));
+    buf.truncate(n);
     buf
 }
 
 fn lgetxattr(p: &Path, name: &str) -> io::Result<Vec<u8>> {
-    let c = cstr(p);
     let n = CString::new(name).unwrap();
     let mut buf = vec![0u8; 4096];
-    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate(r as usize);
+    let len = platform::lgetxattr_path(&cstr(p), &n, &mut buf)?;
+    buf.truncate(len);
     Ok(buf)
 }
 
 fn lsetxattr(p: &Path, name: &str, value: &[u8]) -> io::Result<()> {
-    let c = cstr(p);
     let n = CString::new(name).unwrap();
-    let r = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    platform::lsetxattr_path(&cstr(p), &n, value, 0)
 }
 
 fn utimens_nofollow(p: &Path, atime: i64, mtime: i64) -> io::Result<()> {
-    let c = cstr(p);
-    let ts = [
-        libc::timespec {
-            tv_sec: atime,
-            tv_nsec: 0,
-        },
-        libc::timespec {
-            tv_sec: mtime,
-            tv_nsec: 0,
-        },
-    ];
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            ts.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    utimensat(
+        None,
+        p,
+        &TimeSpec::new(atime, 0),
+        &TimeSpec::new(mtime, 0),
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)
 }
 
 impl Fixture {
@@ -558,34 +524,18 @@ fn hard_links_and_renames_stay_inside() {
 // File handles: the one way a client makes the kernel send LOOKUP("..")
 // ---------------------------------------------------------------------------
 
-/// Room for `struct file_handle` plus MAX_HANDLE_SZ (128) bytes, 8-aligned.
-struct Handle {
-    buf: Vec<u64>,
-}
+/// A file handle (name_to_handle_at) of the inode at `p`, not following a final symlink.
+struct Handle(platform::FileHandle);
 
 impl Handle {
     fn of(p: &Path) -> io::Result<Handle> {
-        let mut buf = vec![0u64; 1 + 128 / 8];
-        let fh = buf.as_mut_ptr() as *mut libc::file_handle;
-        unsafe { (*fh).handle_bytes = 128 };
-        let c = cstr(p);
-        let mut mount_id: libc::c_int = 0;
-        let r =
-            unsafe { libc::name_to_handle_at(libc::AT_FDCWD, c.as_ptr(), fh, &mut mount_id, 0) };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Handle { buf })
+        // An O_PATH descriptor names the inode without opening it on the mount.
+        let fd = platform::open_path(&cstr(p), libc::O_PATH | libc::O_NOFOLLOW)?;
+        Ok(Handle(platform::file_handle(fd.as_fd())?))
     }
 
-    fn open(&mut self, mount_fd: &fs::File, flags: i32) -> io::Result<fs::File> {
-        use std::os::fd::{AsRawFd, FromRawFd};
-        let fh = self.buf.as_mut_ptr() as *mut libc::file_handle;
-        let fd = unsafe { libc::open_by_handle_at(mount_fd.as_raw_fd(), fh, flags) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(unsafe { fs::File::from_raw_fd(fd) })
+    fn open(&self, mount_fd: &fs::File, flags: i32) -> io::Result<fs::File> {
+        platform::open_file_handle(mount_fd.as_fd(), &self.0, flags).map(fs::File::from)
     }
 }
 
@@ -608,7 +558,7 @@ fn file_handles_reconnect_inside_src() {
     fs::create_dir_all(mnt.join("a/b/c")).unwrap();
     fs::write(mnt.join("a/b/c/file"), b"inside").unwrap();
 
-    let mut hc = match Handle::of(&mnt.join("a/b/c")) {
+    let hc = match Handle::of(&mnt.join("a/b/c")) {
         Ok(h) => h,
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
             eprintln!("file handles not supported by this mount; nothing to check");
@@ -616,19 +566,17 @@ fn file_handles_reconnect_inside_src() {
         }
         Err(e) => panic!("name_to_handle_at MNT/a/b/c: {e}"),
     };
-    let mut hfile = Handle::of(&mnt.join("a/b/c/file")).expect("name_to_handle_at file");
+    let hfile = Handle::of(&mnt.join("a/b/c/file")).expect("name_to_handle_at file");
     let mount_fd = fs::File::open(mnt).unwrap();
 
     // An inotify watch pins the inode of c but not its dentry: after the
     // caches are dropped the server still knows c, the kernel no longer
     // knows where c is, and opening the handle makes it ask the server for
     // "..", one level at a time, until it reaches the root.
-    let ino_fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
-    assert!(ino_fd >= 0, "inotify_init1: {}", io::Error::last_os_error());
-    let _inotify = unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(ino_fd) };
-    let cpath = cstr(&mnt.join("a/b/c"));
-    let wd = unsafe { libc::inotify_add_watch(ino_fd, cpath.as_ptr(), libc::IN_ATTRIB) };
-    assert!(wd >= 0, "inotify_add_watch: {}", io::Error::last_os_error());
+    let inotify = Inotify::init(InitFlags::IN_CLOEXEC).expect("inotify_init1");
+    inotify
+        .add_watch(&mnt.join("a/b/c"), AddWatchFlags::IN_ATTRIB)
+        .expect("inotify_add_watch");
 
     for round in 0..3 {
         drop_caches();
@@ -639,10 +587,8 @@ fn file_handles_reconnect_inside_src() {
                 let path = fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())).unwrap();
                 assert_eq!(path, mnt.join("a/b/c"), "round {round}: reconnected path");
                 let up = |rel: &str| {
-                    let c = CString::new(rel).unwrap();
-                    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-                    let r = unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), &mut st, 0) };
-                    assert_eq!(r, 0, "fstatat(c, {rel}): {}", io::Error::last_os_error());
+                    let st = fstatat(Some(dir.as_raw_fd()), rel, AtFlags::empty())
+                        .unwrap_or_else(|e| panic!("fstatat(c, {rel}): {e}"));
                     (st.st_dev, st.st_ino)
                 };
                 let ino = |p: PathBuf| {
@@ -685,40 +631,20 @@ fn file_handles_reconnect_inside_src() {
 // ---------------------------------------------------------------------------
 
 fn at_create(dir: &fs::File, name: &str) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     let c = CString::new(name).unwrap();
-    let fd = unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
-            0o644,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    unsafe { libc::close(fd) };
-    Ok(())
+    let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
+    platform::openat(dir.as_fd(), &c, flags, 0o644).map(drop)
 }
 
 fn at_mkdir(dir: &fs::File, name: &str) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     let c = CString::new(name).unwrap();
-    if unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o755) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    platform::mkdirat(dir.as_fd(), &c, 0o755)
 }
 
 fn at_symlink(dir: &fs::File, target: &str, name: &str) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     let t = CString::new(target).unwrap();
     let c = CString::new(name).unwrap();
-    if unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), c.as_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    platform::symlinkat(&t, dir.as_fd(), &c)
 }
 
 /// A directory the client holds open is renamed on the host and its old name

@@ -24,12 +24,16 @@ mod common;
 use std::ffi::CString;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{symlink, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
+use nix::fcntl::{renameat2, RenameFlags};
+use nix::sys::stat::{utimensat, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use ownfs::platform;
 
 const SECRET: &[u8] = b"CANARY-SECRET-7f3a91 outside SRC\n";
 const CANARY_TIME: i64 = 1_000_000_000;
@@ -55,109 +59,55 @@ fn c(p: &Path) -> CString {
     cstr(p)
 }
 
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
 fn set_times(p: &Path, t: i64) {
-    let ts = [
-        libc::timespec {
-            tv_sec: t,
-            tv_nsec: 0,
-        },
-        libc::timespec {
-            tv_sec: t,
-            tv_nsec: 0,
-        },
-    ];
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c(p).as_ptr(),
-            ts.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    assert_eq!(
-        r,
-        0,
-        "utimensat {}: {}",
-        p.display(),
-        io::Error::last_os_error()
-    );
+    let ts = TimeSpec::new(t, 0);
+    utimensat(None, p, &ts, &ts, UtimensatFlags::NoFollowSymlink)
+        .unwrap_or_else(|e| panic!("utimensat {}: {e}", p.display()));
 }
 
 fn setxattr(p: &Path, name: &str, v: &[u8]) -> io::Result<()> {
     let n = CString::new(name).unwrap();
-    cvt(unsafe { libc::setxattr(c(p).as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) })
-        .map(drop)
+    platform::setxattr_path(&c(p), &n, v, 0)
 }
 
 fn getxattr(p: &Path, name: &str) -> io::Result<Vec<u8>> {
     let n = CString::new(name).unwrap();
     let mut buf = vec![0u8; 4096];
-    let r = unsafe { libc::lgetxattr(c(p).as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), 4096) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate(r as usize);
+    let len = platform::lgetxattr_path(&c(p), &n, &mut buf)?;
+    buf.truncate(len);
     Ok(buf)
 }
 
 fn listxattr(p: &Path) -> Vec<u8> {
     let mut buf = vec![0u8; 65536];
-    let r = unsafe { libc::llistxattr(c(p).as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    assert!(r >= 0, "llistxattr {}", p.display());
-    buf.truncate(r as usize);
+    let len = platform::llistxattr_path(&c(p), &mut buf)
+        .unwrap_or_else(|e| panic!("llistxattr {}: {e}", p.display()));
+    buf.truncate(len);
     buf
 }
 
 /// Lists a directory without touching its atime.
 fn list_noatime(p: &Path) -> Vec<Vec<u8>> {
-    let fd = cvt(unsafe {
-        libc::open(
-            c(p).as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOATIME | libc::O_CLOEXEC,
-        )
-    })
-    .unwrap_or_else(|e| panic!("open {}: {e}", p.display()));
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOATIME;
+    let fd =
+        platform::open_path(&c(p), flags).unwrap_or_else(|e| panic!("open {}: {e}", p.display()));
     // Reading through /proc/self/fd would open the directory again, with atime.
     let mut names = Vec::new();
     let mut buf = vec![0u8; 32 * 1024];
     loop {
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_getdents64,
-                fd.as_raw_fd(),
-                buf.as_mut_ptr(),
-                buf.len(),
-            )
-        };
-        assert!(
-            n >= 0,
-            "getdents64 {}: {}",
-            p.display(),
-            io::Error::last_os_error()
-        );
+        let n = platform::getdents(fd.as_fd(), &mut buf)
+            .unwrap_or_else(|e| panic!("getdents64 {}: {e}", p.display()));
         if n == 0 {
             break;
         }
         let mut off = 0;
-        while off < n as usize {
-            // struct linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type, name.
-            let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
-            let name = &buf[off + 19..off + reclen];
-            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-            if name != b"." && name != b".." {
-                names.push(name.to_vec());
+        while let Some((d, reclen)) = platform::parse_dirent(&buf[off..n]) {
+            if d.name != b"." && d.name != b".." {
+                names.push(d.name.to_vec());
             }
             off += reclen;
         }
+        assert_eq!(off, n, "getdents64 {}: malformed record", p.display());
     }
     names.sort();
     names
@@ -282,15 +232,7 @@ fn contains_secret(data: &[u8]) -> bool {
 
 fn openat(dir: &OwnedFd, name: &str, flags: i32) -> io::Result<OwnedFd> {
     let n = CString::new(name).unwrap();
-    let fd = cvt(unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            n.as_ptr(),
-            flags | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-            0o666,
-        )
-    })?;
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    platform::openat(dir.as_fd(), &n, flags | libc::O_NOFOLLOW, 0o666)
 }
 
 fn fd_path(fd: &OwnedFd) -> PathBuf {
@@ -314,15 +256,10 @@ fn swapper(root: &Path, seed: u64, exchange: bool, deadline: Instant, report: &P
         };
         if exchange {
             for _ in 0..2 {
-                t.count(cvt(unsafe {
-                    libc::renameat2(
-                        libc::AT_FDCWD,
-                        c(&a).as_ptr(),
-                        libc::AT_FDCWD,
-                        c(&b).as_ptr(),
-                        libc::RENAME_EXCHANGE,
-                    )
-                }));
+                t.count(
+                    renameat2(None, &a, None, &b, RenameFlags::RENAME_EXCHANGE)
+                        .map_err(io::Error::from),
+                );
             }
         } else {
             let text = if b.ends_with("lsub") {
@@ -544,9 +481,7 @@ fn user(mnt: &Path, seed: u64, deadline: Instant, report: &Path, canary_inos: [u
                 .is_some()
                 {
                     let n = CString::new(name).unwrap();
-                    t.count(cvt(unsafe {
-                        libc::unlinkat(dir.as_raw_fd(), n.as_ptr(), 0)
-                    }));
+                    t.count(platform::unlinkat(dir.as_fd(), &n, false));
                 }
                 if let Some(rd) = t.count(fs::read_dir(fd_path(dir))) {
                     for e in rd.flatten() {

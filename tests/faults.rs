@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ownfs::fs::record::{Record, LEN as RECORD_LEN};
+use ownfs::platform;
 
 /// (uid, gid, supplementary groups) of the workers.
 const WORKERS: [(u32, u32, &[u32]); 4] = [
@@ -328,18 +329,18 @@ fn check_records(src: &Path) -> (u64, Vec<String>) {
         if !md.file_type().is_symlink() {
             let c = cstr(&p);
             let mut buf = [0u8; 256];
-            let r =
-                unsafe { libc::lgetxattr(c.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), 256) };
-            if r >= 0 {
-                count += 1;
-                let v = &buf[..r as usize];
-                if v.len() != RECORD_LEN || Record::decode(v).is_err() {
-                    corrupt.push(format!("{}: record {v:?}", p.display()));
+            match platform::lgetxattr_path(&c, &name, &mut buf) {
+                Ok(n) => {
+                    count += 1;
+                    let v = &buf[..n];
+                    if v.len() != RECORD_LEN || Record::decode(v).is_err() {
+                        corrupt.push(format!("{}: record {v:?}", p.display()));
+                    }
                 }
-            } else {
-                let e = io::Error::last_os_error();
-                if e.raw_os_error() != Some(libc::ENODATA) {
-                    corrupt.push(format!("{}: lgetxattr: {e}", p.display()));
+                Err(e) => {
+                    if e.raw_os_error() != Some(libc::ENODATA) {
+                        corrupt.push(format!("{}: lgetxattr: {e}", p.display()));
+                    }
                 }
             }
         }

@@ -18,6 +18,7 @@ use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
 use common::*;
+use ownfs::platform;
 use ownfs::transport::pipe::wire::{self, Hello, Welcome, HELLO_LEN, WELCOME_FIXED_LEN};
 
 /// A group the test caller may be in; no /etc/group entry needed.
@@ -135,39 +136,23 @@ fn operations_through_the_pipe() {
 fn xattr_roundtrip(p: &Path) {
     let c = cstr(p);
     let name = c"user.pipe";
-    // SAFETY: valid C strings and buffers of the given sizes.
-    let r = unsafe { libc::setxattr(c.as_ptr(), name.as_ptr(), b"v1".as_ptr().cast(), 2, 0) };
-    assert_eq!(r, 0, "setxattr: {}", io::Error::last_os_error());
+    platform::setxattr_path(&c, name, b"v1", 0).expect("setxattr");
     let mut buf = [0u8; 16];
-    // SAFETY: as above.
-    let n = unsafe { libc::getxattr(c.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), 16) };
-    assert_eq!(&buf[..n as usize], b"v1");
-    // SAFETY: as above; a size query.
-    let n = unsafe { libc::getxattr(c.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+    let n = platform::getxattr_path(&c, name, &mut buf).expect("getxattr");
+    assert_eq!(&buf[..n], b"v1");
+    // A size query.
+    let n = platform::getxattr_path(&c, name, &mut []).expect("getxattr size");
     assert_eq!(n, 2);
-    // SAFETY: as above; XATTR_CREATE on an existing name fails.
-    let r = unsafe {
-        libc::setxattr(
-            c.as_ptr(),
-            name.as_ptr(),
-            b"v2".as_ptr().cast(),
-            2,
-            libc::XATTR_CREATE,
-        )
-    };
-    assert_eq!(r, -1);
-    assert_eq!(
-        io::Error::last_os_error().raw_os_error(),
-        Some(libc::EEXIST)
+    // XATTR_CREATE on an existing name fails.
+    assert_errno(
+        platform::setxattr_path(&c, name, b"v2", libc::XATTR_CREATE),
+        libc::EEXIST,
+        "setxattr XATTR_CREATE",
     );
     let mut list = [0u8; 256];
-    // SAFETY: as above.
-    let n = unsafe { libc::listxattr(c.as_ptr(), list.as_mut_ptr().cast(), 256) };
-    assert!(list[..n as usize]
-        .split(|b| *b == 0)
-        .any(|n| n == b"user.pipe"));
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::removexattr(c.as_ptr(), name.as_ptr()) }, 0);
+    let n = platform::listxattr_path(&c, &mut list).expect("listxattr");
+    assert!(list[..n].split(|b| *b == 0).any(|n| n == b"user.pipe"));
+    platform::removexattr_path(&c, name).expect("removexattr");
 }
 
 #[test]

@@ -11,7 +11,6 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io;
 use std::os::unix::fs::{chown, lchown, symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,6 +20,7 @@ use std::time::Duration;
 use common::*;
 use nix::sys::signal::Signal;
 use nix::unistd::{Uid, User};
+use ownfs::platform;
 
 /// The host xattr that holds a record.
 const RECORD: &str = "user.ownfs.stat";
@@ -101,26 +101,18 @@ fn host_record(p: &Path) -> Option<Vec<u8>> {
     let path = cstr(p);
     let name = std::ffi::CString::new(RECORD).unwrap();
     let mut buf = [0u8; 256];
-    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
-    let n = unsafe {
-        libc::lgetxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        assert_eq!(
-            e.raw_os_error(),
-            Some(libc::ENODATA),
-            "getxattr {} {RECORD}: {e}",
-            p.display()
-        );
-        return None;
+    match platform::lgetxattr_path(&path, &name, &mut buf) {
+        Ok(n) => Some(buf[..n].to_vec()),
+        Err(e) => {
+            assert_eq!(
+                e.raw_os_error(),
+                Some(libc::ENODATA),
+                "getxattr {} {RECORD}: {e}",
+                p.display()
+            );
+            None
+        }
     }
-    Some(buf[..n as usize].to_vec())
 }
 
 /// A record as documented: 28 bytes, version 1, flags (uid 1, gid 2, mode 4,

@@ -12,6 +12,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::*;
+use nix::sys::stat::Mode;
 
 const U: u32 = 424_701;
 const P: u32 = 424_702;
@@ -220,11 +221,7 @@ fn check_mode(m: &Mount, rel: &str, want: u32, what: &str) {
 }
 
 fn mkfifo(p: &Path, mode: u32) -> io::Result<()> {
-    let c = cstr(p);
-    if unsafe { libc::mkfifo(c.as_ptr(), mode as libc::mode_t) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    nix::unistd::mkfifo(p, Mode::from_bits_retain(mode)).map_err(io::Error::from)
 }
 
 fn create_modes_honour_umask(extra: &[&str]) {
@@ -329,11 +326,7 @@ fn create_modes_honour_umask_writeback() {
 fn fsync_and_close(f: fs::File) -> io::Result<()> {
     use std::os::fd::IntoRawFd;
     f.sync_all()?;
-    let fd = f.into_raw_fd();
-    if unsafe { libc::close(fd) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    nix::unistd::close(f.into_raw_fd()).map_err(io::Error::from)
 }
 
 fn write_by_non_owner(extra: &[&str]) {

@@ -9,10 +9,9 @@ mod common;
 
 use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{fence, Ordering};
@@ -29,6 +28,7 @@ use vm_memory::{ByteValued, Bytes, FileOffset, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use common::*;
+use ownfs::platform;
 
 /// A group the test caller is in on the host; no /etc/group entry needed.
 const G: u32 = 424_701;
@@ -584,7 +584,6 @@ fn serves_an_inherited_listening_socket() {
     let sock = scratch.path("inherited.sock");
     let log = scratch.path("server.log");
     let listener = UnixListener::bind(&sock).unwrap();
-    let fd = listener.as_raw_fd();
     let mut cmd = Command::new(ownfs_bin());
     cmd.args(["virtiofs", "--fd", "3", "--shared-dir"])
         .arg(&share)
@@ -592,23 +591,10 @@ fn serves_an_inherited_listening_socket() {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(File::create(&log).unwrap());
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // dup2 leaves the new descriptor without FD_CLOEXEC; fd 3 itself needs clearing.
-            let rc = if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, 3)
-            };
-            if rc < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // The command owns the listener; dropped after the spawn, it leaves the child the only holder.
+    platform::command_with_fd_as(&mut cmd, OwnedFd::from(listener), 3);
     let child = cmd.spawn().expect("spawn ownfs virtiofs --fd");
-    drop(listener);
+    drop(cmd);
     let mut dev = Device {
         child: Some(child),
         sock,

@@ -5,11 +5,13 @@
 //! a `/proc` descriptor opened before any sandbox (see `procfs`).
 
 mod caps;
+mod child;
 mod peer;
 mod procfs;
 mod sandbox;
 mod seccomp;
 pub use caps::*;
+pub use child::*;
 pub use peer::*;
 pub use procfs::*;
 pub use sandbox::*;
@@ -504,14 +506,14 @@ pub fn parse_dirent(buf: &[u8]) -> Option<(RawDirent<'_>, usize)> {
     ))
 }
 
-// ---- extended attributes, through the magic link so O_PATH fds work ----
+// ---- extended attributes by path; `l` variants do not follow a final symlink ----
 
-pub fn getxattr(fd: BorrowedFd<'_>, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
-    let path = ProcFdPath::new(fd);
-    // SAFETY: valid C strings; `buf` is writable for its length (a zero length asks for the size).
+/// getxattr(2) of `path`; a zero-length `buf` asks for the value's size.
+pub fn getxattr_path(path: &CStr, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: valid C strings; `buf` is writable for its length.
     cvt_size(unsafe {
         libc::getxattr(
-            path.for_path_call().as_ptr(),
+            path.as_ptr(),
             name.as_ptr(),
             buf.as_mut_ptr().cast(),
             buf.len(),
@@ -519,24 +521,37 @@ pub fn getxattr(fd: BorrowedFd<'_>, name: &CStr, buf: &mut [u8]) -> io::Result<u
     })
 }
 
-pub fn listxattr(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    let path = ProcFdPath::new(fd);
-    // SAFETY: valid C string; `buf` is writable for its length.
+/// lgetxattr(2) of `path`; a zero-length `buf` asks for the value's size.
+pub fn lgetxattr_path(path: &CStr, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: valid C strings; `buf` is writable for its length.
     cvt_size(unsafe {
-        libc::listxattr(
-            path.for_path_call().as_ptr(),
+        libc::lgetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
             buf.as_mut_ptr().cast(),
             buf.len(),
         )
     })
 }
 
-pub fn setxattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8], flags: i32) -> io::Result<()> {
-    let path = ProcFdPath::new(fd);
+/// listxattr(2) of `path`: NUL-terminated names into `buf`, or the size with an empty `buf`.
+pub fn listxattr_path(path: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: a valid C string; `buf` is writable for its length.
+    cvt_size(unsafe { libc::listxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })
+}
+
+/// llistxattr(2) of `path`: NUL-terminated names into `buf`, or the size with an empty `buf`.
+pub fn llistxattr_path(path: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: a valid C string; `buf` is writable for its length.
+    cvt_size(unsafe { libc::llistxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })
+}
+
+/// setxattr(2) of `path` with `XATTR_CREATE`/`XATTR_REPLACE` `flags`.
+pub fn setxattr_path(path: &CStr, name: &CStr, value: &[u8], flags: i32) -> io::Result<()> {
     // SAFETY: valid C strings and a readable value slice.
     cvt(unsafe {
         libc::setxattr(
-            path.for_path_call().as_ptr(),
+            path.as_ptr(),
             name.as_ptr(),
             value.as_ptr().cast(),
             value.len(),
@@ -546,10 +561,43 @@ pub fn setxattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8], flags: i32) -> io
     .map(drop)
 }
 
-pub fn removexattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
-    let path = ProcFdPath::new(fd);
+/// lsetxattr(2) of `path` with `XATTR_CREATE`/`XATTR_REPLACE` `flags`.
+pub fn lsetxattr_path(path: &CStr, name: &CStr, value: &[u8], flags: i32) -> io::Result<()> {
+    // SAFETY: valid C strings and a readable value slice.
+    cvt(unsafe {
+        libc::lsetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
+/// removexattr(2) of `path`.
+pub fn removexattr_path(path: &CStr, name: &CStr) -> io::Result<()> {
     // SAFETY: valid C strings.
-    cvt(unsafe { libc::removexattr(path.for_path_call().as_ptr(), name.as_ptr()) }).map(drop)
+    cvt(unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) }).map(drop)
+}
+
+// ---- extended attributes of a descriptor, through the magic link so O_PATH fds work ----
+
+pub fn getxattr(fd: BorrowedFd<'_>, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+    getxattr_path(ProcFdPath::new(fd).for_path_call(), name, buf)
+}
+
+pub fn listxattr(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    listxattr_path(ProcFdPath::new(fd).for_path_call(), buf)
+}
+
+pub fn setxattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8], flags: i32) -> io::Result<()> {
+    setxattr_path(ProcFdPath::new(fd).for_path_call(), name, value, flags)
+}
+
+pub fn removexattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    removexattr_path(ProcFdPath::new(fd).for_path_call(), name)
 }
 
 /// Runs `f` with a `File` view of a borrowed descriptor, without taking ownership.
@@ -594,6 +642,15 @@ pub fn set_thread_groups(groups: &[u32]) -> io::Result<()> {
     // SAFETY: `groups` is a valid array of gid_t of the given length.
     cvt(unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) as libc::c_int })
         .map(drop)
+}
+
+/// Sets this thread's groups, then real/effective/saved gid and uid; other threads keep theirs.
+pub fn set_thread_credentials(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
+    set_thread_groups(groups)?;
+    // SAFETY: no memory effects; changes only the calling thread's gids.
+    cvt(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) as libc::c_int })?;
+    // SAFETY: no memory effects; changes only the calling thread's uids.
+    cvt(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) as libc::c_int }).map(drop)
 }
 
 pub fn geteuid() -> u32 {
@@ -938,15 +995,7 @@ pub fn getxattr_at(
     path.extend_from_slice(name);
     let path =
         std::ffi::CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: valid C strings; `buf` is writable for its length.
-    cvt_size(unsafe {
-        libc::lgetxattr(
-            path.as_ptr(),
-            xname.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    })
+    lgetxattr_path(&path, xname, buf)
 }
 
 /// llistxattr of `dir/name` without opening it (for readdir of emulated special files).
@@ -956,8 +1005,7 @@ pub fn listxattr_at(dir: BorrowedFd<'_>, name: &[u8], buf: &mut [u8]) -> io::Res
     path.extend_from_slice(name);
     let path =
         std::ffi::CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: a valid C string; `buf` is writable for its length.
-    cvt_size(unsafe { libc::llistxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })
+    llistxattr_path(&path, buf)
 }
 
 /// A small text file under the host's `/proc`.

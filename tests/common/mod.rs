@@ -29,7 +29,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -37,9 +37,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::Pid;
+use ownfs::platform;
 
 /// How long the server may take to show up in /proc/mounts.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -602,34 +604,19 @@ impl Caller {
         self
     }
 
-    /// Switches the calling (single-threaded, freshly forked) process.
-    /// Only async-signal-safe calls.
-    fn apply(groups: &[libc::gid_t], uid: u32, gid: u32, umask: Option<u32>) -> io::Result<()> {
-        unsafe {
-            if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::setresgid(gid, gid, gid) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::setresuid(uid, uid, uid) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if let Some(m) = umask {
-                libc::umask(m as libc::mode_t);
-            }
+    fn credentials(&self) -> platform::Credentials {
+        platform::Credentials {
+            uid: self.uid,
+            gid: self.gid,
+            groups: self.groups.clone(),
+            umask: self.umask,
         }
-        Ok(())
     }
 
     /// A `Command` that runs `program` with these credentials.
     pub fn command<S: AsRef<OsStr>>(&self, program: S) -> Command {
         let mut c = Command::new(program);
-        let groups: Vec<libc::gid_t> = self.groups.clone();
-        let (uid, gid, umask) = (self.uid, self.gid, self.umask);
-        unsafe {
-            c.pre_exec(move || Self::apply(&groups, uid, gid, umask));
-        }
+        platform::command_with_credentials(&mut c, self.credentials());
         c
     }
 
@@ -648,43 +635,37 @@ impl Caller {
 
     /// Forks a child that runs `f` with these credentials.
     pub fn spawn<F: FnOnce() -> io::Result<()>>(&self, f: F) -> AsChild {
-        let groups: Vec<libc::gid_t> = self.groups.clone();
         let (rd, wr) = nix::unistd::pipe().expect("pipe");
-        // SAFETY: the child only runs the closure and then _exits. glibc
-        // makes malloc usable after fork; the closure must not rely on locks
-        // held by other threads of the test process.
-        match unsafe { fork() }.expect("fork") {
-            ForkResult::Child => {
-                drop(rd);
-                let msg = match Self::apply(&groups, self.uid, self.gid, self.umask) {
-                    Err(e) => child_msg(CODE_SETUP, &format!("{e}")),
-                    Ok(()) => match panic::catch_unwind(AssertUnwindSafe(f)) {
-                        Ok(Ok(())) => child_msg(0, ""),
-                        Ok(Err(e)) => match e.raw_os_error() {
-                            Some(errno) if errno > 0 => child_msg(errno, &format!("{e}")),
-                            _ => child_msg(CODE_OTHER, &format!("{e}")),
-                        },
-                        Err(p) => child_msg(CODE_PANIC, &panic_text(&*p)),
+        // The closure only borrows the pipe: the parent keeps its ends when it drops the
+        // closure unrun. The child reports through `wr` and the library then _exits it.
+        let child = platform::fork_with_credentials(&self.credentials(), |setup| {
+            let msg = match setup {
+                Err(e) => child_msg(CODE_SETUP, &format!("{e}")),
+                Ok(()) => match panic::catch_unwind(AssertUnwindSafe(f)) {
+                    Ok(Ok(())) => child_msg(0, ""),
+                    Ok(Err(e)) => match e.raw_os_error() {
+                        Some(errno) if errno > 0 => child_msg(errno, &format!("{e}")),
+                        _ => child_msg(CODE_OTHER, &format!("{e}")),
                     },
-                };
-                let mut off = 0;
-                while off < msg.len() {
-                    match nix::unistd::write(&wr, &msg[off..]) {
-                        Ok(n) if n > 0 => off += n,
-                        _ => break,
-                    }
-                }
-                unsafe { libc::_exit(0) }
-            }
-            ForkResult::Parent { child } => {
-                drop(wr);
-                AsChild {
-                    pid: child,
-                    rd,
-                    caller: self.clone(),
-                    reaped: false,
+                    Err(p) => child_msg(CODE_PANIC, &panic_text(&*p)),
+                },
+            };
+            let mut off = 0;
+            while off < msg.len() {
+                match nix::unistd::write(&wr, &msg[off..]) {
+                    Ok(n) if n > 0 => off += n,
+                    _ => break,
                 }
             }
+            0
+        })
+        .expect("fork");
+        drop(wr);
+        AsChild {
+            pid: Pid::from_raw(child),
+            rd,
+            caller: self.clone(),
+            reaped: false,
         }
     }
 }
@@ -757,9 +738,11 @@ impl AsChild {
         // without blocking: a concurrently forked child of another test may
         // hold a copy of the write end.
         let raw = self.rd.as_raw_fd();
-        unsafe {
-            let fl = libc::fcntl(raw, libc::F_GETFL);
-            libc::fcntl(raw, libc::F_SETFL, fl | libc::O_NONBLOCK);
+        if let Ok(fl) = fcntl(raw, FcntlArg::F_GETFL) {
+            let _ = fcntl(
+                raw,
+                FcntlArg::F_SETFL(OFlag::from_bits_retain(fl) | OFlag::O_NONBLOCK),
+            );
         }
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
@@ -876,7 +859,8 @@ impl Gate {
     /// until the parent opens the gate.
     pub fn wait(&self) -> io::Result<()> {
         if let Some(wr) = &self.wr {
-            unsafe { libc::close(wr.as_raw_fd()) };
+            // The child ends in _exit and never drops `wr`, so this close is its only one.
+            let _ = nix::unistd::close(wr.as_raw_fd());
         }
         let mut b = [0u8; 1];
         loop {
