@@ -9,6 +9,7 @@
 //! - [`backing`]: kernel passthrough of open files, between the two.
 //! - [`notify`]: invalidating what the client kernel cached, between the two.
 //! - [`sandbox`]: what a running server may still do (seccomp).
+//! - [`socket`]: the Unix sockets servers listen on.
 //! - [`stats`]: live per-operation statistics, between transports and filesystem.
 //! - [`tools`]: offline views of a rootless share (owner listing, tar export).
 
@@ -19,6 +20,7 @@ pub mod negotiate;
 pub mod notify;
 pub mod platform;
 pub mod sandbox;
+pub mod socket;
 pub mod stats;
 pub mod tools;
 pub mod transport;

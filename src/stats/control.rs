@@ -7,7 +7,7 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use super::{render, Stats};
 use crate::platform;
+use crate::socket::{self, SocketPerms};
 
 /// Longest socket path the kernel accepts (`sun_path` less its NUL).
 const MAX_SOCKET_PATH: usize = 103;
@@ -70,8 +71,9 @@ pub struct ControlSocket {
 }
 
 impl ControlSocket {
-    /// Binds `path`, creating its directory (mode 0700) if needed and replacing a socket
-    /// left by a server that is gone; refuses one that another server answers on.
+    /// Binds `path` (mode 0600), creating its directory (mode 0700) if needed and
+    /// replacing a socket left by a server that is gone; refuses one that another
+    /// server answers on.
     pub fn bind(path: &Path) -> io::Result<Self> {
         let owner = platform::geteuid();
         if let Some(dir) = path.parent() {
@@ -96,23 +98,7 @@ impl ControlSocket {
                 ));
             }
         }
-        if let Ok(meta) = std::fs::symlink_metadata(path) {
-            if !meta.file_type().is_socket() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!("{} exists and is not a socket", path.display()),
-                ));
-            }
-            if UnixStream::connect(path).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("another server answers on {}", path.display()),
-                ));
-            }
-            std::fs::remove_file(path)?;
-        }
-        let listener = UnixListener::bind(path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let listener = socket::bind_unix(path, SocketPerms::new(Some(0o600), None))?;
         Ok(ControlSocket {
             listener,
             path: path.to_path_buf(),

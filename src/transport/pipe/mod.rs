@@ -27,7 +27,6 @@ pub mod wire;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -107,27 +106,7 @@ pub fn connect(addr: &Address) -> io::Result<Stream> {
     }
 }
 
-/// Mode and group of a Unix listener's socket file: whoever can connect is served
-/// (subject to the peer and token checks), so the default is the owner only.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SocketPerms {
-    pub mode: u32,
-    pub group: Option<u32>,
-}
-
-impl SocketPerms {
-    /// `mode`, else 0660 with a group and 0600 without.
-    pub fn new(mode: Option<u32>, group: Option<u32>) -> SocketPerms {
-        let mode = mode.unwrap_or(if group.is_some() { 0o660 } else { 0o600 });
-        SocketPerms { mode, group }
-    }
-}
-
-impl Default for SocketPerms {
-    fn default() -> Self {
-        SocketPerms::new(None, None)
-    }
-}
+pub use crate::socket::SocketPerms;
 
 /// A bound, listening socket.
 pub enum Listener {
@@ -149,44 +128,10 @@ impl Listener {
     /// Unix socket file gets `perms` (ignored for vsock).
     pub fn bind_with(addr: &Address, perms: SocketPerms) -> io::Result<Listener> {
         match addr {
-            Address::Unix(path) => {
-                if let Ok(meta) = std::fs::symlink_metadata(path) {
-                    if !meta.file_type().is_socket() {
-                        return Err(io::Error::new(
-                            io::ErrorKind::AlreadyExists,
-                            format!("{} exists and is not a socket", path.display()),
-                        ));
-                    }
-                    if UnixStream::connect(path).is_ok() {
-                        return Err(io::Error::new(
-                            io::ErrorKind::AddrInUse,
-                            format!("{} is in use by a running server", path.display()),
-                        ));
-                    }
-                    std::fs::remove_file(path)?;
-                }
-                // Created with no permission bits, then opened up to `perms`: at no
-                // moment is the socket more open than asked (umask is process-wide:
-                // call this before starting threads that create files).
-                let old = platform::set_umask(0o777);
-                let bound = UnixListener::bind(path);
-                platform::set_umask(old);
-                let listener = bound?;
-                let publish = || {
-                    if let Some(gid) = perms.group {
-                        std::os::unix::fs::lchown(path, None, Some(gid))?;
-                    }
-                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(perms.mode))
-                };
-                if let Err(e) = publish() {
-                    let _ = std::fs::remove_file(path);
-                    return Err(e);
-                }
-                Ok(Listener::Unix {
-                    listener,
-                    path: path.clone(),
-                })
-            }
+            Address::Unix(path) => Ok(Listener::Unix {
+                listener: crate::socket::bind_unix(path, perms)?,
+                path: path.clone(),
+            }),
             Address::Vsock { cid, port } => {
                 platform::vsock_listen(*cid, *port, 128).map(Listener::Vsock)
             }
