@@ -35,8 +35,10 @@ source "$REPO/scripts/lib.sh"
 # autoconf, automake, make, gcc, perl: build and run (prove) the original C pjdfstest
 # fuse-overlayfs, uidmap: the ownership-record peer of tests/records.rs, run as rootless
 #               podman runs it (newuidmap maps the user's subordinate ids)
+# groff-base, systemd: render the package's man pages and `systemd-analyze verify` its
+#               units (scripts/check-package.sh)
 packages=(libacl1-dev acl attr psmisc util-linux debianutils coreutils rsync tar python3
-    autoconf automake make gcc perl fuse-overlayfs uidmap)
+    autoconf automake make gcc perl fuse-overlayfs uidmap groff-base systemd)
 
 install_packages "${packages[@]}"
 

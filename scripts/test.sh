@@ -37,6 +37,13 @@ scripts/macos-check.sh
 section "cargo test --release -- --test-threads=1"
 cargo test --release -- --test-threads=1
 
+section "Debian package (scripts/package.sh --no-build --check)"
+# Packages the release binary `cargo test --release` just built (no other build: a plain
+# `cargo build --release` would rebuild it, without the features dev-dependencies add), then
+# unpacks the package and checks its man pages, units, vhost-user descriptor and
+# mount -t fuse.ownfs (scripts/check-package.sh).
+scripts/package.sh --no-build --check
+
 section "case-insensitive host directories (tests/casefold.rs)"
 if [[ -e /sys/fs/ext4/features/casefold ]]; then
     cargo test --release --test casefold -- --ignored --test-threads=1

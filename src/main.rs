@@ -51,6 +51,9 @@ enum Command {
     Virtiofs(VirtiofsArgs),
     /// Per-operation statistics of a running server (requests, errors, latency).
     Stats(StatsQueryArgs),
+    /// Write the man pages (ownfs.1, ownfs-SUBCOMMAND.1) into DIR (scripts/package.sh).
+    #[command(hide = true)]
+    Manpage { dir: PathBuf },
 }
 
 /// How a server applies ownership: shared by `mount`, `serve` and `virtiofs`.
@@ -403,6 +406,7 @@ fn main() -> ExitCode {
         #[cfg(target_os = "linux")]
         Command::Virtiofs(args) => run_virtiofs(args),
         Command::Stats(args) => run_stats(args),
+        Command::Manpage { dir } => write_manpages(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -1289,4 +1293,26 @@ fn run_virtiofs(args: VirtiofsArgs) -> Result<(), String> {
     };
     socket_file.iter().for_each(sandbox::SocketFile::remove);
     result
+}
+
+/// The man pages, generated from the clap definitions. Thread counts default to the CPU
+/// count: the pages state the rule, not the number of the machine that built them.
+fn write_manpages(dir: &std::path::Path) -> Result<(), String> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    #[cfg(target_os = "linux")]
+    let cmd = {
+        fn rule(arg: clap::Arg, rule: &str) -> clap::Arg {
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            arg.hide_default_value(true)
+                .help(format!("{help} [default: {rule}]"))
+        }
+        cmd.mut_subcommand("mount", |c| {
+            c.mut_arg("threads", |a| rule(a, "one per CPU"))
+        })
+        .mut_subcommand("client", |c| {
+            c.mut_arg("threads", |a| rule(a, "one per CPU, at least 4"))
+        })
+    };
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    clap_mangen::generate_to(cmd, dir).map_err(|e| format!("man pages in {}: {e}", dir.display()))
 }
