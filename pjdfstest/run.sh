@@ -53,22 +53,18 @@
 # (C tests are listed as c:DIR/NN.t:N), or a mount/unmount/server problem occurs.
 set -euo pipefail
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
+read_run_as OWNFS_PJD_RUN_AS
 HERE="$REPO/pjdfstest"
 CONFIG="${PJDFSTEST_CONFIG:-$HERE/pjdfstest.toml}"
 EXPECTED="$HERE/expected-failures.txt"
 RETRY_ONCE="$HERE/retry-once.txt"
 PJDFSTEST="$REPO/.tools/bin/pjdfstest"
-OWNFS="${OWNFS_BIN:-$REPO/target/release/ownfs}"
 LOGDIR="${OWNFS_PJD_LOGS:-$REPO/target/pjdfstest}"
 WORK="${OWNFS_PJD_WORK:-/var/tmp/ownfs-pjd}"
 TIMEOUT="${PJDFSTEST_TIMEOUT:-600}"
 ALL_MODES=(default_permissions no-default-permissions writeback rootless pipe-root pipe-rootless)
-RUN_AS="${OWNFS_PJD_RUN_AS:-4000:4000}"
-if [[ ! $RUN_AS =~ ^[0-9]+:[0-9]+$ ]] || [[ $RUN_AS == 0:* || $RUN_AS == *:0 ]]; then
-    echo "run.sh: OWNFS_PJD_RUN_AS must be UID:GID, not root (got '$RUN_AS')" >&2
-    exit 2
-fi
 
 # Short mountpoints: see check_path_length.
 declare -A MNT=(
@@ -113,16 +109,13 @@ while (($#)); do
     --no-deps) deps=0 ;;
     --keep) keep=1 ;;
     --suite)
-        [[ ${2:-} =~ ^(rust|c|both)$ ]] || { echo "run.sh: --suite needs rust, c or both" >&2; exit 2; }
+        [[ ${2:-} =~ ^(rust|c|both)$ ]] || die "--suite needs rust, c or both"
         suite=$2
         shift
         ;;
     -h | --help) usage; exit 0 ;;
     --mounted)
-        [[ ${2:-} =~ ^([A-Za-z0-9_-]+)=(/.+)$ ]] || {
-            echo "run.sh: --mounted needs NAME=MNT (got '${2:-}')" >&2
-            exit 2
-        }
+        [[ ${2:-} =~ ^([A-Za-z0-9_-]+)=(/.+)$ ]] || die "--mounted needs NAME=MNT (got '${2:-}')"
         MOUNTED[${BASH_REMATCH[1]}]=${BASH_REMATCH[2]}
         MNT[${BASH_REMATCH[1]}]=${BASH_REMATCH[2]}
         modes+=("${BASH_REMATCH[1]}")
@@ -130,16 +123,13 @@ while (($#)); do
         ;;
     --) shift; patterns=("$@"); break ;;
     default_permissions | no-default-permissions | writeback | rootless | pipe-root | pipe-rootless | native) modes+=("$1") ;;
-    *) echo "run.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+    *) die "unknown argument '$1' (try --help)" ;;
     esac
     shift
 done
 ((${#modes[@]})) || modes=("${ALL_MODES[@]}")
 
-if [[ $EUID -ne 0 ]]; then
-    echo "run.sh: must run as root (FUSE mounts, and pjdfstest switches users)" >&2
-    exit 2
-fi
+[[ $EUID -eq 0 ]] || die "must run as root (FUSE mounts, and pjdfstest switches users)"
 
 # --- helpers ------------------------------------------------------------------
 
@@ -159,55 +149,6 @@ check_path_length() {
             "enametoolong_path tests panic; choose another length" >&2
         return 1
     fi
-}
-
-# Mount table look-ups read /proc/self/mountinfo only: stat(2) on a hung FUSE
-# mount could block. (Paths here are plain, so mountinfo's escaping is moot.)
-fstype_of() {
-    awk -v m="$1" '{ for (i = 7; i <= NF; i++) if ($i == "-") break
-                     if ($5 == m) t = $(i + 1) }
-                   END { if (t == "") exit 1; print t }' /proc/self/mountinfo
-}
-is_mounted() { fstype_of "$1" >/dev/null; }
-# Mounts strictly below $1, deepest first (left by an interrupted rmdir test).
-submounts_of() {
-    awk -v m="$1/" 'index($5, m) == 1 { print $5 }' /proc/self/mountinfo | sort -r
-}
-# Is process $1 running (not gone, not a zombie)?
-alive() {
-    local state
-    state="$(awk '/^State:/ { print $2 }' "/proc/$1/status" 2>/dev/null)" || return 1
-    [[ -n $state && $state != Z ]]
-}
-
-# Abort the FUSE connection behind mountpoint $1 (for a hung or dead server),
-# so that unmounting cannot block.
-abort_fuse() {
-    local mnt=$1 majmin minor conn=/sys/fs/fuse/connections
-    majmin="$(awk -v m="$mnt" '$5 == m { v = $3 } END { print v }' /proc/self/mountinfo)"
-    [[ $majmin == 0:* ]] || return 0
-    minor=${majmin#0:}
-    if [[ ! -e $conn/$minor ]] && ! findmnt -rn --mountpoint "$conn" >/dev/null; then
-        mount -t fusectl fusectl "$conn" 2>/dev/null || true
-    fi
-    if [[ -w $conn/$minor/abort ]]; then
-        echo 1 >"$conn/$minor/abort" 2>/dev/null || true
-    fi
-}
-
-# Unmount everything at and below $1, however stuck it is.
-force_unmount() {
-    local mnt=$1
-    is_mounted "$mnt" || return 0
-    local sub
-    for sub in $(submounts_of "$mnt"); do
-        umount -l "$sub" 2>/dev/null || true
-    done
-    timeout 20 umount -R "$mnt" 2>/dev/null && return 0
-    abort_fuse "$mnt"
-    timeout 20 umount -R "$mnt" 2>/dev/null && return 0
-    umount -R -l "$mnt" 2>/dev/null || fusermount3 -u -z "$mnt" 2>/dev/null || true
-    ! is_mounted "$mnt"
 }
 
 # Failed tests of log $1 that pjdfstest/retry-once.txt allows one more run.
@@ -231,92 +172,15 @@ expected_for() {
     done <"$EXPECTED"
 }
 
-# --- one mode -------------------------------------------------------------------
-
-# Runs in its own subshell. Writes $LOGDIR/$mode.log, $mode.ownfs.log and
-# $mode.result (shell assignments read back by the parent).
-server_pid=""
-pipe_pid=""
-pjd_pid=""
-mode_mnt=""
-mode_dir=""
-mode_other=""
-
-# shellcheck disable=SC2317 # also invoked by a trap
-cleanup_mode() {
-    local rc=0 t
-    if [[ -n $pjd_pid ]] && alive "$pjd_pid"; then
-        kill -TERM "$pjd_pid" 2>/dev/null || true
-        wait "$pjd_pid" 2>/dev/null || true
-    fi
-    pjd_pid=""
-    if [[ -n $server_pid ]]; then
-        if alive "$server_pid"; then
-            # Mounts left inside (an interrupted rmdir EBUSY test bind-mounts)
-            # would keep the mount busy.
-            for t in $(submounts_of "$mode_mnt"); do
-                umount -l "$t" 2>/dev/null || true
-            done
-            # SIGTERM rather than SIGINT: background jobs of a non-interactive
-            # shell start with SIGINT ignored.
-            kill -TERM "$server_pid" 2>/dev/null || true
-            for ((t = 0; t < 100; t++)); do
-                alive "$server_pid" || break
-                sleep 0.1
-            done
-            if alive "$server_pid"; then
-                echo "ownfs did not exit within 10 s of SIGTERM" >>"$mode_log"
-                server_trouble+="no exit on SIGTERM; "
-                abort_fuse "$mode_mnt"
-                kill -KILL "$server_pid" 2>/dev/null || true
-            fi
-        fi
-        wait "$server_pid" 2>/dev/null && rc=0 || rc=$?
-        echo "ownfs exit status: $rc" >>"$mode_log"
-        ((rc == 0)) || server_trouble+="ownfs exited with status $rc; "
-        server_pid=""
-    fi
-    # Pipe modes: the host side goes after the client that talks to it.
-    if [[ -n $pipe_pid ]]; then
-        if alive "$pipe_pid"; then
-            kill -TERM "$pipe_pid" 2>/dev/null || true
-            for ((t = 0; t < 100; t++)); do
-                alive "$pipe_pid" || break
-                sleep 0.1
-            done
-            if alive "$pipe_pid"; then
-                echo "ownfs serve did not exit within 10 s of SIGTERM" >>"$mode_log"
-                server_trouble+="serve: no exit on SIGTERM; "
-                kill -KILL "$pipe_pid" 2>/dev/null || true
-            fi
-        fi
-        wait "$pipe_pid" 2>/dev/null && rc=0 || rc=$?
-        echo "ownfs serve exit status: $rc" >>"$mode_log"
-        ((rc == 0)) || server_trouble+="ownfs serve exited with status $rc; "
-        pipe_pid=""
-    fi
-    if [[ -n $mode_mnt ]] && is_mounted "$mode_mnt"; then
-        echo "$mode_mnt still mounted after ownfs exited; forcing unmount" >>"$mode_log"
-        server_trouble+="left $mode_mnt mounted; "
-        force_unmount "$mode_mnt" || server_trouble+="could not unmount $mode_mnt; "
-    fi
-    if [[ -n $mode_dir && $keep == 0 ]] && ! { [[ -n $mode_mnt ]] && is_mounted "$mode_mnt"; }; then
-        rm -rf --one-file-system "$mode_dir"
-    fi
-    mode_dir=""
-    if [[ -n $mode_other ]]; then
-        rm -rf --one-file-system "$mode_other"
-        mode_other=""
-    fi
-}
+# --- one mode (runs in a subshell, see scripts/lib.sh) ---------------------------
+# Writes $LOGDIR/$mode.log, $mode.ownfs.log and $mode.result (shell assignments read
+# back by the parent).
 
 run_mode() {
-    local mode=$1
-    local start mnt dir src other
-    start="$(now)"
+    mode=$1
+    mode_start="$(now)"
     mode_log="$LOGDIR/$mode.log"
-    local server_log="$LOGDIR/$mode.ownfs.log" result="$LOGDIR/$mode.result"
-    server_trouble=""
+    local server_log="$LOGDIR/$mode.ownfs.log" result="$LOGDIR/$mode.result" mnt dir src other
     : >"$mode_log"
     rm -f "$result" "$server_log" "$LOGDIR/$mode.c.counts" "$LOGDIR/$mode.c.log"
 
@@ -327,15 +191,6 @@ run_mode() {
     src="$dir/src"
     other="$dir/other"
 
-    note() { echo "$*" >>"$mode_log"; }
-    fail_setup() {
-        note "SETUP FAILED: $*"
-        server_trouble+="$*; "
-        cleanup_mode
-        finish_mode "$start" 0
-        exit 1
-    }
-
     # A stale mount from an earlier, killed run must go before its directory.
     if [[ $mode == native ]]; then
         mnt="$src"
@@ -344,13 +199,7 @@ run_mode() {
         is_mounted "$mnt" || fail_setup "--mounted $mode=$mnt: nothing is mounted there"
     else
         mnt="${MNT[$mode]}"
-        if is_mounted "$mnt"; then
-            if [[ "$(fstype_of "$mnt")" != fuse.ownfs ]]; then
-                fail_setup "$mnt is already mounted ($(fstype_of "$mnt")), not by ownfs"
-            fi
-            note "removing stale ownfs mount at $mnt"
-            force_unmount "$mnt" || fail_setup "cannot unmount stale $mnt"
-        fi
+        remove_stale_mount "$mnt"
     fi
     rm -rf --one-file-system "$dir"
     mkdir -p "$src" "$other"
@@ -359,7 +208,7 @@ run_mode() {
         # The server drops to RUN_AS after mounting and must own what it serves.
         chown "$RUN_AS" "$src"
     fi
-    mode_dir="$dir"
+    ((keep)) || mode_dirs=("$dir")
     check_path_length "$mnt" 2>>"$mode_log" || fail_setup "bad path length for $mnt"
 
     # Pass 1 runs the whole suite with allow_remount off. The erofs tests
@@ -378,9 +227,10 @@ run_mode() {
     if [[ $mode == native ]]; then
         # Needs another file system than the one under test.
         if [[ -d /dev/shm && "$(stat -c %d /dev/shm)" != "$(stat -c %d "$src")" ]]; then
-            mode_other=/dev/shm/ownfs-pjd-other
-            mkdir -p "$mode_other"
-            sfs=(-s "$mode_other")
+            other=/dev/shm/ownfs-pjd-other
+            mkdir -p "$other"
+            mode_dirs+=("$other")
+            sfs=(-s "$other")
         fi
     else
         # Anything outside the FUSE mount is another file system.
@@ -394,87 +244,44 @@ run_mode() {
             'exec /usr/bin/mount "$@"' >"$dir/bin/mount"
         chmod 0755 "$dir/bin/mount"
         path="$dir/bin:$PATH"
-        local flags=()
         if [[ -n ${MOUNTED[$mode]:-} ]]; then
             note "on $mnt: $(grep -F " $mnt " /proc/self/mountinfo)"
         else
             mkdir -p "$mnt"
             mode_mnt="$mnt"
+            # shellcheck disable=SC2206 # word splitting of the flag strings is intended
+            ownfs_flags=(${FLAGS[$mode]}) serve_flags=(${SERVE_FLAGS[$mode]:-})
             if [[ $mode == pipe-* ]]; then
-                local sock="$dir/pipe.sock" serve_flags=()
-                # shellcheck disable=SC2206 # word splitting of the flag strings is intended
-                serve_flags=(${SERVE_FLAGS[$mode]})
-                note "+ ownfs serve $src --listen unix:$sock ${serve_flags[*]}"
-                RUST_LOG="${RUST_LOG:-warn}" "$OWNFS" serve "$src" --listen "unix:$sock" \
-                    "${serve_flags[@]}" </dev/null >"$LOGDIR/$mode.serve.log" 2>&1 &
-                pipe_pid=$!
-                for ((t = 0; t < 100; t++)); do
-                    [[ -S $sock ]] && break
-                    alive "$pipe_pid" || break
-                    sleep 0.1
-                done
-                if [[ ! -S $sock ]]; then
-                    tail -n 20 "$LOGDIR/$mode.serve.log" >>"$mode_log" 2>/dev/null || true
-                    fail_setup "ownfs serve did not listen on $sock within 10 s"
-                fi
-                # shellcheck disable=SC2206 # word splitting of the flag strings is intended
-                flags=(${FLAGS[$mode]} ${OWNFS_PIPE_ARGS:-})
-                note "+ ownfs client $mnt --connect unix:$sock ${flags[*]}"
-                RUST_LOG="${RUST_LOG:-warn}" "$OWNFS" client "$mnt" --connect "unix:$sock" \
-                    "${flags[@]}" </dev/null >"$server_log" 2>&1 &
+                # shellcheck disable=SC2206
+                ownfs_flags+=(${OWNFS_PIPE_ARGS:-})
+                mount_ownfs "$src" "$server_log" "$dir/pipe.sock" "$LOGDIR/$mode.serve.log"
             else
-                # shellcheck disable=SC2206 # word splitting of the flag strings is intended
-                flags=(${FLAGS[$mode]} ${OWNFS_ARGS:-})
-                note "+ ownfs mount $src $mnt ${flags[*]}"
-                RUST_LOG="${RUST_LOG:-warn}" "$OWNFS" mount "$src" "$mnt" "${flags[@]}" \
-                    </dev/null >"$server_log" 2>&1 &
+                # shellcheck disable=SC2206
+                ownfs_flags+=(${OWNFS_ARGS:-})
+                mount_ownfs "$src" "$server_log"
             fi
-            server_pid=$!
-            local t ready=0
-            for ((t = 0; t < 300; t++)); do
-                if [[ "$(fstype_of "$mnt")" == fuse.ownfs ]]; then
-                    ready=1
-                    break
-                fi
-                alive "$server_pid" || break
-                sleep 0.1
-            done
-            if ((!ready)); then
-                tail -n 20 "$server_log" >>"$mode_log" 2>/dev/null || true
-                fail_setup "ownfs did not mount $mnt within 30 s"
-            fi
-            note "mounted: $(grep -F " $mnt " /proc/self/mountinfo)"
         fi
     fi
 
     run_pjdfstest() { # config, pjdfstest arguments...
-        local cfg=$1 rc=0
+        local cfg=$1 rc=0 who
         shift
         note "+ pjdfstest -c $cfg -p $mnt ${sfs[*]} $*"
         note ""
         # pjdfstest runs in the mountpoint's directory (it is its cwd too).
-        (cd "$mnt" && exec env NO_COLOR=1 PATH="$path" timeout -k 10 "$TIMEOUT" \
-            "$PJDFSTEST" -c "$cfg" -p "$mnt" "${sfs[@]}" "$@") \
-            >>"$mode_log" 2>&1 </dev/null &
-        pjd_pid=$!
-        wait "$pjd_pid" || rc=$?
-        pjd_pid=""
+        run_test "$mnt" env NO_COLOR=1 PATH="$path" timeout -k 10 "$TIMEOUT" \
+            "$PJDFSTEST" -c "$cfg" -p "$mnt" "${sfs[@]}" "$@" >>"$mode_log" 2>&1 || rc=$?
         note ""
         case $rc in
         124 | 137)
             note "pjdfstest TIMED OUT after ${TIMEOUT}s"
-            server_trouble+="timeout; "
+            trouble+="timeout; "
             return 1
             ;;
         esac
-        if [[ -n $server_pid ]] && ! alive "$server_pid"; then
-            note "ownfs died during the run"
-            server_trouble+="ownfs died during the run; "
-            return 1
-        fi
-        if [[ -n $pipe_pid ]] && ! alive "$pipe_pid"; then
-            note "ownfs serve died during the run"
-            server_trouble+="ownfs serve died during the run; "
+        if who="$(dead_server)"; then
+            note "$who died during the run"
+            trouble+="$who died during the run; "
             return 1
         fi
     }
@@ -482,7 +289,7 @@ run_mode() {
     # The C suite runs from a directory on the file system under test; every .t file
     # makes its own randomly named entries there.
     run_c_suite() {
-        local c_start rc=0 cwd="$mnt/pjdc" c_log="$LOGDIR/$mode.c.log" dirs=() d
+        local c_start rc=0 who cwd="$mnt/pjdc" c_log="$LOGDIR/$mode.c.log" dirs=() d
         c_start="$(now)"
         for d in ${OWNFS_PJDC_DIRS:-}; do
             [[ $d == *=* && ${d%%=*} != "$mode" ]] && continue
@@ -491,17 +298,13 @@ run_mode() {
         ((${#dirs[@]})) || dirs=("$C_BUILD/tests")
         mkdir -p "$cwd" && chmod 0755 "$cwd"
         note "+ (cd $cwd && prove -r -j$C_JOBS ${dirs[*]#"$C_BUILD"/}) > ${c_log#"$REPO"/}"
-        (cd "$cwd" && exec env PATH="$path" timeout -k 10 "${OWNFS_PJDC_TIMEOUT:-1200}" \
-            prove -r -j"$C_JOBS" "${dirs[@]}") >"$c_log" 2>&1 </dev/null &
-        pjd_pid=$!
-        wait "$pjd_pid" || rc=$?
-        pjd_pid=""
+        run_test "$cwd" env PATH="$path" timeout -k 10 "${OWNFS_PJDC_TIMEOUT:-1200}" \
+            prove -r -j"$C_JOBS" "${dirs[@]}" >"$c_log" 2>&1 || rc=$?
         case $rc in
-        124 | 137) server_trouble+="C suite timed out; " ;;
+        124 | 137) trouble+="C suite timed out; " ;;
         esac
-        grep -qE '^Files=[0-9]+, Tests=[0-9]+' "$c_log" || server_trouble+="C suite did not finish; "
-        if [[ -n $server_pid ]] && ! alive "$server_pid"; then server_trouble+="ownfs died during the C suite; "; fi
-        if [[ -n $pipe_pid ]] && ! alive "$pipe_pid"; then server_trouble+="ownfs serve died during the C suite; "; fi
+        grep -qE '^Files=[0-9]+, Tests=[0-9]+' "$c_log" || trouble+="C suite did not finish; "
+        if who="$(dead_server)"; then trouble+="$who died during the C suite; "; fi
         python3 "$HERE/prove-summary.py" "$c_log" "$C_BUILD/tests" >"$LOGDIR/$mode.c.counts"
         echo "c_wall=$(elapsed "$c_start")" >>"$LOGDIR/$mode.c.counts"
         rm -rf --one-file-system "$cwd" 2>/dev/null || true
@@ -525,26 +328,26 @@ run_mode() {
     # Listed timing-dependent tests that failed get one more run; the last result counts.
     local retry=()
     mapfile -t retry < <(retry_candidates "$mode_log")
-    if ((${#retry[@]})) && [[ -z $server_trouble ]]; then
+    if ((${#retry[@]})) && [[ -z $trouble ]]; then
         passes=$((passes + 1))
         retried="${retry[*]}"
         run_pjdfstest "$cfg1" -e "${retry[@]/#/pjdfstest::tests::}" || true
     fi
 
-    if [[ $suite != rust && -n $C_BUILD && -z $server_trouble ]]; then
+    if [[ $suite != rust && -n $C_BUILD && -z $trouble ]]; then
         run_c_suite
     fi
 
     cleanup_mode
     if (($(grep -cE '^Summary: ' "$mode_log" || true) < passes)); then
-        server_trouble+="pjdfstest did not finish (no Summary line); "
+        trouble+="pjdfstest did not finish (no Summary line); "
     fi
-    finish_mode "$start" 1
+    write_result 1
 }
 
-# Count results from the log and write $LOGDIR/$mode.result.
-finish_mode() {
-    local start=$1 ran=$2 passed=0 failed=0 skipped=0 name
+# Count results from the log (if the tests ran) and write $LOGDIR/$mode.result.
+write_result() { # [ran]
+    local ran=${1:-0} passed=0 failed=0 skipped=0 name
     local -a failures=() unexpected=() expected_hit=() expected_list=() stale=()
     local -A result=()
     if ((ran)); then
@@ -568,7 +371,7 @@ finish_mode() {
     fi
     mapfile -t expected_list < <(expected_for "$mode")
     local c_passed="" c_failed=0 c_failures="" c_wall="" c_unexpected=() c_expected=()
-    # shellcheck disable=SC1091
+    # shellcheck disable=SC1090
     [[ -f $LOGDIR/$mode.c.counts ]] && source "$LOGDIR/$mode.c.counts"
     for name in $c_failures; do
         if printf '%s\n' "${expected_list[@]}" | grep -qxF -- "$name"; then
@@ -591,10 +394,10 @@ finish_mode() {
     fi
     {
         printf 'r_passed=%d\nr_failed=%d\nr_skipped=%d\n' "$passed" "$failed" "$skipped"
-        printf 'r_wall=%s\n' "$(elapsed "$start")"
+        printf 'r_wall=%s\n' "$(elapsed "$mode_start")"
         printf 'r_unexpected=%q\n' "${unexpected[*]}"
         printf 'r_expected=%q\n' "${expected_hit[*]}"
-        printf 'r_trouble=%q\n' "${server_trouble}"
+        printf 'r_trouble=%q\n' "${trouble}"
         printf 'r_stale=%q\n' "${stale[*]}"
         printf 'r_retried=%q\n' "${retried:-}"
         printf 'r_c_passed=%q\nr_c_failed=%q\nr_c_wall=%q\n' "$c_passed" "$c_failed" "$c_wall"
@@ -619,12 +422,10 @@ if ((build)) && [[ ${need_ownfs:-0} == 1 && -z ${OWNFS_BIN:-} ]]; then
     (cd "$REPO" && cargo build --release --quiet)
 fi
 if [[ ${need_ownfs:-0} == 1 && ! -x $OWNFS ]]; then
-    echo "run.sh: $OWNFS not found" >&2
-    exit 2
+    die "$OWNFS not found"
 fi
 if [[ $suite != c && ! -x $PJDFSTEST ]]; then
-    echo "run.sh: $PJDFSTEST not found (run scripts/test-deps.sh)" >&2
-    exit 2
+    die "$PJDFSTEST not found (run scripts/test-deps.sh)"
 fi
 
 C_BUILD=""
@@ -635,59 +436,23 @@ if [[ $suite != rust ]]; then
     case $c_rc in
     0) ;;
     3) C_NOTRUN="no C pjdfstest source on this machine (see pjdfstest/build-c.sh)"; C_BUILD="" ;;
-    *) echo "run.sh: building the C pjdfstest failed" >&2; exit 2 ;;
+    *) die "building the C pjdfstest failed" ;;
     esac
-    if ! command -v prove >/dev/null; then
-        echo "run.sh: prove (perl) not found (run scripts/test-deps.sh)" >&2
-        exit 2
-    fi
+    command -v prove >/dev/null || die "prove (perl) not found (run scripts/test-deps.sh)"
 fi
 cpus="$(nproc)"
 C_JOBS="${OWNFS_PJDC_JOBS:-$((cpus * 2 < 2 ? 2 : cpus * 2 > 4 ? 4 : cpus * 2))}"
 
-mkdir -p "$LOGDIR" "$WORK"
-chmod 0755 "$WORK"
-# One harness at a time: the mountpoints are fixed.
-exec 8>"$WORK/.lock"
-if ! flock -n 8; then
-    echo "run.sh: another pjdfstest/run.sh is running (lock $WORK/.lock)" >&2
-    exit 2
-fi
-
-children=()
-# shellcheck disable=SC2317 # invoked by the trap
-parent_cleanup() {
-    local p m
-    for p in "${children[@]}"; do
-        kill -TERM "$p" 2>/dev/null || true
-    done
-    for p in "${children[@]}"; do
-        wait "$p" 2>/dev/null || true
-    done
-    children=()
-    # Safety net: nothing of ours may stay mounted.
-    for m in "${modes[@]}"; do
-        [[ $m == native || -n ${MOUNTED[$m]:-} ]] && continue
-        if is_mounted "${MNT[$m]}"; then
-            echo "run.sh: forcing unmount of ${MNT[$m]}" >&2
-            force_unmount "${MNT[$m]}" || echo "run.sh: could not unmount ${MNT[$m]}" >&2
-        fi
-    done
-}
-trap parent_cleanup EXIT
-trap 'echo "run.sh: interrupted" >&2; exit 130' INT TERM
+lock_work "$WORK"
+mkdir -p "$LOGDIR"
+mounts=()
+for m in "${modes[@]}"; do
+    [[ $m == native || -n ${MOUNTED[$m]:-} ]] || mounts+=("${MNT[$m]}")
+done
+trap_modes "${mounts[@]}"
 
 echo "== pjdfstest: ${modes[*]}$( ((parallel)) && ((${#modes[@]} > 1)) && echo ' (in parallel)')"
-for m in "${modes[@]}"; do
-    # In the background even when serial, so that the traps can stop it.
-    (run_mode "$m") &
-    children+=($!)
-    ((parallel)) || wait "$!" || true
-done
-for p in "${children[@]}"; do
-    wait "$p" || true
-done
-children=()
+run_modes $((parallel ? ${#modes[@]} : 1)) "${modes[@]}"
 
 overall=0
 for m in "${modes[@]}"; do

@@ -8,6 +8,7 @@ set -euo pipefail
 
 log() { printf 'deps: %s\n' "$*"; }
 
+# shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # --- Debian packages --------------------------------------------------------

@@ -59,21 +59,16 @@
 # errors and on SIGINT/SIGTERM.
 set -euo pipefail
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 FSX="$REPO/.tools/bin/fsx"
 FSX_CONFIG="$REPO/scripts/fsx.toml"
-OWNFS="${OWNFS_BIN:-$REPO/target/release/ownfs}"
 ARTIFACTS="$REPO/target/fsx"
 WORK="${OWNFS_FSX_WORK:-/var/tmp/ownfs-fsx}"
-RUN_AS="${OWNFS_FSX_RUN_AS:-4000:4000}"
 ALL_MODES=(root root-served writeback rootless pipe pipe-rootless)
 DEFAULT_MODES=(root root-served writeback rootless pipe)
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-die() {
-    echo "fsx.sh: $*" >&2
-    exit 2
-}
 
 ops=120000
 seeds_arg="1 2 3"
@@ -105,9 +100,7 @@ read -r -a seeds <<<"$seeds_arg"
 for s in "${seeds[@]}"; do
     [[ $s =~ ^[0-9]+$ ]] || die "seeds are unsigned integers (got '$s')"
 done
-if [[ ! $RUN_AS =~ ^[0-9]+:[0-9]+$ ]] || [[ $RUN_AS == 0:* || $RUN_AS == *:0 ]]; then
-    die "OWNFS_FSX_RUN_AS must be UID:GID, not root (got '$RUN_AS')"
-fi
+read_run_as OWNFS_FSX_RUN_AS
 [[ $EUID -eq 0 ]] || die "must run as root (it mounts FUSE file systems)"
 
 fsx_args=()
@@ -117,103 +110,13 @@ read -r -a fsx_args <<<"${FSX_ARGS:-}"
 per_seed=$(((ops + ${#seeds[@]} - 1) / ${#seeds[@]}))
 timeout_s="${FSX_TIMEOUT:-$((120 + per_seed / 200))}"
 
-# --- helpers ------------------------------------------------------------------
-
-# The mount table is read from /proc/self/mountinfo: stat(2) on a hung FUSE
-# mount could block.
-is_mounted() {
-    awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo
-}
-fstype_of() {
-    awk -v m="$1" '$5 == m { for (i = 7; i <= NF; i++) if ($i == "-") { t = $(i + 1); break } }
-                   END { if (t == "") exit 1; print t }' /proc/self/mountinfo
-}
-# Running, and not a zombie?
-alive() {
-    local st
-    st="$(awk '/^State:/ { print $2 }' "/proc/$1/status" 2>/dev/null)" || return 1
-    [[ -n $st && $st != Z ]]
-}
-# Send SIGTERM to $1 and wait up to 10 s; SIGKILL if it is still there.
-# Returns the process's exit status.
-stop_process() {
-    local pid=$1 i rc=0
-    if alive "$pid"; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < 100; i++)); do
-            alive "$pid" || break
-            sleep 0.1
-        done
-        if alive "$pid"; then
-            echo "process $pid ignored SIGTERM for 10 s; killing it"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || rc=$?
-    return "$rc"
-}
-# Unmount $1 however stuck its server is: abort the FUSE connection first.
-force_unmount() {
-    local mnt=$1 dev conn=/sys/fs/fuse/connections
-    is_mounted "$mnt" || return 0
-    timeout 10 umount "$mnt" 2>/dev/null && return 0
-    dev="$(awk -v m="$mnt" '$5 == m { d = $3 } END { print d }' /proc/self/mountinfo)"
-    if [[ $dev == 0:* ]]; then
-        if [[ ! -d $conn/${dev#0:} ]] && ! is_mounted "$conn"; then
-            mount -t fusectl fusectl "$conn" 2>/dev/null || true
-        fi
-        echo 1 >"$conn/${dev#0:}/abort" 2>/dev/null || true
-    fi
-    timeout 10 umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
-    ! is_mounted "$mnt"
-}
-
-# --- one mode (runs in a subshell) ----------------------------------------------
+# --- one mode (runs in a subshell, see scripts/lib.sh) -----------------------------
 
 mnt_of() { echo "$WORK/$1/mnt"; }
 
-server_pid=""
-serve_pid=""
-fsx_pid=""
-mode_mnt=""
-trouble=""
-
-# shellcheck disable=SC2317 # invoked by a trap
-cleanup_mode() {
-    local rc
-    if [[ -n $fsx_pid ]]; then
-        kill -TERM "$fsx_pid" 2>/dev/null || true
-        wait "$fsx_pid" 2>/dev/null || true
-        fsx_pid=""
-    fi
-    if [[ -n $server_pid ]]; then
-        rc=0
-        stop_process "$server_pid" >>"$mode_log" || rc=$?
-        echo "ownfs (mount/client) exit status: $rc" >>"$mode_log"
-        ((rc == 0)) || trouble+="ownfs exited with status $rc; "
-        server_pid=""
-    fi
-    # The fuse-pipe host side goes after the client that talks to it.
-    if [[ -n $serve_pid ]]; then
-        rc=0
-        stop_process "$serve_pid" >>"$mode_log" || rc=$?
-        echo "ownfs serve exit status: $rc" >>"$mode_log"
-        ((rc == 0)) || trouble+="ownfs serve exited with status $rc; "
-        serve_pid=""
-    fi
-    if [[ -n $mode_mnt ]] && is_mounted "$mode_mnt"; then
-        trouble+="$mode_mnt still mounted after ownfs exited; "
-        force_unmount "$mode_mnt" || trouble+="could not unmount $mode_mnt; "
-    fi
-    if [[ -n $mode_mnt ]] && ! is_mounted "$mode_mnt"; then
-        rm -rf --one-file-system "${WORK:?}/${mode:?}"
-    fi
-    mode_mnt=""
-}
-
-write_result() { # operations mismatches
+write_result() { # [operations mismatches]
     {
-        printf 'r_ops=%d\nr_mismatches=%d\n' "$1" "$2"
+        printf 'r_ops=%d\nr_mismatches=%d\n' "${1:-0}" "${2:-0}"
         printf 'r_failures=%q\n' "$failures"
         printf 'r_trouble=%q\n' "$trouble"
         printf 'r_wall=%d\n' $((SECONDS - mode_start))
@@ -224,7 +127,7 @@ write_result() { # operations mismatches
 run_mode() {
     mode=$1
     mode_start=$SECONDS
-    local dir="$WORK/$mode" src mnt sock t
+    local dir="$WORK/$mode" src mnt sock
     local art="$ARTIFACTS/$mode"
     src="$dir/src"
     mnt="$(mnt_of "$mode")"
@@ -237,21 +140,9 @@ run_mode() {
     : >"$mode_log"
 
     trap cleanup_mode EXIT
-    trap 'trouble+="interrupted; "; write_result 0 0; exit 130' INT TERM
+    trap 'trouble+="interrupted; "; write_result; exit 130' INT TERM
 
-    setup_failed() {
-        trouble+="$*; "
-        cleanup_mode
-        write_result 0 0
-        exit 1
-    }
-
-    if is_mounted "$mnt"; then
-        [[ "$(fstype_of "$mnt")" == fuse.ownfs ]] ||
-            setup_failed "$mnt is mounted, and not by ownfs"
-        echo "removing a stale ownfs mount at $mnt" >>"$mode_log"
-        force_unmount "$mnt" || setup_failed "cannot unmount stale $mnt"
-    fi
+    remove_stale_mount "$mnt"
     rm -rf --one-file-system "$dir"
     mkdir -p "$src" "$mnt"
     chmod 0755 "$dir" "$src"
@@ -259,59 +150,32 @@ run_mode() {
     rootless | pipe-rootless) chown "$RUN_AS" "$src" ;;
     esac
     mode_mnt="$mnt"
+    mode_dirs=("$dir")
 
-    local -a mount_flags=() serve_flags=()
     case $mode in
-    root-served) mount_flags=(--no-passthrough) ;;
-    writeback) mount_flags=(--writeback) ;;
-    rootless) mount_flags=(--run-as "$RUN_AS") ;;
+    root-served) ownfs_flags=(--no-passthrough) ;;
+    writeback) ownfs_flags=(--writeback) ;;
+    rootless) ownfs_flags=(--run-as "$RUN_AS") ;;
     pipe-rootless) serve_flags=(--run-as "$RUN_AS") ;;
     esac
-    export RUST_LOG="${RUST_LOG:-warn}"
+    export RUST_LOG="${RUST_LOG:-warn}" # ownfs's and fsx's log level
     if [[ $mode == pipe* ]]; then
-        echo "+ ownfs serve $src --listen unix:$sock ${serve_flags[*]}" >>"$mode_log"
-        "$OWNFS" serve "$src" --listen "unix:$sock" "${serve_flags[@]}" \
-            </dev/null >"$art/ownfs-serve.log" 2>&1 &
-        serve_pid=$!
-        for ((t = 0; t < 100; t++)); do
-            [[ -S $sock ]] && break
-            alive "$serve_pid" || break
-            sleep 0.1
-        done
-        [[ -S $sock ]] || setup_failed "ownfs serve did not listen on $sock within 10 s"
-        echo "+ ownfs client $mnt --connect unix:$sock" >>"$mode_log"
-        "$OWNFS" client "$mnt" --connect "unix:$sock" \
-            </dev/null >"$art/ownfs.log" 2>&1 &
+        mount_ownfs "$src" "$art/ownfs.log" "$sock" "$art/ownfs-serve.log"
     else
-        echo "+ ownfs mount $src $mnt ${mount_flags[*]}" >>"$mode_log"
-        "$OWNFS" mount "$src" "$mnt" "${mount_flags[@]}" \
-            </dev/null >"$art/ownfs.log" 2>&1 &
+        mount_ownfs "$src" "$art/ownfs.log"
     fi
-    server_pid=$!
-    for ((t = 0; t < 300; t++)); do
-        [[ "$(fstype_of "$mnt" 2>/dev/null)" == fuse.ownfs ]] && break
-        alive "$server_pid" || break
-        sleep 0.1
-    done
-    [[ "$(fstype_of "$mnt" 2>/dev/null)" == fuse.ownfs ]] ||
-        setup_failed "ownfs did not mount $mnt within 30 s"
-    grep -F " $mnt " /proc/self/mountinfo >>"$mode_log"
 
-    local seed rc done_ops=0 mismatches=0 file sart what
+    local seed rc done_ops=0 mismatches=0 file sart what who
     for seed in "${seeds[@]}"; do
         file="fsx-$seed"
         sart="$art/seed-$seed"
         mkdir -p "$sart"
-        echo "+ fsx -f $FSX_CONFIG -N $per_seed -S $seed -P $sart ${fsx_args[*]} $mnt/$file" >>"$mode_log"
+        note "+ fsx -f $FSX_CONFIG -N $per_seed -S $seed -P $sart ${fsx_args[*]} $mnt/$file"
         rc=0
-        # In the background so that the signal traps run at once.
-        (cd "$sart" && exec timeout -k 10 "$timeout_s" "$FSX" -f "$FSX_CONFIG" \
-            -N "$per_seed" -S "$seed" -P "$sart" "${fsx_args[@]}" "$mnt/$file") \
-            </dev/null >"$sart/fsx.log" 2>&1 &
-        fsx_pid=$!
-        wait "$fsx_pid" || rc=$?
-        fsx_pid=""
-        echo "fsx exit status: $rc" >>"$mode_log"
+        run_test "$sart" timeout -k 10 "$timeout_s" "$FSX" -f "$FSX_CONFIG" \
+            -N "$per_seed" -S "$seed" -P "$sart" "${fsx_args[@]}" "$mnt/$file" \
+            >"$sart/fsx.log" 2>&1 || rc=$?
+        note "fsx exit status: $rc"
         if ((rc == 0)) && grep -q 'All operations completed A-OK' "$sart/fsx.log"; then
             done_ops=$((done_ops + per_seed))
             rm -rf "$sart"
@@ -332,8 +196,8 @@ run_mode() {
         what+=": $(awk '/panicked at/ { p = $0; getline; print p " " $0; exit }
                         /ERROR|error/ { print; exit }' "$sart/fsx.log" | cut -c1-300)"
         failures+="seed $seed: $what (artifacts $sart; rerun: scripts/fsx.sh --ops $per_seed --seeds $seed $mode)"$'\n'
-        if ! alive "$server_pid" || { [[ -n $serve_pid ]] && ! alive "$serve_pid"; }; then
-            trouble+="ownfs died during fsx seed $seed; "
+        if who="$(dead_server)"; then
+            trouble+="$who died during fsx seed $seed; "
             break
         fi
     done
@@ -361,50 +225,17 @@ fi
 [[ -x $FSX ]] || die "$FSX not found (run scripts/test-deps.sh)"
 [[ -f $FSX_CONFIG ]] || die "$FSX_CONFIG not found"
 
-mkdir -p "$WORK" "$ARTIFACTS"
-chmod 0755 "$WORK"
-# One run at a time: the mountpoints are fixed.
-exec 8>"$WORK/.lock"
-flock -n 8 || die "another scripts/fsx.sh is running (lock $WORK/.lock)"
-
-children=()
-# shellcheck disable=SC2317 # invoked by a trap
-main_cleanup() {
-    local p m
-    for p in "${children[@]}"; do
-        kill -TERM "$p" 2>/dev/null || true
-    done
-    for p in "${children[@]}"; do
-        wait "$p" 2>/dev/null || true
-    done
-    children=()
-    # Safety net: nothing of ours stays mounted.
-    for m in "${modes[@]}"; do
-        if is_mounted "$(mnt_of "$m")"; then
-            echo "fsx.sh: forcing unmount of $(mnt_of "$m")" >&2
-            force_unmount "$(mnt_of "$m")" || echo "fsx.sh: could not unmount $(mnt_of "$m")" >&2
-        fi
-    done
-}
-trap main_cleanup EXIT
-trap 'echo "fsx.sh: interrupted" >&2; exit 130' INT TERM
+lock_work "$WORK"
+mkdir -p "$ARTIFACTS"
+mounts=()
+for m in "${modes[@]}"; do
+    mounts+=("$(mnt_of "$m")")
+done
+trap_modes "${mounts[@]}"
 
 started=$SECONDS
 echo "== fsx: ${modes[*]}; $per_seed operations x seeds ${seeds[*]} per mode, $jobs at a time"
-running=0
-for m in "${modes[@]}"; do
-    if ((running >= jobs)); then
-        wait -n || true
-        running=$((running - 1))
-    fi
-    (run_mode "$m") &
-    children+=($!)
-    running=$((running + 1))
-done
-for p in "${children[@]}"; do
-    wait "$p" || true
-done
-children=()
+run_modes "$jobs" "${modes[@]}"
 
 overall=0
 seed_list="$(

@@ -672,8 +672,15 @@ fn run_owners(args: OwnersArgs) -> Result<(), String> {
     use std::io::Write;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let res = ownfs::tools::owners::list(&args.src, &args.ids.options(), &mut out)
-        .and_then(|_| out.flush());
+    let progress = ownfs::tools::progress::Progress::stderr("owners");
+    let res = ownfs::tools::owners::list(&args.src, &args.ids.options(), &mut out, &progress)
+        .and_then(|n| out.flush().map(|()| n));
+    if let Ok(n) = res {
+        progress.finish(format_args!(
+            "{n} of {} entries with a record",
+            progress.entries()
+        ));
+    }
     match res {
         // `ownfs owners SRC | head` is fine.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
@@ -682,8 +689,11 @@ fn run_owners(args: OwnersArgs) -> Result<(), String> {
 }
 
 fn run_convert_records(args: ConvertRecordsArgs) -> Result<(), String> {
-    let sum = ownfs::tools::convert::convert(&args.src, &args.ids.options(), args.to)
+    let progress = ownfs::tools::progress::Progress::stderr("convert-records");
+    let sum = ownfs::tools::convert::convert(&args.src, &args.ids.options(), args.to, &progress)
         .map_err(|e| e.to_string())?;
+    // The summary below is the one line: no timing line of its own.
+    progress.clear();
     println!(
         "{}: {} records converted, {} already in that format, {} entries without a record {}, \
          {} unreadable records left as they are",
@@ -702,9 +712,10 @@ fn run_convert_records(args: ConvertRecordsArgs) -> Result<(), String> {
 }
 
 fn run_export_tar(args: ExportTarArgs) -> Result<(), String> {
-    let n = ownfs::tools::tar::export(&args.src, &args.out, &args.ids.options())
+    let progress = ownfs::tools::progress::Progress::stderr("export-tar");
+    let n = ownfs::tools::tar::export(&args.src, &args.out, &args.ids.options(), &progress)
         .map_err(|e| e.to_string())?;
-    log::info!("{n} entries written to {}", args.out.display());
+    progress.finish(format_args!("{n} entries, {}", progress.bytes()));
     Ok(())
 }
 

@@ -13,6 +13,7 @@ use std::process::Command;
 use std::time::UNIX_EPOCH;
 
 use common::{chmod, Scratch};
+use ownfs::tools::progress::Progress;
 use ownfs::tools::{self, Options};
 
 /// The uid:gid the pretend server ran as.
@@ -286,7 +287,7 @@ fn is_root() -> bool {
 
 fn owners(src: &Path, opts: &Options) -> (usize, String) {
     let mut out = Vec::new();
-    let n = tools::owners::list(src, opts, &mut out).expect("owners listing");
+    let n = tools::owners::list(src, opts, &mut out, &Progress::hidden()).expect("owners listing");
     (n, String::from_utf8(out).unwrap())
 }
 
@@ -398,7 +399,7 @@ fn export_tar_carries_the_virtual_owners_modes_and_types() {
         ..Options::default()
     };
     let out = s.path("layer.tar");
-    let n = tools::tar::export(&src, &out, &opts).expect("export");
+    let n = tools::tar::export(&src, &out, &opts, &Progress::hidden()).expect("export");
 
     let d = "d".repeat(60);
     let long = format!("long/{}", long_name());
@@ -445,7 +446,7 @@ fn export_tar_carries_the_virtual_owners_modes_and_types() {
     // Written into the tree itself, the archive leaves itself out and is the same
     // byte for byte: nothing in it depends on when or where it was written.
     let inside = src.join("self.tar");
-    tools::tar::export(&src, &inside, &opts).expect("export into SRC");
+    tools::tar::export(&src, &inside, &opts, &Progress::hidden()).expect("export into SRC");
     assert_eq!(fs::read(&inside).unwrap(), fs::read(&out).unwrap());
     fs::remove_file(&inside).unwrap();
 
@@ -486,7 +487,7 @@ fn export_of_an_empty_share_is_a_valid_empty_archive() {
     let s = Scratch::new("tar-empty");
     let src = s.dir("src");
     let out = s.path("empty.tar");
-    let n = tools::tar::export(&src, &out, &Options::default()).unwrap();
+    let n = tools::tar::export(&src, &out, &Options::default(), &Progress::hidden()).unwrap();
     assert_eq!(n, 0);
     assert!(listing(&out).is_empty());
     assert_eq!(fs::metadata(&out).unwrap().len(), 10240);
@@ -494,15 +495,72 @@ fn export_of_an_empty_share_is_a_valid_empty_archive() {
     assert_eq!((count, text.as_str()), (0, "PATH\tHOST\tVIRTUAL\tMODE\n"));
 }
 
+/// Piped stderr, as here, gets the summary lines and no spinner: no carriage returns,
+/// no escape sequences; the archive on stdout is untouched by them.
+#[test]
+fn offline_tools_print_a_summary_and_no_progress_when_piped() {
+    let s = Scratch::new("tools-summary");
+    let src = s.dir("src");
+    fs::write(src.join("file"), vec![7u8; 3000]).unwrap();
+    fs::create_dir(src.join("dir")).unwrap();
+    for (args, summary) in [
+        (&["export-tar"][..], "export-tar: 2 entries, "),
+        (&["owners"][..], "owners: 0 of 3 entries with a record in "),
+        (&["convert-records", "--to", "ownfs"][..], ""),
+    ] {
+        let mut cmd = Command::new(common::ownfs_bin());
+        cmd.args(args).arg(&src);
+        if args[0] == "export-tar" {
+            cmd.arg("-");
+        }
+        let out = cmd.output().expect("running ownfs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains('\r') && !stderr.contains("\x1b["),
+            "{args:?}: {stderr:?}"
+        );
+        let lines: Vec<&str> = stderr.lines().collect();
+        if summary.is_empty() {
+            // convert-records' one summary line is on stdout.
+            assert!(lines.is_empty(), "{args:?}: {stderr:?}");
+        } else {
+            assert!(
+                lines.len() == 1 && lines[0].starts_with(summary) && lines[0].ends_with(" s"),
+                "{args:?}: {stderr:?}"
+            );
+        }
+        if args[0] == "export-tar" {
+            assert_eq!(
+                out.stdout.len() % 10240,
+                0,
+                "the archive alone is on stdout"
+            );
+        }
+    }
+}
+
 #[test]
 fn export_fails_cleanly_on_a_missing_share() {
     let s = Scratch::new("tar-missing");
     let out = s.path("none.tar");
-    let err = tools::tar::export(&s.path("nope"), &out, &Options::default()).unwrap_err();
+    let err = tools::tar::export(
+        &s.path("nope"),
+        &out,
+        &Options::default(),
+        &Progress::hidden(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("nope"), "{err}");
     assert!(!out.exists(), "a failed export leaves no file behind");
     let mut listing = Vec::new();
-    let err = tools::owners::list(&s.path("nope"), &Options::default(), &mut listing).unwrap_err();
+    let err = tools::owners::list(
+        &s.path("nope"),
+        &Options::default(),
+        &mut listing,
+        &Progress::hidden(),
+    )
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
@@ -528,7 +586,7 @@ fn long_names_that_are_not_utf8_survive() {
     let name = OsStr::from_bytes(&name);
     fs::write(src.join(name), "b").unwrap();
     let out = s.path("bytes.tar");
-    tools::tar::export(&src, &out, &Options::default()).unwrap();
+    tools::tar::export(&src, &out, &Options::default(), &Progress::hidden()).unwrap();
     let names = run(Command::new("tar")
         .args(["--quoting-style=literal", "-tf"])
         .arg(&out));
@@ -561,7 +619,7 @@ fn other_filesystems_are_not_entered() {
     }
     file(&m.join("inner"), "inner", 0o644);
     let out = s.path("xdev.tar");
-    tools::tar::export(&src, &out, &Options::default()).unwrap();
+    tools::tar::export(&src, &out, &Options::default(), &Progress::hidden()).unwrap();
     let names: Vec<String> = listing(&out)
         .iter()
         .map(|l| l.rsplit(' ').next().unwrap().to_string())

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use std::os::fd::{AsFd, BorrowedFd};
 
+use super::progress::Progress;
 use super::{in_path, walk, Options, Source};
 use crate::fs::overlay::{self, RecordFormat, Rootless, StoredRecord};
 use crate::fs::record::Record;
@@ -78,7 +79,12 @@ pub struct Summary {
 }
 
 /// Converts every file and directory record under `src` to `to`.
-pub fn convert(src: &Path, opts: &Options, to: RecordFormat) -> io::Result<Summary> {
+pub fn convert(
+    src: &Path,
+    opts: &Options,
+    to: RecordFormat,
+    progress: &Progress,
+) -> io::Result<Summary> {
     // Where an inode has several (an interrupted run), the target's is the one kept.
     let read = Options {
         format: to,
@@ -86,6 +92,7 @@ pub fn convert(src: &Path, opts: &Options, to: RecordFormat) -> io::Result<Summa
     };
     let mut sum = Summary::default();
     walk(src, &read, None, &mut |node| {
+        progress.entry();
         let fail = |e| in_path(src, node.path, e);
         if node.path.is_empty() {
             // The server's store directory, which the walk leaves out, is tagged as well.

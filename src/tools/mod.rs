@@ -4,13 +4,17 @@
 //! - [`owners`]: lists every entry that carries an ownership record.
 //! - [`tar`]: exports the whole tree as a tar archive with the virtual owners,
 //!   modes and file types in its headers.
+//! - [`convert`]: rewrites the records in another xattr format.
 //!
-//! Both walk the tree the same way: no symlink is followed, no directory on another
+//! Each reports its walk through a [`progress::Progress`].
+//!
+//! They walk the tree the same way: no symlink is followed, no directory on another
 //! filesystem is entered (the mount point itself is listed), the server's record store at the root is left out, and names
 //! are visited in byte order, parents before children.
 
 pub mod convert;
 pub mod owners;
+pub mod progress;
 pub mod tar;
 
 use std::ffi::CString;

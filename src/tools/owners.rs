@@ -19,14 +19,21 @@
 use std::io::{self, Write};
 use std::path::Path;
 
+use super::progress::Progress;
 use super::{escape_path, type_letter, walk, Options, Source};
 use crate::fs::overlay::Virtual;
 use crate::platform::mode;
 
 /// Writes the listing to `out`; returns how many entries carry a record.
-pub fn list(src: &Path, opts: &Options, out: &mut dyn Write) -> io::Result<usize> {
+pub fn list(
+    src: &Path,
+    opts: &Options,
+    out: &mut dyn Write,
+    progress: &Progress,
+) -> io::Result<usize> {
     let mut count = 0;
     walk(src, opts, None, &mut |node| {
+        progress.entry();
         // The root comes first: a share that cannot be opened prints nothing.
         if node.path.is_empty() {
             writeln!(out, "PATH\tHOST\tVIRTUAL\tMODE")?;

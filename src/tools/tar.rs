@@ -18,6 +18,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use super::progress::Progress;
 use super::{walk, Node, Options};
 use crate::platform::{self, mode};
 
@@ -35,13 +36,13 @@ const FIFO: u8 = b'6';
 const PAX: u8 = b'x';
 
 /// Writes the archive of `src` to the file `out` (`-`: standard output); returns the
-/// number of entries. A partly written file is removed on error. When `out` lies
+/// number of entries; `progress` counts the entries walked and bytes written. A partly written file is removed on error. When `out` lies
 /// inside `src`, it is left out of the archive.
-pub fn export(src: &Path, out: &Path, opts: &Options) -> io::Result<usize> {
+pub fn export(src: &Path, out: &Path, opts: &Options, progress: &Progress) -> io::Result<usize> {
     if out == Path::new("-") {
         let stdout = io::stdout();
         let mut w = BufWriter::new(stdout.lock());
-        let n = write_archive(src, opts, None, &mut w)?;
+        let n = write_archive(src, opts, None, &mut w, progress)?;
         w.flush()?;
         return Ok(n);
     }
@@ -49,7 +50,7 @@ pub fn export(src: &Path, out: &Path, opts: &Options) -> io::Result<usize> {
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", out.display())))?;
     let meta = file.metadata()?;
     let mut w = BufWriter::new(file);
-    let res = write_archive(src, opts, Some((meta.dev(), meta.ino())), &mut w)
+    let res = write_archive(src, opts, Some((meta.dev(), meta.ino())), &mut w, progress)
         .and_then(|n| w.flush().map(|()| n));
     if res.is_err() {
         let _ = std::fs::remove_file(out);
@@ -58,11 +59,12 @@ pub fn export(src: &Path, out: &Path, opts: &Options) -> io::Result<usize> {
 }
 
 /// Writes the archive of `src` to `out`, leaving out the host inode `skip` (dev, ino).
-pub fn write_archive(
+fn write_archive(
     src: &Path,
     opts: &Options,
     skip: Option<(u64, u64)>,
     out: &mut dyn Write,
+    progress: &Progress,
 ) -> io::Result<usize> {
     let mut ar = Archive {
         out,
@@ -70,7 +72,11 @@ pub fn write_archive(
         entries: 0,
         first_names: HashMap::new(),
     };
-    walk(src, opts, skip, &mut |node| ar.add(node))?;
+    walk(src, opts, skip, &mut |node| {
+        ar.add(node)?;
+        progress.entry_written(ar.written);
+        Ok(())
+    })?;
     ar.finish()?;
     Ok(ar.entries)
 }
