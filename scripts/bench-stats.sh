@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# What live statistics cost per request, side by side in one run: two root mounts of
+# What live statistics cost per request, side by side in one run. First without FUSE:
+# examples/stats_cost calls a filesystem that answers at once, bare and through the
+# counting wrapper with and without statistics. Then through FUSE: two root mounts of
 # one tmpfs, one with statistics (the default) and one with --no-stats (the counting
 # code is skipped), a metadata storm (create, stat, unlink of N files: every step a
 # request to the server) on each, interleaved, REPS times. Prints the medians, their
@@ -10,7 +12,7 @@ set -euo pipefail
 N=${1:-10000}
 REPS=${2:-7}
 repo=$(cd "$(dirname "$0")/.." && pwd)
-(cd "$repo" && cargo build --release --quiet --bin ownfs --example metastorm)
+(cd "$repo" && cargo build --release --quiet --bin ownfs --example metastorm --example stats_cost)
 OWNFS_BIN=${OWNFS_BIN:-$repo/target/release/ownfs}
 STORM=$repo/target/release/examples/metastorm
 
@@ -19,6 +21,8 @@ echo "load average (1 min) before: $load1"
 if awk -v l="$load1" 'BEGIN { exit !(l > 1.5) }'; then
   echo "WARNING: the machine is busy (load $load1 > 1.5): these figures are not a result" >&2
 fi
+
+"$repo/target/release/examples/stats_cost"
 
 base=$(mktemp -d /tmp/ownfs-bench-stats.XXXXXX)
 mount -t tmpfs -o size=2g tmpfs "$base"

@@ -3,7 +3,7 @@
 use std::ffi::CStr;
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::{
     stat64, statvfs64, CreateIn, FsOptions, OpenOptions, SetattrValid,
@@ -36,17 +36,10 @@ impl<F> Counted<F> {
 
     #[inline]
     fn timed<'a, T>(&'a self, op: Op, call: impl FnOnce(&'a F) -> io::Result<T>) -> io::Result<T> {
-        let Some(stats) = &self.stats else {
-            return call(&self.inner);
-        };
-        let start = Instant::now();
-        let result = call(&self.inner);
-        let errno = result
-            .as_ref()
-            .err()
-            .map(|e| e.raw_os_error().unwrap_or(libc::EIO));
-        stats.record(op, start.elapsed(), errno);
-        result
+        match &self.stats {
+            Some(stats) => stats.measure(op, || call(&self.inner)),
+            None => call(&self.inner),
+        }
     }
 
     #[inline]

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{OpSnapshot, Snapshot};
+use super::{OpSnapshot, Snapshot, TIMED_ONE_IN};
 
 /// Symbolic names of the errnos a file server answers with; others print as `E<n>`.
 fn errno_name(errno: i32) -> String {
@@ -79,7 +79,8 @@ pub fn table(snap: &Snapshot) -> String {
     let requests: u64 = ops.iter().map(|o| o.requests).sum();
     let errors: u64 = ops.iter().map(|o| o.errors).sum();
     let mut out = format!(
-        "uptime {:.1}s, {requests} requests, {errors} errors (latency: time in the filesystem)\n",
+        "uptime {:.1}s, {requests} requests, {errors} errors (latency: time in the filesystem \
+         of 1 in {TIMED_ONE_IN} requests)\n",
         snap.uptime.as_secs_f64()
     );
     let _ = writeln!(
@@ -93,7 +94,7 @@ pub fn table(snap: &Snapshot) -> String {
             o.op.name(),
             o.requests,
             o.errors,
-            duration(o.nanos / o.requests.max(1)),
+            duration(o.mean_nanos()),
             duration(o.quantile_nanos(0.5)),
             duration(o.quantile_nanos(0.99)),
             errnos(o)
@@ -114,13 +115,14 @@ pub fn json(snap: &Snapshot) -> String {
             .collect();
         let _ = write!(
             out,
-            "{}\"{}\":{{\"requests\":{},\"errors\":{},\"errnos\":{{{}}},\"mean_ns\":{},\"p50_ns\":{},\"p99_ns\":{}}}",
+            "{}\"{}\":{{\"requests\":{},\"errors\":{},\"timed\":{},\"errnos\":{{{}}},\"mean_ns\":{},\"p50_ns\":{},\"p99_ns\":{}}}",
             if i == 0 { "" } else { "," },
             o.op.name(),
             o.requests,
             o.errors,
+            o.timed,
             errnos.join(","),
-            o.nanos / o.requests.max(1),
+            o.mean_nanos(),
             o.quantile_nanos(0.5),
             o.quantile_nanos(0.99)
         );
