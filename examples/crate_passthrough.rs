@@ -22,21 +22,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..Default::default()
     })?;
     fs.import()?;
-    let mut mount = FuseMount::mount(&MountOptions {
-        source: src.into(),
-        mountpoint: mnt.into(),
-        default_permissions: true,
-        allow_other: true,
-        suid: false,
-        dev: false,
-        read_only: false,
-        noexec: false,
-        noatime: false,
-        owner: None,
-    })?;
+    let mut mount = FuseMount::mount(&MountOptions::new(src.into(), mnt.into()))?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let channels = mount.channels(threads)?;
-    let workers = mount.serve(Arc::new(Server::new(fs)), channels)?;
-    mount.run_until_done(workers)?;
+    let channels = mount.channels(threads).inspect_err(|_| {
+        let _ = mount.unmount();
+    })?;
+    mount.serve_until_done(Arc::new(Server::new(fs)), channels)?;
     Ok(())
 }

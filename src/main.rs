@@ -535,16 +535,9 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
         .map(|cwd| cwd.join(&args.mnt))
         .map_err(|e| format!("current directory: {e}"))?;
     let mut mount_opts = MountOptions {
-        source: src.clone(),
-        mountpoint: mnt,
         default_permissions: !args.no_default_permissions,
-        allow_other: true,
-        suid: false,
-        dev: false,
-        read_only: false,
-        noexec: false,
-        noatime: false,
         owner: args.own.run_as,
+        ..MountOptions::new(src.clone(), mnt)
     };
     apply_options(&mut args, &mut mount_opts)?;
 
@@ -570,101 +563,71 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
         mount_opts.default_permissions = true;
     }
     let mut mount = FuseMount::mount(&mount_opts).map_err(|e| e.to_string())?;
-    let channels = match mount.channels(args.threads) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = mount.unmount();
-            return Err(format!("opening worker channels: {e}"));
+    // Every step until the workers run unmounts again if it fails.
+    let serving = (|| {
+        let channels = mount
+            .channels(args.threads)
+            .map_err(|e| format!("opening worker channels: {e}"))?;
+        // Rootless servers see every write so the overlay can clear set-id bits.
+        let backing = if args.no_passthrough || rootless {
+            None
+        } else {
+            let b = mount.offer_passthrough();
+            Some(b.map_err(|e| format!("preparing kernel passthrough: {e}"))?)
+        };
+        // Unmounting on the host needs a process left outside the sandbox and still
+        // root; under seccomp an unprivileged server can no longer run fusermount3 either.
+        let fusermount_helper =
+            platform::geteuid() != 0 && args.sandbox.seccomp != SeccompMode::None;
+        if args.own.run_as.is_some()
+            || sandbox::may_confine(args.sandbox.sandbox)
+            || fusermount_helper
+        {
+            mount
+                .keep_unmount_helper()
+                .map_err(|e| format!("starting the unmount helper: {e}"))?;
         }
-    };
-    // Rootless servers see every write so the overlay can clear set-id bits.
-    let backing = if args.no_passthrough || rootless {
-        None
-    } else {
-        match mount.offer_passthrough() {
-            Ok(b) => Some(b),
-            Err(e) => {
-                let _ = mount.unmount();
-                return Err(format!("preparing kernel passthrough: {e}"));
-            }
+        let confined = sandbox::enter(&sandbox::Request {
+            mode: args.sandbox.sandbox,
+            share: &src,
+            new_net: true,
+            drop_mount: Some(&mount_opts.mountpoint),
+        })
+        .map_err(|e| format!("sandbox: {e}"))?;
+        if let Some((uid, gid)) = args.own.run_as {
+            platform::drop_privileges(uid, gid)
+                .map_err(|e| format!("dropping to {uid}:{gid}: {e}"))?;
+            log::info!("running as {uid}:{gid}");
         }
-    };
-    // Unmounting on the host needs a process left outside the sandbox and still root;
-    // under seccomp an unprivileged server can no longer run fusermount3 either.
-    let fusermount_helper = platform::geteuid() != 0 && args.sandbox.seccomp != SeccompMode::None;
-    if args.own.run_as.is_some() || sandbox::may_confine(args.sandbox.sandbox) || fusermount_helper
-    {
-        if let Err(e) = mount.keep_unmount_helper() {
-            let _ = mount.unmount();
-            return Err(format!("starting the unmount helper: {e}"));
-        }
-    }
-    let confined = sandbox::enter(&sandbox::Request {
-        mode: args.sandbox.sandbox,
-        share: &src,
-        new_net: true,
-        drop_mount: Some(&mount_opts.mountpoint),
-    });
-    let confined = match confined {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = mount.unmount();
-            return Err(format!("sandbox: {e}"));
-        }
-    };
-    if let Some((uid, gid)) = args.own.run_as {
-        if let Err(e) = platform::drop_privileges(uid, gid) {
-            let _ = mount.unmount();
-            return Err(format!("dropping to {uid}:{gid}: {e}"));
-        }
-        log::info!("running as {uid}:{gid}");
-    }
-    let switch = !rootless && platform::geteuid() == 0;
-    let rootless_cfg = args.own.config(rootless);
-    if let Err(e) = restrict_capabilities() {
+        let switch = !rootless && platform::geteuid() == 0;
+        restrict_capabilities()?;
+        let cfg = Config {
+            root: confined.root.clone(),
+            cache: args.cache,
+            writeback: args.writeback,
+            creds: CredentialPolicy::new(switch, GroupSource::Proc),
+            rootless: args.own.config(rootless),
+            posix_acl: mount_opts.default_permissions,
+            uncached_metadata: !mount_opts.default_permissions,
+            read_only: mount_opts.read_only,
+            backing,
+            file_handles: args.inodes.inode_file_handles,
+            max_open_fds: args.inodes.max_open_fds,
+        };
+        let fs = Passthrough::new(cfg).map_err(|e| format!("opening {}: {e}", src.display()))?;
+        args.sandbox.install(Transport::Mount)?;
+        let server = Server::new(Counted::new(fs, StatsService::counters(&stats)));
+        mount
+            .serve(Arc::new(server), channels)
+            .map_err(|e| format!("starting workers: {e}"))
+    })();
+    let workers = serving.inspect_err(|_| {
         let _ = mount.unmount();
-        return Err(e);
-    }
-    let cfg = Config {
-        root: confined.root.clone(),
-        cache: args.cache,
-        writeback: args.writeback,
-        creds: CredentialPolicy::new(switch, GroupSource::Proc),
-        rootless: rootless_cfg,
-        posix_acl: mount_opts.default_permissions,
-        uncached_metadata: !mount_opts.default_permissions,
-        read_only: mount_opts.read_only,
-        backing,
-        file_handles: args.inodes.inode_file_handles,
-        max_open_fds: args.inodes.max_open_fds,
-    };
-    let fs = match Passthrough::new(cfg) {
-        Ok(fs) => fs,
-        Err(e) => {
-            let _ = mount.unmount();
-            return Err(format!("opening {}: {e}", src.display()));
-        }
-    };
-    if let Err(e) = args.sandbox.install(Transport::Mount) {
-        let _ = mount.unmount();
-        return Err(e);
-    }
-    let server = Arc::new(Server::new(Counted::new(
-        fs,
-        StatsService::counters(&stats),
-    )));
-    let workers = match mount.serve(server, channels) {
-        Ok(w) => w,
-        Err(e) => {
-            let _ = mount.unmount();
-            return Err(format!("starting workers: {e}"));
-        }
-    };
+    })?;
     StatsService::start(&mut stats);
     if let Some(ready) = ready {
         ready.notify();
     }
-
     mount.run_until_done(workers).map_err(|e| e.to_string())
 }
 
@@ -1072,44 +1035,28 @@ fn run_client(args: ClientArgs) -> Result<(), String> {
         log::warn!("the server is rootless: using default_permissions");
     }
     let mount_opts = MountOptions {
-        source: PathBuf::from(args.connect.to_string()),
-        mountpoint: args.mnt.clone(),
         // A rootless server's owners are virtual: only the client kernel can check them.
         default_permissions: !args.no_default_permissions || rootless,
-        allow_other: true,
-        suid: false,
-        dev: false,
-        read_only: false,
-        noexec: false,
-        noatime: false,
-        owner: None,
+        ..MountOptions::new(PathBuf::from(args.connect.to_string()), args.mnt.clone())
     };
     let mut mount = FuseMount::mount(&mount_opts).map_err(|e| e.to_string())?;
-    let channels = match mount.channels(args.threads) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = mount.unmount();
-            return Err(format!("opening worker channels: {e}"));
-        }
-    };
-    let invalidator = match mount.invalidator() {
-        Ok(i) => i,
-        Err(e) => {
-            let _ = mount.unmount();
-            return Err(format!("duplicating the FUSE descriptor: {e}"));
-        }
-    };
+    let prepared = (|| {
+        let channels = mount
+            .channels(args.threads)
+            .map_err(|e| format!("opening worker channels: {e}"))?;
+        let invalidator = mount
+            .invalidator()
+            .map_err(|e| format!("duplicating the FUSE descriptor: {e}"))?;
+        Ok::<_, String>((channels, invalidator))
+    })();
+    let (channels, invalidator) = prepared.inspect_err(|_| {
+        let _ = mount.unmount();
+    })?;
     let fs = client::RemoteFs::new(conn, args.writeback, Some(invalidator))
         .uncached_metadata(!mount_opts.default_permissions);
-    let server = Arc::new(Server::new(fs));
-    let workers = match mount.serve(server, channels) {
-        Ok(w) => w,
-        Err(e) => {
-            let _ = mount.unmount();
-            return Err(format!("starting workers: {e}"));
-        }
-    };
-    mount.run_until_done(workers).map_err(|e| e.to_string())
+    mount
+        .serve_until_done(Arc::new(Server::new(fs)), channels)
+        .map_err(|e| e.to_string())
 }
 
 // ---- virtio-fs: a vhost-user device backend, flag-compatible with virtiofsd ----

@@ -41,6 +41,25 @@ pub struct MountOptions {
     pub owner: Option<(u32, u32)>,
 }
 
+impl MountOptions {
+    /// A mount of `source` on `mountpoint` with the safe defaults: the client kernel
+    /// checks permissions, every user may enter, no set-id or device access.
+    pub fn new(source: PathBuf, mountpoint: PathBuf) -> Self {
+        MountOptions {
+            source,
+            mountpoint,
+            default_permissions: true,
+            allow_other: true,
+            suid: false,
+            dev: false,
+            read_only: false,
+            noexec: false,
+            noatime: false,
+            owner: None,
+        }
+    }
+}
+
 /// A mounted FUSE connection.
 pub struct FuseMount {
     device: OwnedFd,
@@ -305,6 +324,24 @@ impl FuseMount {
             handles.push(h);
         }
         Ok(Workers { alive, handles })
+    }
+}
+
+impl FuseMount {
+    /// Starts one worker per channel and serves until the mount goes away or a
+    /// termination signal comes; unmounts if the workers cannot start.
+    pub fn serve_until_done<F>(
+        &mut self,
+        server: Arc<Server<F>>,
+        channels: Vec<OwnedFd>,
+    ) -> io::Result<()>
+    where
+        F: FileSystem + Send + Sync + 'static,
+    {
+        let workers = self.serve(server, channels).inspect_err(|_| {
+            let _ = self.unmount();
+        });
+        self.run_until_done(workers.map_err(|e| context(e, "starting workers"))?)
     }
 }
 
