@@ -17,6 +17,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import tarfile
 import time
 from pathlib import Path
@@ -207,7 +208,15 @@ def prepare_statdir(root, n):
     return d
 
 
-def report(rows, configs, out, reps, scale):
+def load1():
+    """The 1-minute load average."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+BUSY_LOAD = 1.5
+
+
+def report(rows, configs, out, reps, scale, notes=()):
     """Writes table.md and speed.png from result rows; prints the table."""
     s = scale
     workloads = []
@@ -246,7 +255,7 @@ def report(rows, configs, out, reps, scale):
             cells.append(f"{so / max(ps):.2f}" if so and ps else "")
         lines.append("| " + " | ".join(cells) + " |")
         speed_rows.append((wname, [speed(n) or 0 for n in configs]))
-    table = "\n".join(lines)
+    table = "\n".join(list(notes) + lines)
     (out / "table.md").write_text(table + "\n")
     print(table)
 
@@ -283,8 +292,14 @@ def main():
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--workloads", default="")
     ap.add_argument("--out", default=str(REPO / "target/bench"))
+    ap.add_argument("--backing", choices=["tmpfs", "disk"], default="tmpfs",
+                    help="tmpfs (default: the disk drops out, FUSE alone is measured) or "
+                         "disk (the backing directories under --base)")
     ap.add_argument("--base", default="/var/tmp",
-                    help="where the backing directories live (a tmpfs measures FUSE alone)")
+                    help="with --backing disk: where the backing directories live")
+    ap.add_argument("--quiet-check", action="store_true",
+                    help=f"refuse to run when the 1-minute load is above {BUSY_LOAD} "
+                         "(without it the table carries a warning)")
     ap.add_argument("--report", metavar="CSV",
                     help="only render table.md and speed.png from an earlier results.csv")
     a = ap.parse_args()
@@ -303,7 +318,18 @@ def main():
     configs = [c for c in a.configs.split(",") if c]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    base = Path(a.base) / f"ownfs-bench-{os.getpid()}"
+    load_before = load1()
+    if load_before > BUSY_LOAD and a.quiet_check:
+        sys.exit(f"bench: the machine is busy (1-minute load {load_before} > {BUSY_LOAD}); "
+                 "stop what runs beside it and retry")
+    tmpfs = None
+    if a.backing == "tmpfs":
+        tmpfs = Path(tempfile.mkdtemp(prefix="ownfs-bench-tmpfs-"))
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16g,mode=755", "tmpfs", tmpfs],
+                       check=True)
+        base = tmpfs / "b"
+    else:
+        base = Path(a.base) / f"ownfs-bench-{os.getpid()}"
     base.mkdir()
     os.chmod(base, 0o755)
     tarball = base / "tree.tar"
@@ -411,13 +437,22 @@ def main():
         for c in cfgs.values():
             c.stop()
         shutil.rmtree(base, ignore_errors=True)
+        if tmpfs:
+            subprocess.run(["umount", tmpfs], check=False)
+            tmpfs.rmdir()
+    load_after = load1()
 
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["workload", "scale", "unit", "config", "rep", "value"])
         w.writerows(rows)
 
-    report(rows, configs, out, a.reps, s)
+    notes = [f"Backing: {a.backing}. 1-minute load average: {load_before} before, "
+             f"{load_after} after (the benchmark's own processes included).", ""]
+    if load_before > BUSY_LOAD:
+        notes[:0] = [f"**WARNING: the machine was busy (load {load_before} > {BUSY_LOAD} "
+                     "before the run): these figures are not a result.**", ""]
+    report(rows, configs, out, a.reps, s, notes)
     log(f"wrote {out}/results.csv, {out}/table.md, {out}/speed.png")
 
 

@@ -10,10 +10,16 @@
 # 4k reads. Every workload runs on every configuration, interleaved, the order rotated
 # per repetition; medians, speed relative to native and ownfs relative to the best peer.
 #
-# usage: scripts/bench.sh [--scale F] [--reps N] [--configs a,b] [--workloads x,y] [--out DIR] [--base DIR]
+# usage: scripts/bench.sh [--backing tmpfs|disk] [--quiet-check] [--scale F] [--reps N]
+#                         [--configs a,b] [--workloads x,y] [--out DIR] [--base DIR]
+#   --backing tmpfs (default): every backing directory on one tmpfs, so only the file
+#     system path is measured; disk: under --base (default /var/tmp).
+#   --quiet-check: refuse to run when the 1-minute load is above 1.5 (otherwise the
+#     table says the figures are not a result).
 #   --scale 0.1 for a quick run (1000 files, 102 MiB); default 1 (10k files, 1 GiB).
-# Output (default target/bench/): table.md, results.csv (every run), speed.png.
-# Paths: /var/tmp/ownfs-bench-PID (removed afterwards). Installs its tools through
+# Output (default target/bench/): table.md (with the backing and the load before and
+# after), results.csv (every run), speed.png. Paths: a tmpfs mounted under /tmp, or
+# BASE/ownfs-bench-PID (removed afterwards). Installs its tools through
 # scripts/bench-deps.sh (fio, gnuplot, libfuse3-dev).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
