@@ -111,7 +111,7 @@ impl<'a> SuppGroups<'a> {
     pub fn iter(&self) -> impl Iterator<Item = u32> + 'a {
         self.raw
             .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .filter_map(|c| <[u8; 4]>::try_from(c).ok().map(u32::from_le_bytes))
     }
 }
 
