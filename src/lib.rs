@@ -10,6 +10,7 @@
 //! - [`notify`]: invalidating what the client kernel cached, between the two.
 //! - [`sandbox`]: what a running server may still do (seccomp).
 //! - [`socket`]: the Unix sockets servers listen on.
+//! - [`protocol`]: the portable Linux FUSE wire codec (decode requests, encode replies).
 //! - [`stats`]: live per-operation statistics, between transports and filesystem.
 //! - [`tools`]: offline views of a rootless share (owner listing, tar export).
 
@@ -19,6 +20,7 @@ pub mod fs;
 pub mod negotiate;
 pub mod notify;
 pub mod platform;
+pub mod protocol;
 pub mod sandbox;
 pub mod socket;
 pub mod stats;
