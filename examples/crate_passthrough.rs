@@ -1,10 +1,7 @@
 //! Benchmark peer: fuse-backend-rs's own `PassthroughFs` with its default settings,
-//! served over our `/dev/fuse` transport. "What you get without ownfs's filesystem."
+//! served over our `/dev/fuse` transport and protocol core. "What you get without ownfs's filesystem."
 //! Usage (as root): crate_passthrough SRC MNT   (serves until SIGTERM or unmount)
 
-use std::sync::Arc;
-
-use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::passthrough::{Config, PassthroughFs};
 use ownfs::platform;
 use ownfs::transport::fusedev::{FuseMount, MountOptions};
@@ -27,6 +24,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let channels = mount.channels(threads).inspect_err(|_| {
         let _ = mount.unmount();
     })?;
-    mount.serve_until_done(Arc::new(Server::new(fs)), channels)?;
+    mount.serve_until_done(fs, channels)?;
     Ok(())
 }

@@ -10,6 +10,9 @@ use std::os::fd::BorrowedFd;
 pub trait BackingFiles: Send + Sync + fmt::Debug {
     /// True once the kernel agreed to passthrough on this connection.
     fn enabled(&self) -> bool;
+    /// The kernel offers passthrough at INIT: returns whether this transport can
+    /// register backing files from now on (and is then `enabled`).
+    fn agree(&self) -> bool;
     /// Registers the host file behind `file` with the kernel and returns its backing
     /// id. The kernel does the I/O on it with the calling thread's credentials.
     fn open(&self, file: BorrowedFd<'_>) -> io::Result<u32>;

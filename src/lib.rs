@@ -7,6 +7,7 @@
 //! - [`transport`]: ways to reach it (local `/dev/fuse` mount).
 //! - [`sandbox`]: confining a server to its share (namespace, chroot).
 //! - [`backing`]: kernel passthrough of open files, between the two.
+//! - [`extension`]: operations newer than fuse-backend-rs's `FileSystem` trait.
 //! - [`notify`]: invalidating what the client kernel cached, between the two.
 //! - [`sandbox`]: what a running server may still do (seccomp).
 //! - [`socket`]: the Unix sockets servers listen on.
@@ -16,6 +17,7 @@
 
 pub mod backing;
 pub mod creds;
+pub mod extension;
 pub mod fs;
 pub mod negotiate;
 pub mod notify;

@@ -616,9 +616,8 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
         };
         let fs = Passthrough::new(cfg).map_err(|e| format!("opening {}: {e}", src.display()))?;
         args.sandbox.install(Transport::Mount)?;
-        let server = Server::new(Counted::new(fs, StatsService::counters(&stats)));
         mount
-            .serve(Arc::new(server), channels)
+            .serve(Counted::new(fs, StatsService::counters(&stats)), channels)
             .map_err(|e| format!("starting workers: {e}"))
     })();
     let workers = serving.inspect_err(|_| {
@@ -1055,7 +1054,7 @@ fn run_client(args: ClientArgs) -> Result<(), String> {
     let fs = client::RemoteFs::new(conn, args.writeback, Some(invalidator))
         .uncached_metadata(!mount_opts.default_permissions);
     mount
-        .serve_until_done(Arc::new(Server::new(fs)), channels)
+        .serve_until_done(fs, channels)
         .map_err(|e| e.to_string())
 }
 

@@ -1,11 +1,12 @@
 //! Hostile clients at the protocol level, with no kernel in between to keep them honest.
 //!
-//! * Raw FUSE: messages built byte by byte go straight into the `/dev/fuse` worker's
-//!   own handler (`serve_message`) in front of a real `Passthrough`, root and
+//! * Raw FUSE: messages built byte by byte go straight into the protocol core's
+//!   handler (`Session::handle`, as every transport calls it) in front of a real `Passthrough`, root and
 //!   rootless: dot names, bad names, unknown and forgotten node ids and handles,
 //!   over-forgetting, extreme offsets and sizes, odd setattr and rename requests,
 //!   links of directories, reserved xattrs, made-up readdir offsets, truncated and
-//!   oversized messages, unknown opcodes, INIT twice, requests before INIT, and every
+//!   oversized messages, unknown opcodes, INIT twice (requests before INIT: their own
+//!   test), and every
 //!   operation on nodes that are symlinks pointing out of the share.
 //! * fuse-pipe: well-formed frames with the same payloads, request-id reuse and
 //!   malformed frames, sent to a running `ownfs serve` over its Unix socket.
@@ -33,7 +34,6 @@ use ownfs::creds::{CredentialPolicy, GroupSource};
 use ownfs::fs::overlay::Rootless;
 use ownfs::fs::{CachePolicy, Config, FileHandles, Passthrough};
 use ownfs::platform;
-use ownfs::transport::fusedev::Handled;
 
 const SECRET: &[u8] = b"canary secret\n";
 /// Every name a case could smuggle out of SRC contains this, so a stray file is found.
@@ -432,9 +432,6 @@ fn bad_names() -> Vec<(String, Vec<u8>, &'static [i32])> {
 }
 
 fn raw_fuse_cases(s: &mut Suite) {
-    // Requests before INIT: the kernel never sends any; the server answers them.
-    s.case("getattr before INIT", getattr(ROOT), Expect::Ok);
-    s.case("lookup before INIT", lookup(ROOT, b"f"), Expect::Ok);
     s.ok(init(7, 33, 0));
     let n = s.nodes();
 
@@ -1808,7 +1805,11 @@ fn raw_fuse_cases(s: &mut Suite) {
         Expect::Err(&[libc::EPROTO]),
     );
     s.case("INIT of major 8", init(8, 0, 0), Expect::Ok);
-    s.case("INIT of minor 0", init(7, 0, 0), Expect::Ok);
+    s.case(
+        "INIT of minor 0",
+        init(7, 0, 0),
+        Expect::Err(&[libc::EPROTO]),
+    );
     s.case(
         "INIT with every flag",
         init(7, 33, !(1u32 << 30)),
@@ -1867,6 +1868,8 @@ fn raw_fuse_hostile_client() {
 /// getattr panics; everything else is the trait's default.
 struct Grumpy;
 
+impl ownfs::extension::FileSystemExt for Grumpy {}
+
 impl fuse_backend_rs::api::filesystem::FileSystem for Grumpy {
     type Inode = u64;
     type Handle = u64;
@@ -1879,6 +1882,22 @@ impl fuse_backend_rs::api::filesystem::FileSystem for Grumpy {
     ) -> std::io::Result<(libc::stat64, Duration)> {
         panic!("getattr of a grumpy filesystem");
     }
+}
+
+/// The kernel never sends a request before INIT; one that comes has no session to be
+/// served in and gets EIO, and INIT still works afterwards.
+#[test]
+fn requests_before_init_are_refused_with_eio() {
+    let fx = Fixture::new("hostile-preinit");
+    let mut raw = RawFuse::uninitialized(passthrough(&fx.src, false));
+    for (what, msg) in [("getattr", getattr(ROOT)), ("lookup", lookup(ROOT, b"f"))] {
+        let r = raw
+            .call(&msg)
+            .unwrap_or_else(|e| panic!("{what} before INIT: {e}"));
+        assert_eq!(r.errno, libc::EIO, "{what} before INIT");
+    }
+    assert_eq!(raw.call(&init(7, 33, 0)).expect("INIT").errno, 0);
+    assert_eq!(raw.call(&getattr(ROOT)).expect("getattr").errno, 0);
 }
 
 #[test]

@@ -849,6 +849,8 @@ pub fn path_cstr(path: &Path) -> io::Result<std::ffi::CString> {
     std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| err(libc::EINVAL))
 }
 
+impl crate::extension::FileSystemExt for Passthrough {}
+
 impl FileSystem for Passthrough {
     type Inode = u64;
     type Handle = u64;

@@ -12,10 +12,15 @@
 //! - [`wire`]: the little-endian [`wire::Reader`] and [`wire::Writer`] cursors.
 //! - [`request`]: [`request::parse`] from a message into a [`request::Request`].
 //! - [`reply`]: out-header, reply bodies, dirent packing and notifications.
+//! - [`dispatch`]: a [`dispatch::Session`] serving decoded requests from a
+//!   `FileSystem`, with [`host`] translating its types and [`iobuf`] its data buffers.
 
 #![forbid(unsafe_code)]
 
 pub mod abi;
+pub mod dispatch;
+pub mod host;
+pub mod iobuf;
 pub mod reply;
 pub mod request;
 pub mod wire;

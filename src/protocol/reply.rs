@@ -267,10 +267,12 @@ pub fn push_dirent(
     Ok(w.position())
 }
 
-/// Packs one fuse_direntplus (entry_out, then the dirent) at the start of `buf`.
+/// Packs one fuse_direntplus (entry_out, then the dirent for `ino`) at the start of
+/// `buf`. `ino` is the dirent's own: "." and ".." come without an entry (node id 0).
 pub fn push_direntplus(
     buf: &mut [u8],
     entry: &EntryOut,
+    ino: u64,
     off: u64,
     typ: u32,
     name: &[u8],
@@ -284,7 +286,7 @@ pub fn push_direntplus(
     let mut w = Writer::new(buf);
     entry.encode(&mut w)?;
     Dirent {
-        ino: entry.attr.ino,
+        ino,
         off,
         namelen,
         typ,

@@ -580,7 +580,9 @@ fn decode_init(r: &mut Reader<'_>) -> Result<InitIn, DecodeError> {
     }
     arg.max_readahead = r.u32()?;
     arg.flags = r.u32()?;
-    if arg.minor >= 36 && r.remaining() >= InitIn::SIZE - compat::INIT_IN_SIZE {
+    // INIT_EXT promises flags2, which only the 64-byte init_in carries.
+    let ext = u64::from(arg.flags) & abi::init::INIT_EXT != 0;
+    if ext || (arg.minor >= 36 && r.remaining() >= InitIn::SIZE - compat::INIT_IN_SIZE) {
         arg.flags2 = r.u32()?;
         arg.unused = <[u32; 11]>::decode(r)?;
     }

@@ -18,6 +18,7 @@ use fuse_backend_rs::api::filesystem::{
 use fuse_backend_rs::transport::FsCacheReqHandler;
 
 use super::{Op, Stats};
+use crate::extension::{FileSystemExt, Opened, RangeEnd, StatxReply};
 
 /// `inner`, with each call recorded in `stats`; without stats, a plain pass-through.
 pub struct Counted<F> {
@@ -169,5 +170,17 @@ impl<F: FileSystem> FileSystem for Counted<F> {
             -> io::Result<u64>;
         Poll => fn poll(ctx: &Context, inode: F::Inode, handle: F::Handle, khandle: F::Handle,
             flags: u32, events: u32) -> io::Result<u32>;
+    }
+}
+
+impl<F: FileSystemExt> FileSystemExt for Counted<F> {
+    timed! {
+        CopyFileRange => fn copy_file_range(ctx: &Context, from: RangeEnd, to: RangeEnd,
+            len: u64, flags: u64) -> io::Result<u64>;
+        Tmpfile => fn tmpfile(ctx: &Context, parent: u64, name: &CStr, flags: u32, mode: u32,
+            umask: u32) -> io::Result<Opened>;
+        Statx => fn statx(ctx: &Context, inode: u64, handle: Option<u64>)
+            -> io::Result<StatxReply>;
+        Syncfs => fn syncfs(ctx: &Context, inode: u64) -> io::Result<()>;
     }
 }

@@ -47,6 +47,8 @@ ops! {
     Releasedir => "releasedir", Access => "access", Lseek => "lseek", Getlk => "getlk",
     Setlk => "setlk", Setlkw => "setlkw", Ioctl => "ioctl", Bmap => "bmap",
     Poll => "poll", Setupmapping => "setupmapping", Removemapping => "removemapping",
+    CopyFileRange => "copy_file_range", Tmpfile => "tmpfile", Statx => "statx",
+    Syncfs => "syncfs",
 }
 
 const OPS: usize = Op::ALL.len();

@@ -4,22 +4,18 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use fuse_backend_rs::api::filesystem::FileSystem;
-use fuse_backend_rs::api::server::Server;
-use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, Reader};
-
 use crate::backing::BackingFiles;
+use crate::extension::FileSystemExt;
 use crate::notify::Invalidator;
 use crate::platform;
-
-/// Room for a 1 MiB write plus its headers (MAX_PAGES with 4 KiB pages).
-const BUFFER_SIZE: usize = 256 * 4096 + 4096;
+use crate::protocol::dispatch::{Session, SessionOptions, BUFFER_SIZE};
+use crate::protocol::reply;
 
 #[derive(Clone, Debug)]
 pub struct MountOptions {
@@ -304,21 +300,25 @@ impl FuseMount {
     }
 
     /// Starts one worker per channel.
-    pub fn serve<F>(&self, server: Arc<Server<F>>, channels: Vec<OwnedFd>) -> io::Result<Workers>
+    pub fn serve<F>(&self, fs: F, channels: Vec<OwnedFd>) -> io::Result<Workers>
     where
-        F: FileSystem + Send + Sync + 'static,
+        F: FileSystemExt + Send + Sync + 'static,
     {
+        let opts = SessionOptions {
+            passthrough: self.passthrough.clone().map(|b| b as Arc<dyn BackingFiles>),
+            forward_create_groups: false,
+        };
+        let session = Arc::new(Session::new(fs, opts));
         let alive = Arc::new(AtomicUsize::new(0));
         let mut handles = Vec::new();
         for (i, fd) in channels.into_iter().enumerate() {
-            let server = server.clone();
+            let session = session.clone();
             let alive = alive.clone();
-            let passthrough = self.passthrough.clone();
             alive.fetch_add(1, Ordering::SeqCst);
             let h = std::thread::Builder::new()
                 .name(format!("ownfs-fuse-{i}"))
                 .spawn(move || {
-                    worker_loop(&fd, &server, passthrough.as_deref());
+                    worker_loop(&fd, &session);
                     alive.fetch_sub(1, Ordering::SeqCst);
                 })?;
             handles.push(h);
@@ -330,15 +330,11 @@ impl FuseMount {
 impl FuseMount {
     /// Starts one worker per channel and serves until the mount goes away or a
     /// termination signal comes; unmounts if the workers cannot start.
-    pub fn serve_until_done<F>(
-        &mut self,
-        server: Arc<Server<F>>,
-        channels: Vec<OwnedFd>,
-    ) -> io::Result<()>
+    pub fn serve_until_done<F>(&mut self, fs: F, channels: Vec<OwnedFd>) -> io::Result<()>
     where
-        F: FileSystem + Send + Sync + 'static,
+        F: FileSystemExt + Send + Sync + 'static,
     {
-        let workers = self.serve(server, channels).inspect_err(|_| {
+        let workers = self.serve(fs, channels).inspect_err(|_| {
             let _ = self.unmount();
         });
         self.run_until_done(workers.map_err(|e| context(e, "starting workers"))?)
@@ -375,6 +371,16 @@ impl BackingFiles for DeviceBacking {
         self.enabled.load(Ordering::Relaxed)
     }
 
+    fn agree(&self) -> bool {
+        if !platform::thread_has_cap_sys_admin() {
+            log::info!("kernel passthrough off: registering backing files needs CAP_SYS_ADMIN");
+            return false;
+        }
+        self.enabled.store(true, Ordering::Relaxed);
+        log::info!("kernel passthrough on: reads and writes bypass the server");
+        true
+    }
+
     fn open(&self, file: std::os::fd::BorrowedFd<'_>) -> io::Result<u32> {
         platform::fuse_backing_open(self.device.as_fd(), file)
     }
@@ -392,14 +398,12 @@ pub struct DeviceInvalidator {
 
 impl Invalidator for DeviceInvalidator {
     fn attributes(&self, inode: u64) {
-        // fuse_out_header with unique 0 and the notify code as error, then
-        // fuse_notify_inval_inode_out with a negative offset: attributes only, no pages.
-        let mut msg = [0u8; NOTIFY_INVAL_INODE_LEN];
-        msg[..4].copy_from_slice(&(NOTIFY_INVAL_INODE_LEN as u32).to_le_bytes());
-        msg[4..8].copy_from_slice(&FUSE_NOTIFY_INVAL_INODE.to_le_bytes());
-        msg[16..24].copy_from_slice(&inode.to_le_bytes());
-        msg[24..32].copy_from_slice(&(-1i64).to_le_bytes());
-        match platform::with_file(self.device.as_fd(), |f| std::io::Write::write(f, &msg)) {
+        // A negative offset: attributes only, no pages.
+        let mut msg = [0u8; 64];
+        let Ok(len) = reply::notify_inval_inode(&mut msg, inode, -1, 0) else {
+            return;
+        };
+        match platform::write_fd(self.device.as_fd(), &msg[..len]) {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
             Err(e) => log::debug!("invalidating the attributes of node {inode}: {e}"),
@@ -407,100 +411,7 @@ impl Invalidator for DeviceInvalidator {
     }
 }
 
-// The parts of the FUSE ABI (include/uapi/linux/fuse.h) that fuse-backend-rs 0.14
-// (protocol 7.33) does not know: INIT's second flags word and max_stack_depth (7.40).
-const FUSE_INIT: u32 = 26;
-const FUSE_NOTIFY_INVAL_INODE: i32 = 2;
-const NOTIFY_INVAL_INODE_LEN: usize = 40;
-const IN_HEADER_LEN: usize = 40;
-const OUT_HEADER_LEN: usize = 16;
-const INIT_EXT: u32 = 1 << 30;
-const WRITEBACK_CACHE: u32 = 1 << 16;
-/// FUSE_PASSTHROUGH is bit 37: bit 5 of flags2.
-const PASSTHROUGH_FLAGS2: u32 = 1 << 5;
-/// fuse_init_out field offsets.
-const INIT_OUT_FLAGS: usize = 12;
-const INIT_OUT_FLAGS2: usize = 32;
-const INIT_OUT_MAX_STACK_DEPTH: usize = 36;
-/// Backing files must sit on a non-stacked filesystem; an overlayfs may still stack on us.
-const MAX_STACK_DEPTH: u32 = 1;
-
-fn u32_at(buf: &[u8], at: usize) -> Option<u32> {
-    let bytes = buf.get(at..at + 4)?;
-    Some(u32::from_ne_bytes(bytes.try_into().ok()?))
-}
-
-fn put_u32(buf: &mut [u8], at: usize, v: u32) {
-    buf[at..at + 4].copy_from_slice(&v.to_ne_bytes());
-}
-
-/// True if `req` is an INIT in which the kernel offers FUSE_PASSTHROUGH.
-fn init_offers_passthrough(req: &[u8]) -> bool {
-    if u32_at(req, 4) != Some(FUSE_INIT) {
-        return false;
-    }
-    let flags = u32_at(req, IN_HEADER_LEN + 12).unwrap_or(0);
-    let flags2 = u32_at(req, IN_HEADER_LEN + 16).unwrap_or(0);
-    flags & INIT_EXT != 0 && flags2 & PASSTHROUGH_FLAGS2 != 0
-}
-
-/// Lets the server answer INIT into a socket, adds FUSE_PASSTHROUGH to its reply when
-/// the kernel may grant it, and sends the reply to the kernel.
-fn answer_init_with_passthrough<F: FileSystem + Sync>(
-    fd: &OwnedFd,
-    server: &Server<F>,
-    reader: Reader<'_, ()>,
-    wbuf: &mut [u8],
-    backing: &DeviceBacking,
-) -> io::Result<()> {
-    use std::io::{Read, Write};
-    let (capture, mut captured) = std::os::unix::net::UnixStream::pair()?;
-    let writer = FuseDevWriter::<()>::new(capture.as_raw_fd(), wbuf)
-        .map_err(|e| io::Error::other(format!("INIT reply buffer: {e:?}")))?;
-    server
-        .handle_message(reader, writer.into(), None, None)
-        .map_err(|e| io::Error::other(format!("handling INIT: {e:?}")))?;
-    drop(capture);
-    let mut reply = Vec::new();
-    captured.read_to_end(&mut reply)?;
-    let body = OUT_HEADER_LEN;
-    let error = u32_at(&reply, 4).unwrap_or(u32::MAX);
-    let flags = u32_at(&reply, body + INIT_OUT_FLAGS);
-    let room = reply.len() >= body + INIT_OUT_MAX_STACK_DEPTH + 4;
-    match flags {
-        Some(flags) if error == 0 && room && flags & WRITEBACK_CACHE == 0 => {
-            if platform::thread_has_cap_sys_admin() {
-                put_u32(&mut reply, body + INIT_OUT_FLAGS, flags | INIT_EXT);
-                let flags2 = u32_at(&reply, body + INIT_OUT_FLAGS2).unwrap_or(0);
-                put_u32(
-                    &mut reply,
-                    body + INIT_OUT_FLAGS2,
-                    flags2 | PASSTHROUGH_FLAGS2,
-                );
-                put_u32(&mut reply, body + INIT_OUT_MAX_STACK_DEPTH, MAX_STACK_DEPTH);
-                backing.enabled.store(true, Ordering::Relaxed);
-                log::info!("kernel passthrough on: reads and writes bypass the server");
-            } else {
-                log::info!("kernel passthrough off: registering backing files needs CAP_SYS_ADMIN");
-            }
-        }
-        Some(flags) if flags & WRITEBACK_CACHE != 0 => {
-            log::info!("kernel passthrough off: the kernel refuses it with WRITEBACK_CACHE");
-        }
-        _ => {}
-    }
-    let n = platform::with_file(fd.as_fd(), |f| f.write(&reply))?;
-    if n != reply.len() {
-        return Err(io::Error::other("short INIT reply write"));
-    }
-    Ok(())
-}
-
-fn worker_loop<F: FileSystem + Sync>(
-    fd: &OwnedFd,
-    server: &Server<F>,
-    passthrough: Option<&DeviceBacking>,
-) {
+fn worker_loop<F: FileSystemExt + Sync>(fd: &OwnedFd, session: &Session<F>) {
     let mut rbuf = vec![0u8; BUFFER_SIZE];
     let mut wbuf = vec![0u8; BUFFER_SIZE];
     loop {
@@ -519,129 +430,13 @@ fn worker_loop<F: FileSystem + Sync>(
                 }
             },
         };
-        if let Some(backing) = passthrough.filter(|_| init_offers_passthrough(&rbuf[..n])) {
-            match Reader::<()>::from_fuse_buffer(FuseBuf::new(&mut rbuf[..n])) {
-                Ok(reader) => {
-                    if let Err(e) =
-                        answer_init_with_passthrough(fd, server, reader, &mut wbuf, backing)
-                    {
-                        log::error!("answering FUSE INIT: {e}");
-                    }
-                }
-                Err(e) => log::error!("bad FUSE INIT buffer: {e:?}"),
+        let answer = session.handle(&mut rbuf[..n], &mut wbuf);
+        if answer.reply > 0 {
+            // A request the kernel no longer waits for is refused with ENOENT, which
+            // changes nothing.
+            if let Err(e) = platform::write_fd(fd.as_fd(), &wbuf[..answer.reply]) {
+                log::debug!("answering a FUSE request: {e}");
             }
-            continue;
-        }
-        serve_message(server, &mut rbuf[..n], fd.as_fd(), &mut wbuf);
-    }
-}
-
-/// What became of one FUSE message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Handled {
-    /// Answered by the server (or a message that takes no answer).
-    Served,
-    /// Malformed: answered with EINVAL when it takes an answer and names its request.
-    Malformed,
-    /// The server panicked on it: answered with EIO.
-    Panicked,
-}
-
-/// The prefix of `fuse_in_header` that names the request.
-const REQUEST_ID_END: usize = 16;
-
-/// Messages the kernel sends without waiting for an answer.
-fn takes_no_answer(opcode: u32) -> bool {
-    use fuse_backend_rs::abi::fuse_abi::Opcode;
-    [Opcode::Forget, Opcode::BatchForget, Opcode::Interrupt]
-        .iter()
-        .any(|&op| op as u32 == opcode)
-}
-
-/// Whether fuse-backend-rs left a failed message unanswered. It answers a name without
-/// its NUL (EINVAL) before failing, except where it splits two names (symlink, rename);
-/// `EncodeMessage` means the answer itself could not be written.
-fn left_unanswered(e: &fuse_backend_rs::Error, opcode: u32) -> bool {
-    use fuse_backend_rs::abi::fuse_abi::Opcode;
-    use fuse_backend_rs::Error;
-    match e {
-        Error::EncodeMessage(_) => false,
-        Error::InvalidCString(_) => [Opcode::Symlink, Opcode::Rename, Opcode::Rename2]
-            .iter()
-            .any(|&op| op as u32 == opcode),
-        _ => true,
-    }
-}
-
-/// Answers request `unique` with `errno` alone.
-fn answer_errno(reply: BorrowedFd<'_>, unique: u64, errno: i32) {
-    let mut out = [0u8; 16];
-    out[..4].copy_from_slice(&16u32.to_le_bytes());
-    out[4..8].copy_from_slice(&(-errno).to_le_bytes());
-    out[8..].copy_from_slice(&unique.to_le_bytes());
-    // A request the kernel no longer waits for (or already answered) is refused
-    // with ENOENT, which changes nothing.
-    if let Err(e) = platform::with_file(reply, |f| std::io::Write::write(f, &out)) {
-        log::debug!("answering request {unique} with errno {errno}: {e}");
-    }
-}
-
-/// Runs one message exactly as read from the device (`msg` is the whole read) and
-/// writes its answer to `reply`. Nothing a message contains can take the server
-/// down: a message whose length field disagrees with its size, or that fuse-backend-rs
-/// cannot decode, gets EINVAL; a panic while serving it gets EIO.
-pub fn serve_message<F: FileSystem + Sync>(
-    server: &Server<F>,
-    msg: &mut [u8],
-    reply: BorrowedFd<'_>,
-    wbuf: &mut [u8],
-) -> Handled {
-    let Some(head) = msg.get(..REQUEST_ID_END) else {
-        log::error!("FUSE message of {} bytes has no header", msg.len());
-        return Handled::Malformed;
-    };
-    let field =
-        |at: usize| u32::from_le_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
-    let (len, opcode) = (field(0), field(4));
-    let unique = (u64::from(field(12)) << 32) | u64::from(field(8));
-    let malformed = |why: &dyn std::fmt::Display| {
-        log::error!("malformed FUSE message (opcode {opcode}, unique {unique}): {why}");
-        if !takes_no_answer(opcode) {
-            answer_errno(reply, unique, libc::EINVAL);
-        }
-        Handled::Malformed
-    };
-    if len as usize != msg.len() || msg.len() < IN_HEADER_LEN {
-        let why = format!("length field {len}, {} bytes read", msg.len());
-        return malformed(&why);
-    }
-    let reader = match Reader::<()>::from_fuse_buffer(FuseBuf::new(msg)) {
-        Ok(r) => r,
-        Err(e) => return malformed(&e),
-    };
-    let writer = match FuseDevWriter::<()>::new(reply.as_raw_fd(), wbuf) {
-        Ok(w) => w,
-        Err(e) => {
-            log::error!("FUSE reply buffer: {e:?}");
-            answer_errno(reply, unique, libc::EIO);
-            return Handled::Served;
-        }
-    };
-    let run = || server.handle_message(reader, writer.into(), None, None);
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
-        Ok(Ok(_)) => Handled::Served,
-        Ok(Err(e)) if left_unanswered(&e, opcode) => malformed(&e),
-        Ok(Err(e)) => {
-            // Usually a reply to a request the caller already abandoned (ENOENT).
-            log::debug!("handling FUSE request: {e:?}");
-            Handled::Served
-        }
-        Err(_) => {
-            log::error!("FUSE request {unique} (opcode {opcode}) panicked; answering EIO");
-            if !takes_no_answer(opcode) {
-                answer_errno(reply, unique, libc::EIO);
-            }
-            Handled::Panicked
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Raw FUSE messages, built byte by byte (little-endian, `fuse_kernel.h` layouts), and
-//! a harness that hands them to the server exactly as the `/dev/fuse` worker does
-//! (`ownfs::transport::fusedev::serve_message`), with no kernel in between.
+//! a harness that hands them to the protocol core exactly as every transport does
+//! (`ownfs::protocol::dispatch::Session::handle`), with no kernel in between.
 //!
 //! Replies go to one end of a datagram socket pair: one write by the server is one
 //! datagram, so the harness sees each reply whole, as the kernel would, and notices a
@@ -8,16 +8,15 @@
 
 #![allow(dead_code)]
 
-use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use fuse_backend_rs::api::filesystem::FileSystem;
-use fuse_backend_rs::api::server::Server;
-use ownfs::transport::fusedev::{serve_message, Handled};
+use ownfs::extension::FileSystemExt;
+pub use ownfs::protocol::dispatch::Handled;
+use ownfs::protocol::dispatch::{Session, SessionOptions, BUFFER_SIZE};
 
 pub const IN_HEADER_LEN: usize = 40;
 pub const OUT_HEADER_LEN: usize = 16;
@@ -454,9 +453,9 @@ pub enum Outcome {
     Hung,
 }
 
-/// A server under test, fed through the `/dev/fuse` worker's own message handler.
-pub struct RawFuse<F: FileSystem + Sync + Send + 'static> {
-    server: Arc<Server<F>>,
+/// A server under test, fed through the protocol core's message handler.
+pub struct RawFuse<F: FileSystemExt + Sync + Send + 'static> {
+    server: Arc<Session<F>>,
     server_end: Arc<UnixDatagram>,
     client_end: UnixDatagram,
     next_unique: u64,
@@ -464,14 +463,22 @@ pub struct RawFuse<F: FileSystem + Sync + Send + 'static> {
 }
 
 /// Room for the largest reply the worker could write (its buffer size).
-const REPLY_ROOM: usize = 256 * 4096 + 4096;
+const REPLY_ROOM: usize = BUFFER_SIZE;
 
-impl<F: FileSystem + Sync + Send + 'static> RawFuse<F> {
+impl<F: FileSystemExt + Sync + Send + 'static> RawFuse<F> {
+    /// A session past INIT at protocol 7.33, the layouts the messages here use.
     pub fn new(fs: F) -> RawFuse<F> {
+        let mut raw = Self::uninitialized(fs);
+        raw.call(&init(7, 33, 0)).expect("INIT");
+        raw
+    }
+
+    /// A session that has not seen INIT.
+    pub fn uninitialized(fs: F) -> RawFuse<F> {
         let (server_end, client_end) = UnixDatagram::pair().expect("socketpair");
         client_end.set_nonblocking(true).unwrap();
         RawFuse {
-            server: Arc::new(Server::new(fs)),
+            server: Arc::new(Session::new(fs, SessionOptions::default())),
             server_end: Arc::new(server_end),
             client_end,
             next_unique: 2,
@@ -500,8 +507,11 @@ impl<F: FileSystem + Sync + Send + 'static> RawFuse<F> {
         thread::spawn(move || {
             let mut msg = bytes;
             let mut wbuf = vec![0u8; REPLY_ROOM];
-            let handled = serve_message(&server, &mut msg, reply.as_fd(), &mut wbuf);
-            let _ = tx.send(handled);
+            let answer = server.handle(&mut msg, &mut wbuf);
+            if answer.reply > 0 {
+                reply.send(&wbuf[..answer.reply]).expect("reply datagram");
+            }
+            let _ = tx.send(answer.handled);
         });
         let handled = match rx.recv_timeout(self.limit) {
             Ok(h) => h,

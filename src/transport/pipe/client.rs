@@ -918,6 +918,8 @@ impl RemoteFs {
     }
 }
 
+impl crate::extension::FileSystemExt for RemoteFs {}
+
 impl FileSystem for RemoteFs {
     type Inode = u64;
     type Handle = u64;

@@ -20,7 +20,6 @@ pub mod client;
 #[cfg(target_os = "linux")]
 mod groups;
 pub mod host;
-mod iobuf;
 pub mod server;
 pub mod wire;
 

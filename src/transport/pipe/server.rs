@@ -21,7 +21,6 @@ use fuse_backend_rs::api::filesystem::{
 
 use super::auth::{PeerPolicy, Token};
 use super::host;
-use super::iobuf::{SliceReader, VecWriter};
 use super::wire::{
     self, dirent_cost, status, Caller, Dirent, Header, Hello, ReplyData, Request, Welcome,
     WireError, XattrOut, HEADER_LEN, HELLO_LEN,
@@ -29,6 +28,7 @@ use super::wire::{
 use super::{Listener, Stream};
 use crate::creds;
 use crate::platform;
+use crate::protocol::iobuf::{SliceReader, VecWriter};
 
 #[derive(Clone, Debug)]
 pub struct ServeOptions {

@@ -1,6 +1,6 @@
 //! The FileSystem trait moves file data through `ZeroCopyWriter` / `ZeroCopyReader`;
-//! the pipe server backs them with plain byte vectors (the frame's payload), without
-//! unsafe code: `vm_memory` turns a `&mut [u8]` into a volatile slice safely.
+//! these back them with plain byte buffers (a reply buffer, a request's payload),
+//! without unsafe code: `vm_memory` turns a `&mut [u8]` into a volatile slice safely.
 
 use std::io;
 
@@ -76,6 +76,56 @@ impl ZeroCopyWriter for VecWriter {
     }
 }
 
+/// Fills a caller-owned buffer (a worker's reply buffer past the out-header).
+pub struct SliceWriter<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl<'a> SliceWriter<'a> {
+    pub fn new(buf: &'a mut [u8]) -> SliceWriter<'a> {
+        SliceWriter { buf, len: 0 }
+    }
+
+    /// Bytes written so far, from the start of the buffer.
+    pub fn written(&self) -> usize {
+        self.len
+    }
+}
+
+impl io::Write for SliceWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = &mut self.buf[self.len..];
+        let n = data.len().min(room.len());
+        room[..n].copy_from_slice(&data[..n]);
+        self.len += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ZeroCopyWriter for SliceWriter<'_> {
+    fn write_from(
+        &mut self,
+        f: &mut dyn FileReadWriteVolatile,
+        count: usize,
+        off: u64,
+    ) -> io::Result<usize> {
+        let end = self.len + count.min(self.buf.len() - self.len);
+        let slice = VolatileSlice::from(&mut self.buf[self.len..end]);
+        let n = f.read_at_volatile(FileVolatileSlice::from_volatile_slice(&slice), off)?;
+        self.len += n.min(end - self.len);
+        Ok(n)
+    }
+
+    fn available_bytes(&self) -> usize {
+        self.buf.len() - self.len
+    }
+}
+
 /// Hands a write's payload to the filesystem.
 pub struct SliceReader<'a> {
     data: &'a mut [u8],
@@ -142,5 +192,13 @@ mod tests {
         assert_eq!(w.write(b"xyz").unwrap(), 1);
         assert_eq!(w.available_bytes(), 0);
         assert_eq!(w.write_from(&mut file, 100, 0).unwrap(), 0);
+
+        let mut buf = [0u8; 9];
+        let mut s = SliceWriter::new(&mut buf);
+        assert_eq!(s.write(b"<").unwrap(), 1);
+        assert_eq!(s.write_from(&mut file, 100, 10).unwrap(), 5);
+        assert_eq!(s.write_from(&mut file, 100, 0).unwrap(), 3);
+        assert_eq!((s.written(), s.available_bytes()), (9, 0));
+        assert_eq!(&buf, b"<hello\0\0\0");
     }
 }

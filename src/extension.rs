@@ -1,0 +1,80 @@
+//! Operations newer than fuse-backend-rs's `FileSystem` trait (protocol 7.33): the seam
+//! between the protocol core, which decodes them, and a filesystem that can serve them.
+//! Every method defaults to ENOSYS, which the client kernel remembers and stops asking.
+
+use std::ffi::CStr;
+use std::io;
+use std::time::Duration;
+
+use fuse_backend_rs::abi::fuse_abi::{stat64, OpenOptions};
+use fuse_backend_rs::api::filesystem::{Context, Entry, FileSystem};
+
+fn enosys<T>() -> io::Result<T> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
+}
+
+/// What `statx` reports beyond `stat64`: the birth time, when the host knows it.
+#[derive(Clone, Copy, Debug)]
+pub struct StatxReply {
+    pub stat: stat64,
+    /// (seconds, nanoseconds) since the epoch.
+    pub btime: Option<(i64, u32)>,
+    pub timeout: Duration,
+}
+
+/// One end of a copy_file_range: a node, an open handle on it, an offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RangeEnd {
+    pub inode: u64,
+    pub handle: u64,
+    pub offset: u64,
+}
+
+/// A new open unnamed file (O_TMPFILE): its entry, handle, open options, backing id.
+pub type Opened = (Entry, Option<u64>, OpenOptions, Option<u32>);
+
+pub trait FileSystemExt: FileSystem<Inode = u64, Handle = u64> {
+    /// Copies `len` bytes between two open files on the host (so reflinks stay
+    /// reflinks); returns the bytes copied.
+    fn copy_file_range(
+        &self,
+        _ctx: &Context,
+        _from: RangeEnd,
+        _to: RangeEnd,
+        _len: u64,
+        _flags: u64,
+    ) -> io::Result<u64> {
+        enosys()
+    }
+
+    /// Opens an unnamed file in directory `parent` (open(2) with O_TMPFILE); the
+    /// client links it in later with linkat(2), which arrives as LINK.
+    fn tmpfile(
+        &self,
+        _ctx: &Context,
+        _parent: u64,
+        _name: &CStr,
+        _flags: u32,
+        _mode: u32,
+        _umask: u32,
+    ) -> io::Result<Opened> {
+        enosys()
+    }
+
+    /// Attributes with the birth time.
+    fn statx(&self, _ctx: &Context, _inode: u64, _handle: Option<u64>) -> io::Result<StatxReply> {
+        enosys()
+    }
+
+    /// Flushes the whole filesystem behind `inode` (syncfs(2) on the mount).
+    fn syncfs(&self, _ctx: &Context, _inode: u64) -> io::Result<()> {
+        enosys()
+    }
+}
+
+/// fuse-backend-rs's own passthrough (a benchmark peer) serves none of these.
+#[cfg(target_os = "linux")]
+impl<S: vm_memory::bitmap::BitmapSlice + Send + Sync> FileSystemExt
+    for fuse_backend_rs::passthrough::PassthroughFs<S>
+{
+}
