@@ -37,8 +37,10 @@ source "$REPO/scripts/lib.sh"
 #               podman runs it (newuidmap maps the user's subordinate ids)
 # groff-base, systemd: render the package's man pages and `systemd-analyze verify` its
 #               units (scripts/check-package.sh)
+# xfsprogs: an xfs loop image whose extents show that copy_file_range through a
+#               mount reflinks (tests/extensions.rs)
 packages=(libacl1-dev acl attr psmisc util-linux debianutils coreutils rsync tar python3
-    autoconf automake make gcc perl fuse-overlayfs uidmap groff-base systemd)
+    autoconf automake make gcc perl fuse-overlayfs uidmap groff-base systemd xfsprogs)
 
 install_packages "${packages[@]}"
 

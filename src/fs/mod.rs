@@ -26,6 +26,7 @@ use fuse_backend_rs::api::filesystem::{
 
 use crate::backing::BackingFiles;
 use crate::creds::{CallerGuard, CredentialPolicy};
+use crate::extension::{FileSystemExt, Opened, RangeEnd, StatxReply};
 use crate::platform::{self, mode, stat64, statvfs64, TimeSpec};
 use handles::HandleTable;
 use inode_store::{CacheConfig, Found};
@@ -849,7 +850,70 @@ pub fn path_cstr(path: &Path) -> io::Result<std::ffi::CString> {
     std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| err(libc::EINVAL))
 }
 
-impl crate::extension::FileSystemExt for Passthrough {}
+impl FileSystemExt for Passthrough {
+    fn copy_file_range(
+        &self,
+        ctx: &Context,
+        from: RangeEnd,
+        to: RangeEnd,
+        len: u64,
+        flags: u64,
+    ) -> io::Result<u64> {
+        self.check_writable()?;
+        let flags = u32::try_from(flags).map_err(|_| err(libc::EINVAL))?;
+        let src = self.handles.get(from.handle, from.inode)?;
+        let dst = self.handles.get(to.handle, to.inode)?;
+        // As the writer, so the host clears set-id bits exactly when the kernel would.
+        let _c = self.caller(ctx)?;
+        platform::copy_file_range(src.fd(), from.offset, dst.fd(), to.offset, len, flags)
+    }
+
+    fn tmpfile(
+        &self,
+        ctx: &Context,
+        parent: u64,
+        _name: &CStr,
+        flags: u32,
+        perms: u32,
+        _umask: u32,
+    ) -> io::Result<Opened> {
+        self.check_writable()?;
+        let dir = self.inodes.get(parent)?;
+        let _c = self.caller(ctx)?;
+        let want = self.new_virtual(ctx, &dir, mode::S_IFREG, perms, 0)?;
+        let host_mode = match want {
+            Some(_) => overlay::host_perms(perms, mode::S_IFREG),
+            None => perms,
+        };
+        let fd = self.open_with_fallback(flags, |f| {
+            platform::open_tmpfile(dir.fd()?.as_fd(), f & !libc::O_NOFOLLOW, host_mode)
+        })?;
+        let path_fd = platform::reopen(std::os::fd::AsFd::as_fd(&fd), platform::O_PATH)?;
+        let entry = self.register_new(path_fd, None, want)?;
+        let data = self.inodes.get(entry.inode)?;
+        let (h, opts, backing_id) = self.insert_file(&data, fd);
+        Ok((entry, Some(h), opts, backing_id))
+    }
+
+    fn statx(&self, _ctx: &Context, inode: u64, _handle: Option<u64>) -> io::Result<StatxReply> {
+        let data = self.inodes.get(inode)?;
+        let (stat, timeout) = self.stat_inode(&data)?;
+        let btime = platform::birth_time(data.fd()?.as_fd())?;
+        Ok(StatxReply {
+            stat,
+            btime,
+            timeout,
+        })
+    }
+
+    fn syncfs(&self, _ctx: &Context, _inode: u64) -> io::Result<()> {
+        // The share is one host filesystem (or several under it; syncfs of the root's
+        // covers the one that matters most). O_PATH fds cannot be synced: reopen.
+        let root = self.inodes.get(ROOT_ID)?;
+        let dir = platform::reopen(root.fd()?.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+        platform::syncfs(std::os::fd::AsFd::as_fd(&dir))
+    }
+}
 
 impl FileSystem for Passthrough {
     type Inode = u64;

@@ -789,6 +789,45 @@ pub fn read_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     cvt_size(unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })
 }
 
+/// copy_file_range(2) between two open files at explicit offsets; the host may share
+/// extents (a reflink on btrfs and xfs) instead of copying.
+pub fn copy_file_range(
+    from: BorrowedFd<'_>,
+    from_offset: u64,
+    to: BorrowedFd<'_>,
+    to_offset: u64,
+    len: u64,
+    flags: u32,
+) -> io::Result<u64> {
+    let bad = || io::Error::from_raw_os_error(libc::EINVAL);
+    let mut off_in = i64::try_from(from_offset).map_err(|_| bad())?;
+    let mut off_out = i64::try_from(to_offset).map_err(|_| bad())?;
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    // SAFETY: valid descriptors and offset pointers that live across the call.
+    let n = cvt_size(unsafe {
+        libc::copy_file_range(
+            from.as_raw_fd(),
+            &mut off_in,
+            to.as_raw_fd(),
+            &mut off_out,
+            len,
+            flags,
+        )
+    })?;
+    Ok(n as u64)
+}
+
+/// An unnamed regular file in directory `dir` (O_TMPFILE), linkable later.
+pub fn open_tmpfile(dir: BorrowedFd<'_>, flags: i32, mode: u32) -> io::Result<OwnedFd> {
+    openat(dir, c".", flags | libc::O_TMPFILE, mode)
+}
+
+/// syncfs(2) of the filesystem holding `fd` (which must not be O_PATH).
+pub fn syncfs(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: valid descriptor.
+    cvt(unsafe { libc::syncfs(fd.as_raw_fd()) }).map(drop)
+}
+
 /// write(2) of `buf`: one message on a message device such as /dev/fuse.
 pub fn write_fd(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is readable for its full length.

@@ -909,3 +909,28 @@ pub fn nofile_limit() -> io::Result<u64> {
     }
     Ok(lim.rlim_cur)
 }
+
+/// macOS has no copy_file_range(2): the client kernel falls back to reading and
+/// writing.
+pub fn copy_file_range(
+    _from: BorrowedFd<'_>,
+    _from_offset: u64,
+    _to: BorrowedFd<'_>,
+    _to_offset: u64,
+    _len: u64,
+    _flags: u32,
+) -> io::Result<u64> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
+}
+
+/// macOS has no O_TMPFILE.
+pub fn open_tmpfile(_dir: BorrowedFd<'_>, _flags: i32, _mode: u32) -> io::Result<OwnedFd> {
+    Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+}
+
+/// No syncfs(2) on macOS: sync(2) flushes everything, which is what syncfs promises.
+pub fn syncfs(_fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: sync takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    Ok(())
+}

@@ -136,6 +136,7 @@ mod linux {
         libc::SYS_pwritev2,
         libc::SYS_lseek,
         libc::SYS_copy_file_range,
+        libc::SYS_syncfs,
         // opening relative to pinned O_PATH fds and through /proc/self/fd
         libc::SYS_openat,
         libc::SYS_openat2,
