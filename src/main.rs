@@ -5,9 +5,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-#[cfg(target_os = "linux")]
-use fuse_backend_rs::api::server::Server;
-
 use ownfs::creds::{CredentialPolicy, GroupSource};
 use ownfs::fs::overlay::{RecordFormat, Rootless};
 use ownfs::fs::{CachePolicy, Config, FileHandles, Passthrough};
@@ -1210,10 +1207,7 @@ fn run_virtiofs(args: VirtiofsArgs) -> Result<(), String> {
         },
         socket_file.as_ref(),
     )?;
-    let server = Arc::new(Server::new(Counted::new(
-        fs,
-        StatsService::counters(&stats),
-    )));
+    let served = Counted::new(fs, StatsService::counters(&stats));
     StatsService::start(&mut stats);
     let opts = VirtioFsOptions {
         thread_pool_size: args.thread_pool_size,
@@ -1230,7 +1224,7 @@ fn run_virtiofs(args: VirtiofsArgs) -> Result<(), String> {
     );
     let device = std::thread::Builder::new()
         .name("ownfs-vhost".into())
-        .spawn(move || virtiofs::serve(listener, server, &opts))
+        .spawn(move || virtiofs::serve(listener, served, &opts))
         .map_err(|e| format!("starting the device thread: {e}"))?;
     let result = loop {
         if let Some(sig) = platform::wait_termination_signal(200) {

@@ -320,8 +320,21 @@ impl Vmm {
         args: &[&[u8]],
         room: u32,
     ) -> Reply {
+        self.request_full(opcode, nodeid, ids, args, &[], room)
+    }
+
+    /// A request with a 7.38 extension area `ext` (whole 8-byte units) after its args.
+    fn request_full(
+        &mut self,
+        opcode: u32,
+        nodeid: u64,
+        ids: (u32, u32, u32),
+        args: &[&[u8]],
+        ext: &[u8],
+        room: u32,
+    ) -> Reply {
         self.unique += 1;
-        let body: Vec<u8> = args.concat();
+        let body: Vec<u8> = [args.concat(), ext.to_vec()].concat();
         let header = InHeader {
             len: (std::mem::size_of::<InHeader>() + body.len()) as u32,
             opcode,
@@ -330,7 +343,8 @@ impl Vmm {
             uid: ids.0,
             gid: ids.1,
             pid: ids.2,
-            padding: 0,
+            // total_extlen (in 8-byte units) is the low half of the last field.
+            padding: (ext.len() / 8) as u32,
         };
         let mut req = header.as_slice().to_vec();
         req.extend_from_slice(&body);
@@ -654,6 +668,69 @@ fn readonly_share_refuses_every_change() {
     r.check(0, vmm.unique);
     assert!(!dev.share.join("d").exists());
     assert_eq!(fs::read(dev.share.join("f")).unwrap(), b"data");
+}
+
+/// A 7.45 guest kernel is offered CREATE_SUPP_GROUP and then sends the caller's
+/// supplementary groups with each create: a member of a group-only directory's group
+/// may create in it (no /proc of the guest's exists on the host to read them from).
+#[test]
+fn creates_carry_the_callers_supplementary_groups() {
+    const INIT_EXT: u32 = 1 << 30;
+    const CREATE_SUPP_GROUP_FLAGS2: u32 = 1 << 2;
+    const FUSE_EXT_GROUPS: u32 = 32;
+    let dev = Device::start_with(&[], |share| {
+        let d = share.join("groupdir");
+        fs::create_dir(&d).unwrap();
+        std::os::unix::fs::chown(&d, Some(0), Some(G)).unwrap();
+        chmod(&d, 0o070);
+    });
+    let (mut vmm, _, _) = Vmm::connect(&dev);
+    // init_in as of 7.36: major, minor, max_readahead, flags, flags2, 11 unused words.
+    let mut init = Vec::new();
+    for w in [7u32, 45, 128 << 10, INIT_EXT, CREATE_SUPP_GROUP_FLAGS2] {
+        init.extend_from_slice(&w.to_le_bytes());
+    }
+    init.resize(64, 0);
+    let r = vmm.request(FUSE_INIT, 0, (0, 0, 0), &[&init]);
+    r.check(0, vmm.unique);
+    let word = |at: usize| u32::from_le_bytes(r.body[at..at + 4].try_into().unwrap());
+    assert_ne!(word(12) & INIT_EXT, 0, "INIT_EXT granted");
+    assert_ne!(
+        word(32) & CREATE_SUPP_GROUP_FLAGS2,
+        0,
+        "CREATE_SUPP_GROUP granted"
+    );
+    let dir: EntryOut = {
+        let r = lookup(&mut vmm, 1, "groupdir", ROOT);
+        r.check(0, vmm.unique);
+        r.obj()
+    };
+    // fuse_ext_header {size 16, type GROUPS}, then fuse_supp_groups {nr 1, [G]}.
+    let mut ext = Vec::new();
+    for w in [16u32, FUSE_EXT_GROUPS, 1, G] {
+        ext.extend_from_slice(&w.to_le_bytes());
+    }
+    let mkdir = MkdirIn {
+        mode: 0o755,
+        umask: 0o022,
+    };
+    let args = |name: &str| [mkdir.as_slice().to_vec(), cname(name)];
+    let [a, b] = args("without");
+    let r = vmm.request(FUSE_MKDIR, dir.nodeid, (U, U, 0), &[&a, &b]);
+    r.check(libc::EACCES, vmm.unique);
+    let [a, b] = args("member");
+    let r = vmm.request_full(
+        FUSE_MKDIR,
+        dir.nodeid,
+        (U, U, 0),
+        &[&a, &b],
+        &ext,
+        REPLY_LEN,
+    );
+    r.check(0, vmm.unique);
+    let md = fs::metadata(dev.share.join("groupdir/member")).unwrap();
+    assert_eq!((md.uid(), md.is_dir()), (U, true));
+    assert!(!dev.share.join("groupdir/without").exists());
 }
 
 /// The pid in a request is the guest's: a host process with that pid and its groups

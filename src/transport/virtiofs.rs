@@ -1,12 +1,14 @@
 //! vhost-user virtio-fs device: a VMM (QEMU, cloud-hypervisor) connects to a Unix
 //! socket, shares the guest's memory and virtqueues, and the guest kernel's FUSE
-//! requests arrive as descriptor chains. Each chain is decoded by fuse-backend-rs's
-//! virtio-fs transport and answered by a `Server<F>`; this module knows nothing of the
-//! filesystem behind it.
+//! requests arrive as descriptor chains. Each chain's request is copied out of guest
+//! memory, answered by the protocol core's [`Session`], and the answer copied back;
+//! this module knows nothing of the filesystem behind it.
 //!
 //! One VMM connection is served; when the VMM disconnects, [`serve`] returns.
 
+use std::cell::RefCell;
 use std::io;
+use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,9 +16,6 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
-use fuse_backend_rs::api::filesystem::FileSystem;
-use fuse_backend_rs::api::server::Server;
-use fuse_backend_rs::transport::{Reader, VirtioFsWriter};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost::vhost_user::Listener;
 use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringMutex, VringState, VringT};
@@ -27,8 +26,9 @@ use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
-use crate::creds;
+use crate::extension::FileSystemExt;
 use crate::platform;
+use crate::protocol::dispatch::{Session, SessionOptions, BUFFER_SIZE};
 
 /// Queue 0 carries FORGET and INTERRUPT ("hiprio"), queue 1 every other request.
 const NUM_QUEUES: usize = 2;
@@ -115,15 +115,20 @@ pub fn bind_socket(path: &Path, group: Option<u32>) -> io::Result<UnixListener> 
 
 /// Serves one VMM on `listener`: waits for it to connect, runs the device until it
 /// disconnects, then returns `Ok(())`.
-pub fn serve<F>(
-    listener: UnixListener,
-    server: Arc<Server<F>>,
-    opts: &VirtioFsOptions,
-) -> io::Result<()>
+pub fn serve<F>(listener: UnixListener, fs: F, opts: &VirtioFsOptions) -> io::Result<()>
 where
-    F: FileSystem + Send + Sync + 'static,
+    F: FileSystemExt + Send + Sync + 'static,
 {
-    let backend = Arc::new(FsBackend::new(server, opts)?);
+    // Guests carry no /proc the server could read groups from: the kernel sends the
+    // caller's supplementary groups with each create (CREATE_SUPP_GROUP).
+    let session = Session::new(
+        fs,
+        SessionOptions {
+            passthrough: None,
+            forward_create_groups: true,
+        },
+    );
+    let backend = Arc::new(FsBackend::new(Arc::new(session), opts)?);
     let mut daemon = VhostUserDaemon::new(
         "ownfs-vhost-user".to_string(),
         backend.clone(),
@@ -155,8 +160,8 @@ struct Job {
     vring: Vring,
 }
 
-struct FsBackend<F: FileSystem + Sync> {
-    server: Arc<Server<F>>,
+struct FsBackend<F: FileSystemExt + Sync> {
+    server: Arc<Session<F>>,
     mem: RwLock<Option<GuestMemoryAtomic<Memory>>>,
     event_idx: AtomicBool,
     pool: Option<Pool>,
@@ -167,8 +172,8 @@ struct Pool {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-impl<F: FileSystem + Send + Sync + 'static> FsBackend<F> {
-    fn new(server: Arc<Server<F>>, opts: &VirtioFsOptions) -> io::Result<Self> {
+impl<F: FileSystemExt + Send + Sync + 'static> FsBackend<F> {
+    fn new(server: Arc<Session<F>>, opts: &VirtioFsOptions) -> io::Result<Self> {
         let pool = match opts.thread_pool_size {
             0 => None,
             n => Some(Pool::start(n, &server)?),
@@ -245,9 +250,9 @@ impl<F: FileSystem + Send + Sync + 'static> FsBackend<F> {
 }
 
 impl Pool {
-    fn start<F: FileSystem + Send + Sync + 'static>(
+    fn start<F: FileSystemExt + Send + Sync + 'static>(
         n: usize,
-        server: &Arc<Server<F>>,
+        server: &Arc<Session<F>>,
     ) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
@@ -291,7 +296,7 @@ impl Pool {
     }
 }
 
-fn worker<F: FileSystem + Sync>(jobs: &Mutex<Receiver<Job>>, server: &Server<F>) {
+fn worker<F: FileSystemExt + Sync>(jobs: &Mutex<Receiver<Job>>, server: &Session<F>) {
     loop {
         let job = match jobs.lock() {
             Ok(rx) => rx.recv(),
@@ -305,7 +310,7 @@ fn worker<F: FileSystem + Sync>(jobs: &Mutex<Receiver<Job>>, server: &Server<F>)
 }
 
 /// Answers one chain and hands it back to the driver with the length of the reply.
-fn complete<F: FileSystem + Sync>(server: &Server<F>, chain: Chain, vring: &Vring) {
+fn complete<F: FileSystemExt + Sync>(server: &Session<F>, chain: Chain, vring: &Vring) {
     let head = chain.head_index();
     // A panic while serving one request must not take a worker (or the device) down.
     let run = || handle(server, &chain);
@@ -340,22 +345,49 @@ fn signal_if_needed(state: &mut VringState<GuestMemoryAtomic<Memory>>) {
     }
 }
 
-/// Decodes and runs one request. Returns the bytes of the reply, as written.
-fn handle<F: FileSystem + Sync>(server: &Server<F>, chain: &Chain) -> Result<usize, String> {
-    let mem = chain.memory();
-    let reader = Reader::from_descriptor_chain(mem, chain.clone())
-        .map_err(|e| format!("request buffers: {e}"))?;
-    let writer =
-        VirtioFsWriter::new(mem, chain.clone()).map_err(|e| format!("reply buffers: {e}"))?;
-    // Supplementary groups of guest processes are unknown here, and looking the guest's
-    // pid up in the host's /proc would be a different process: requests carry none.
-    creds::with_forwarded_groups(&[], || {
-        server.handle_message(reader, writer.into(), None, None)
-    })
-    .map_err(|e| e.to_string())
+thread_local! {
+    /// Each serving thread's request and reply buffers, allocated on first use.
+    static BUFFERS: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-impl<F: FileSystem + Send + Sync + 'static> VhostUserBackend for FsBackend<F> {
+/// Runs one request. Returns the bytes of the reply, as written.
+fn handle<F: FileSystemExt + Sync>(session: &Session<F>, chain: &Chain) -> Result<usize, String> {
+    let mem = chain.memory();
+    let mut reader = chain
+        .clone()
+        .reader(mem)
+        .map_err(|e| format!("request buffers: {e}"))?;
+    let mut writer = chain
+        .clone()
+        .writer(mem)
+        .map_err(|e| format!("reply buffers: {e}"))?;
+    let len = reader.available_bytes();
+    if len > BUFFER_SIZE {
+        return Err(format!(
+            "request of {len} bytes is larger than any FUSE message"
+        ));
+    }
+    BUFFERS.with(|b| {
+        let (msg, out) = &mut *b.borrow_mut();
+        if msg.is_empty() {
+            msg.resize(BUFFER_SIZE, 0);
+            out.resize(BUFFER_SIZE, 0);
+        }
+        let msg = &mut msg[..len];
+        reader
+            .read_exact(msg)
+            .map_err(|e| format!("reading the request: {e}"))?;
+        // An answer never grows past the buffers the driver gave for it.
+        let room = writer.available_bytes().min(out.len());
+        let answer = session.handle(msg, &mut out[..room]);
+        writer
+            .write_all(&out[..answer.reply])
+            .map_err(|e| format!("writing the reply: {e}"))?;
+        Ok(answer.reply)
+    })
+}
+
+impl<F: FileSystemExt + Send + Sync + 'static> VhostUserBackend for FsBackend<F> {
     type Bitmap = ();
     type Vring = Vring;
 
