@@ -70,6 +70,19 @@ pub trait FileSystemExt: FileSystem<Inode = u64, Handle = u64> {
     fn syncfs(&self, _ctx: &Context, _inode: u64) -> io::Result<()> {
         enosys()
     }
+
+    /// Whether `flush` does anything the caller of close(2) must wait for. If not,
+    /// opens say FOPEN_NOFLUSH (7.35) and close costs no round trip (the kernel still
+    /// flushes when it holds a writeback cache).
+    fn needs_flush(&self) -> bool {
+        true
+    }
+
+    /// How long the client may cache that a name does not exist (a lookup that finds
+    /// nothing is answered with node id 0 and this timeout). Zero: not at all.
+    fn negative_timeout(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// fuse-backend-rs's own passthrough (a benchmark peer) serves none of these.

@@ -231,6 +231,8 @@ enum Expect {
     OkOr(&'static [i32]),
     /// Nothing at all (forget, interrupt, a message too short to name its request).
     Silent,
+    /// No such entry: ENOENT, or a negative entry the client may cache (node id 0).
+    NoEntry,
 }
 
 #[derive(Default)]
@@ -339,6 +341,10 @@ impl Suite {
                         Expect::Ok => r.errno == 0,
                         Expect::Err(list) => list.contains(&r.errno),
                         Expect::OkOr(list) => r.errno == 0 || list.contains(&r.errno),
+                        Expect::NoEntry => {
+                            r.errno == libc::ENOENT
+                                || (r.errno == 0 && r.body.get(..8) == Some(&[0u8; 8][..]))
+                        }
                         Expect::Silent => unreachable!(),
                     };
                     if !good {
@@ -464,7 +470,7 @@ fn raw_fuse_cases(s: &mut Suite) {
     s.case(
         "lookup ... of the root",
         lookup(ROOT, b"..."),
-        Expect::Err(&[libc::ENOENT]),
+        Expect::NoEntry,
     );
     s.case(
         "lookup through a link to a directory outside",
@@ -549,7 +555,7 @@ fn raw_fuse_cases(s: &mut Suite) {
     s.case(
         "lookup of a 255-byte name",
         lookup(ROOT, &long_name(255)),
-        Expect::Err(&[libc::ENOENT]),
+        Expect::NoEntry,
     );
     // A NUL ends a name: what follows it is never part of the path.
     let nul_name = format!("nul\0/../../{MARK}");
@@ -582,7 +588,7 @@ fn raw_fuse_cases(s: &mut Suite) {
     s.case(
         "lookup of .ownfs-symlinks",
         lookup(ROOT, b".ownfs-symlinks"),
-        Expect::Err(&[libc::ENOENT]),
+        Expect::NoEntry,
     );
     s.case(
         "create .ownfs-symlinks",
@@ -929,9 +935,9 @@ fn raw_fuse_cases(s: &mut Suite) {
         Expect::Err(&[libc::ENXIO]),
     );
     s.case(
-        "copy_file_range (not implemented)",
+        "copy_file_range onto its own range",
         copy_file_range(n.f, fh, n.f, fh, u64::MAX),
-        Expect::Err(&[libc::ENOSYS]),
+        Expect::Err(&[libc::EINVAL]),
     );
     let size = |size: u64| Setattr {
         valid: fattr::SIZE,
@@ -1768,9 +1774,6 @@ fn raw_fuse_cases(s: &mut Suite) {
         ("opcode 0", 0, &[libc::ENOSYS, libc::ENOSYS]),
         ("opcode 999", 999, &[libc::ENOSYS, libc::ENOSYS]),
         ("opcode u32::MAX", u32::MAX, &[libc::ENOSYS, libc::ENOSYS]),
-        ("SYNCFS", op::SYNCFS, &[libc::ENOSYS, libc::ENOSYS]),
-        ("TMPFILE", op::TMPFILE, &[libc::ENOSYS, libc::ENOSYS]),
-        ("STATX", op::STATX, &[libc::ENOSYS, libc::ENOSYS]),
         ("POLL", op::POLL, &[libc::ENOSYS, libc::ENOSYS]),
         ("GETLK", op::GETLK, &[libc::ENOSYS, libc::ENOSYS]),
         ("SETLK", op::SETLK, &[libc::ENOSYS, libc::ENOSYS]),
@@ -1793,6 +1796,15 @@ fn raw_fuse_cases(s: &mut Suite) {
             Expect::Err(errno),
         );
     }
+    // Opcodes past fuse-backend-rs's 7.33, with all-zero arguments.
+    let zeros = |opcode| Msg::new(opcode, n.f, Body::new().bytes(&[0; 80]));
+    s.case("SYNCFS", zeros(op::SYNCFS), Expect::Ok);
+    s.case("STATX", zeros(op::STATX), Expect::Ok);
+    s.case(
+        "TMPFILE read-only, in a file",
+        zeros(op::TMPFILE),
+        Expect::Err(&[libc::EINVAL, libc::ENOTDIR]),
+    );
     s.case(
         "INTERRUPT of nothing",
         Msg::new(op::INTERRUPT, 0, Body::new().u64(12345)),
@@ -2154,6 +2166,8 @@ impl PipeSuite {
                     Expect::Ok | Expect::Silent => r.is_ok(),
                     Expect::Err(list) => matches!(r, Err(e) if list.contains(&e)),
                     Expect::OkOr(list) => r.is_ok() || matches!(r, Err(e) if list.contains(&e)),
+                    // The pipe server answers a miss with ENOENT.
+                    Expect::NoEntry => matches!(r, Err(e) if e == libc::ENOENT),
                 };
                 if !good {
                     self.fail(what, format!("expected {expect:?}, got {r:?}"));

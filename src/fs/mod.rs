@@ -906,6 +906,16 @@ impl FileSystemExt for Passthrough {
         })
     }
 
+    fn needs_flush(&self) -> bool {
+        // The client kernel keeps all locks; closing a duplicate descriptor only
+        // reports errors a local host filesystem never has at close.
+        false
+    }
+
+    fn negative_timeout(&self) -> Duration {
+        self.entry_timeout
+    }
+
     fn syncfs(&self, _ctx: &Context, _inode: u64) -> io::Result<()> {
         // The share is one host filesystem (or several under it; syncfs of the root's
         // covers the one that matters most). O_PATH fds cannot be synced: reopen.

@@ -217,7 +217,16 @@ impl<F: FileSystemExt + Sync> Session<F> {
         };
         Ok(Some(match op {
             O::Init(i) => return self.init(h, &i, out).map(Some),
-            O::Lookup { name } => entry(out, fs.lookup(ctx, node, name)?)?,
+            O::Lookup { name } => match fs.lookup(ctx, node, name) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    let timeout = fs.negative_timeout();
+                    if timeout.is_zero() {
+                        return Err(e);
+                    }
+                    enc(reply::entry(out, unique, minor, &negative_entry(timeout)))?
+                }
+                r => entry(out, r?)?,
+            },
             O::Forget(f) => {
                 fs.forget(ctx, node, f.nlookup);
                 return Ok(None);
@@ -255,11 +264,8 @@ impl<F: FileSystemExt + Sync> Session<F> {
             O::Link { arg, name } => entry(out, fs.link(ctx, arg.oldnodeid, node, name)?)?,
             O::Open(o) => {
                 let (fh, opts, backing) = fs.open(ctx, node, o.flags, o.open_flags)?;
-                enc(reply::open(
-                    out,
-                    unique,
-                    &open_out(fh, host::fopen_flags(opts), backing),
-                ))?
+                let o = open_out(fh, self.file_open_flags(opts), backing);
+                enc(reply::open(out, unique, &o))?
             }
             O::Create { arg, name } => {
                 let args = HostCreateIn {
@@ -269,13 +275,13 @@ impl<F: FileSystemExt + Sync> Session<F> {
                     fuse_flags: arg.open_flags,
                 };
                 let (e, fh, opts, backing) = fs.create(ctx, node, name, args)?;
-                let o = open_out(fh, host::fopen_flags(opts), backing);
+                let o = open_out(fh, self.file_open_flags(opts), backing);
                 enc(reply::create(out, unique, minor, &host::entry_out(&e), &o))?
             }
             O::Tmpfile { arg, name } => {
                 let (e, fh, opts, backing) =
                     fs.tmpfile(ctx, node, name, arg.flags, arg.mode, arg.umask)?;
-                let o = open_out(fh, host::fopen_flags(opts), backing);
+                let o = open_out(fh, self.file_open_flags(opts), backing);
                 enc(reply::create(out, unique, minor, &host::entry_out(&e), &o))?
             }
             O::Read(r) => self.read(ctx, node, unique, &r, out)?,
@@ -430,6 +436,16 @@ impl<F: FileSystemExt + Sync> Session<F> {
         }))
     }
 
+    /// FOPEN_* for a regular file's open: the filesystem's, plus NOFLUSH when its
+    /// flush does nothing a closer waits for.
+    fn file_open_flags(&self, opts: fuse_backend_rs::abi::fuse_abi::OpenOptions) -> u32 {
+        let mut flags = host::fopen_flags(opts);
+        if self.minor() >= 35 && !self.fs.needs_flush() {
+            flags |= super::abi::fopen::NOFLUSH;
+        }
+        flags
+    }
+
     fn read(
         &self,
         ctx: &Context,
@@ -565,6 +581,15 @@ impl<F: FileSystemExt + Sync> Session<F> {
             return false;
         }
         backing.agree()
+    }
+}
+
+/// A lookup that found nothing, cached by the client for `timeout` (node id 0).
+fn negative_entry(timeout: Duration) -> super::abi::EntryOut {
+    super::abi::EntryOut {
+        entry_valid: timeout.as_secs(),
+        entry_valid_nsec: timeout.subsec_nanos(),
+        ..Default::default()
     }
 }
 

@@ -183,4 +183,12 @@ impl<F: FileSystemExt> FileSystemExt for Counted<F> {
             -> io::Result<StatxReply>;
         Syncfs => fn syncfs(ctx: &Context, inode: u64) -> io::Result<()>;
     }
+
+    fn needs_flush(&self) -> bool {
+        self.inner.needs_flush()
+    }
+
+    fn negative_timeout(&self) -> Duration {
+        self.inner.negative_timeout()
+    }
 }
