@@ -9,6 +9,9 @@
 #   default_permissions      ownfs mount SRC /mnt/wk
 #   no-default-permissions   ownfs mount SRC /mnt/wn --no-default-permissions
 #   writeback                ownfs mount SRC /mnt/ww --writeback
+#   io-uring                 ownfs mount SRC /mnt/wu --io-uring on: FUSE over io_uring
+#                            (the run sets the fuse module's enable_uring and restores it;
+#                            the other mount modes pass --io-uring off)
 #   rootless                 ownfs mount SRC /mnt/wr --run-as UID:GID, SRC owned by
 #                            UID:GID (default 4000:4000, which has no passwd entry):
 #                            ownership is virtualized; pjdfstest still runs as root
@@ -64,22 +67,24 @@ PJDFSTEST="$REPO/.tools/bin/pjdfstest"
 LOGDIR="${OWNFS_PJD_LOGS:-$REPO/target/pjdfstest}"
 WORK="${OWNFS_PJD_WORK:-/var/tmp/ownfs-pjd}"
 TIMEOUT="${PJDFSTEST_TIMEOUT:-600}"
-ALL_MODES=(default_permissions no-default-permissions writeback rootless pipe-root pipe-rootless)
+ALL_MODES=(default_permissions no-default-permissions writeback io-uring rootless pipe-root pipe-rootless)
 
 # Short mountpoints: see check_path_length.
 declare -A MNT=(
     [default_permissions]=/mnt/wk
     [no-default-permissions]=/mnt/wn
     [writeback]=/mnt/ww
+    [io-uring]=/mnt/wu
     [rootless]=/mnt/wr
     [pipe-root]=/mnt/wp
     [pipe-rootless]=/mnt/wq
 )
 declare -A FLAGS=(
-    [default_permissions]=""
-    [no-default-permissions]="--no-default-permissions"
-    [writeback]="--writeback"
-    [rootless]="--run-as $RUN_AS"
+    [default_permissions]="--io-uring off"
+    [no-default-permissions]="--no-default-permissions --io-uring off"
+    [writeback]="--writeback --io-uring off"
+    [io-uring]="--io-uring on"
+    [rootless]="--run-as $RUN_AS --io-uring off"
     [pipe-root]=""
     [pipe-rootless]=""
 )
@@ -122,7 +127,7 @@ while (($#)); do
         shift
         ;;
     --) shift; patterns=("$@"); break ;;
-    default_permissions | no-default-permissions | writeback | rootless | pipe-root | pipe-rootless | native) modes+=("$1") ;;
+    default_permissions | no-default-permissions | writeback | io-uring | rootless | pipe-root | pipe-rootless | native) modes+=("$1") ;;
     *) die "unknown argument '$1' (try --help)" ;;
     esac
     shift
@@ -450,6 +455,14 @@ for m in "${modes[@]}"; do
     [[ $m == native || -n ${MOUNTED[$m]:-} ]] || mounts+=("${MNT[$m]}")
 done
 trap_modes "${mounts[@]}"
+if [[ " ${modes[*]} " == *" io-uring "* ]]; then
+    uring_param=/sys/module/fuse/parameters/enable_uring
+    [[ -w $uring_param ]] ||
+        die "mode io-uring needs $uring_param writable (Linux 6.14+ with CONFIG_FUSE_IO_URING, as root)"
+    uring_was=$(cat "$uring_param")
+    echo 1 >"$uring_param"
+    trap 'stop_modes; [[ $uring_was == Y ]] || echo 0 >"$uring_param"' EXIT
+fi
 
 echo "== pjdfstest: ${modes[*]}$( ((parallel)) && ((${#modes[@]} > 1)) && echo ' (in parallel)')"
 run_modes $((parallel ? ${#modes[@]} : 1)) "${modes[@]}"

@@ -350,6 +350,12 @@ struct MountArgs {
     /// privileges allow it).
     #[arg(long)]
     no_passthrough: bool,
+    /// FUSE over io_uring (Linux 6.14+): requests and answers through one ring per CPU
+    /// instead of read(2) and write(2) on /dev/fuse. `auto` uses it when the kernel's
+    /// fuse module allows it (/sys/module/fuse/parameters/enable_uring); `on` refuses to
+    /// start without it.
+    #[arg(long, value_enum, default_value_t = IoUringMode::Auto)]
+    io_uring: IoUringMode,
     /// Attribute and entry caching in the client kernel.
     #[arg(long, value_enum, default_value_t = CachePolicy::Auto)]
     cache: CachePolicy,
@@ -475,6 +481,10 @@ fn apply_options(args: &mut MountArgs, mount: &mut MountOptions) -> Result<(), S
             ("writeback", None) => args.writeback = true,
             ("passthrough", None) => args.no_passthrough = false,
             ("no_passthrough", None) => args.no_passthrough = true,
+            ("io_uring", Some(v)) => {
+                args.io_uring = <IoUringMode as clap::ValueEnum>::from_str(v, true)
+                    .map_err(|_| format!("bad io_uring={v} (auto, on or off)"))?;
+            }
             ("threads", Some(v)) => {
                 args.threads = v.parse().map_err(|_| format!("bad threads={v}"))?;
             }
@@ -572,6 +582,7 @@ fn run_mount(mut args: MountArgs) -> Result<(), String> {
             let b = mount.offer_passthrough();
             Some(b.map_err(|e| format!("preparing kernel passthrough: {e}"))?)
         };
+        offer_io_uring(&mut mount, args.io_uring)?;
         // Unmounting on the host needs a process left outside the sandbox and still
         // root; under seccomp an unprivileged server can no longer run fusermount3 either.
         let fusermount_helper =
@@ -1114,6 +1125,38 @@ struct VirtiofsArgs {
 }
 
 #[cfg(target_os = "linux")]
+/// `--io-uring`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum IoUringMode {
+    Auto,
+    On,
+    Off,
+}
+
+/// Sets up the io_uring queues `mode` asks for; `auto` falls back to /dev/fuse reads.
+fn offer_io_uring(mount: &mut FuseMount, mode: IoUringMode) -> Result<(), String> {
+    if mode == IoUringMode::Off {
+        return Ok(());
+    }
+    if !platform::fuse_uring_enabled() {
+        if mode == IoUringMode::On {
+            return Err("--io-uring on: FUSE over io_uring is off in this kernel \
+                 (needs Linux 6.14+ with CONFIG_FUSE_IO_URING, and as root: \
+                 echo 1 > /sys/module/fuse/parameters/enable_uring)"
+                .into());
+        }
+        return Ok(());
+    }
+    match mount.offer_io_uring() {
+        Ok(()) => Ok(()),
+        Err(e) if mode == IoUringMode::Auto => {
+            log::warn!("FUSE over io_uring unavailable ({e}): serving /dev/fuse reads");
+            Ok(())
+        }
+        Err(e) => Err(format!("--io-uring on: {e}")),
+    }
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum LogLevel {
     Error,

@@ -6,12 +6,14 @@
 
 mod caps;
 mod child;
+mod fuse_uring;
 mod peer;
 mod procfs;
 mod sandbox;
 mod seccomp;
 pub use caps::*;
 pub use child::*;
+pub use fuse_uring::*;
 pub use peer::*;
 pub use procfs::*;
 pub use sandbox::*;

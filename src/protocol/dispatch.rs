@@ -62,6 +62,8 @@ pub struct SessionOptions {
     /// Ask the kernel for the caller's supplementary groups with each create
     /// (CREATE_SUPP_GROUP, 7.38): for transports that cannot read the caller's /proc.
     pub forward_create_groups: bool,
+    /// Offer FUSE_OVER_IO_URING (7.42): the transport has rings waiting for INIT.
+    pub io_uring: bool,
 }
 
 pub struct Session<F> {
@@ -85,6 +87,11 @@ impl<F: FileSystemExt + Sync> Session<F> {
 
     pub fn filesystem(&self) -> &F {
         &self.fs
+    }
+
+    /// Whether INIT granted `flag` (an `abi::init` bit).
+    pub fn granted(&self, flag: u64) -> bool {
+        self.flags.load(Ordering::Relaxed) & flag != 0
     }
 
     /// The negotiated protocol minor, 0 before INIT.
@@ -537,6 +544,12 @@ impl<F: FileSystemExt + Sync> Session<F> {
         let mut grant = offered & want;
         if self.opts.forward_create_groups {
             grant |= offered & init::CREATE_SUPP_GROUP;
+        }
+        if self.opts.io_uring {
+            grant |= offered & init::OVER_IO_URING;
+            if offered & init::OVER_IO_URING == 0 {
+                log::warn!("the kernel offers no FUSE over io_uring: serving /dev/fuse reads");
+            }
         }
         let mut max_stack_depth = 0;
         if offered & init::PASSTHROUGH != 0 && self.passthrough_agreed(grant) {

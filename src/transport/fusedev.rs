@@ -14,6 +14,7 @@ use crate::backing::BackingFiles;
 use crate::extension::FileSystemExt;
 use crate::notify::Invalidator;
 use crate::platform;
+use crate::protocol::abi::init;
 use crate::protocol::dispatch::{Session, SessionOptions, BUFFER_SIZE};
 use crate::protocol::reply;
 
@@ -65,6 +66,8 @@ pub struct FuseMount {
     helper: Option<platform::UnmountHelper>,
     /// Kernel passthrough offered at INIT when set.
     passthrough: Option<Arc<DeviceBacking>>,
+    /// One ring per CPU queue, offered at INIT (FUSE over io_uring) when not empty.
+    rings: Vec<platform::FuseRing>,
 }
 
 fn context(e: io::Error, what: impl std::fmt::Display) -> io::Error {
@@ -136,6 +139,7 @@ impl FuseMount {
             path: mp.clone(),
             helper: None,
             passthrough: None,
+            rings: Vec::new(),
         })
     }
 
@@ -187,6 +191,7 @@ impl FuseMount {
             path: opts.mountpoint.clone(),
             helper: None,
             passthrough: None,
+            rings: Vec::new(),
         })
     }
 
@@ -201,6 +206,21 @@ impl FuseMount {
         });
         self.passthrough = Some(backing.clone());
         Ok(backing)
+    }
+
+    /// Offers FUSE over io_uring at INIT: sets up one ring per CPU queue now (before
+    /// the sandbox, which forbids io_uring_setup). Requests then arrive on the rings;
+    /// FORGET, INTERRUPT and notifications stay on the device. Call before `serve`.
+    pub fn offer_io_uring(&mut self) -> io::Result<()> {
+        let queues = platform::fuse_uring_queues()?;
+        self.rings = (0..queues)
+            .map(|qid| {
+                let qid = u16::try_from(qid).map_err(|_| io::Error::other("too many CPUs"))?;
+                platform::FuseRing::new(self.device.as_fd(), qid, RING_DEPTH, MAX_PAYLOAD)
+            })
+            .collect::<io::Result<_>>()
+            .map_err(|e| context(e, "setting up FUSE io_uring queues"))?;
+        Ok(())
     }
 
     /// Invalidations written to this connection's /dev/fuse descriptor.
@@ -300,25 +320,35 @@ impl FuseMount {
     }
 
     /// Starts one worker per channel.
-    pub fn serve<F>(&self, fs: F, channels: Vec<OwnedFd>) -> io::Result<Workers>
+    pub fn serve<F>(&mut self, fs: F, channels: Vec<OwnedFd>) -> io::Result<Workers>
     where
         F: FileSystemExt + Send + Sync + 'static,
     {
+        let rings = std::mem::take(&mut self.rings);
         let opts = SessionOptions {
             passthrough: self.passthrough.clone().map(|b| b as Arc<dyn BackingFiles>),
             forward_create_groups: false,
+            io_uring: !rings.is_empty(),
         };
         let session = Arc::new(Session::new(fs, opts));
+        let init = Arc::new(InitDone::default());
+        for ring in rings {
+            let (session, init) = (session.clone(), init.clone());
+            std::thread::Builder::new()
+                .name("ownfs-uring".into())
+                .spawn(move || ring_loop(ring, &session, &init))?;
+        }
         let alive = Arc::new(AtomicUsize::new(0));
         let mut handles = Vec::new();
         for (i, fd) in channels.into_iter().enumerate() {
             let session = session.clone();
+            let init = init.clone();
             let alive = alive.clone();
             alive.fetch_add(1, Ordering::SeqCst);
             let h = std::thread::Builder::new()
                 .name(format!("ownfs-fuse-{i}"))
                 .spawn(move || {
-                    worker_loop(&fd, &session);
+                    worker_loop(&fd, &session, &init);
                     alive.fetch_sub(1, Ordering::SeqCst);
                 })?;
             handles.push(h);
@@ -411,7 +441,68 @@ impl Invalidator for DeviceInvalidator {
     }
 }
 
-fn worker_loop<F: FileSystemExt + Sync>(fd: &OwnedFd, session: &Session<F>) {
+/// Largest request payload a ring entry holds: a 1 MiB write.
+const MAX_PAYLOAD: usize = 1 << 20;
+/// Requests each CPU queue's ring holds at once.
+const RING_DEPTH: usize = 8;
+
+/// Set once INIT was answered: whether the rings may register now.
+#[derive(Default)]
+struct InitDone {
+    granted: std::sync::Mutex<Option<bool>>,
+    changed: std::sync::Condvar,
+}
+
+impl InitDone {
+    fn set(&self, granted: bool) {
+        let mut g = self.granted.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_none() {
+            *g = Some(granted);
+            self.changed.notify_all();
+        }
+    }
+
+    fn wait(&self) -> bool {
+        let mut g = self.granted.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(granted) = *g {
+                return granted;
+            }
+            g = self.changed.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Serves one CPU queue's ring once INIT granted FUSE over io_uring.
+fn ring_loop<F: FileSystemExt + Sync>(
+    mut ring: platform::FuseRing,
+    session: &Session<F>,
+    init: &InitDone,
+) {
+    if !init.wait() {
+        return;
+    }
+    let mut out = vec![0u8; BUFFER_SIZE];
+    let served = (|| -> io::Result<()> {
+        ring.register()?;
+        loop {
+            let idx = ring.next_request()?;
+            let msg = ring.request(idx)?;
+            let mut answer = session.handle(msg, &mut out);
+            if answer.reply == 0 {
+                // Nothing to say, yet the entry must go back to the kernel.
+                let unique = u64::from_le_bytes(msg[8..16].try_into().unwrap_or_default());
+                answer.reply = reply::error(&mut out, unique, libc::EIO).unwrap_or(0);
+            }
+            ring.commit(idx, &out[..answer.reply])?;
+        }
+    })();
+    if let Err(e) = served {
+        log::debug!("FUSE io_uring queue stopped: {e}");
+    }
+}
+
+fn worker_loop<F: FileSystemExt + Sync>(fd: &OwnedFd, session: &Session<F>, init_done: &InitDone) {
     let mut rbuf = vec![0u8; BUFFER_SIZE];
     let mut wbuf = vec![0u8; BUFFER_SIZE];
     loop {
@@ -437,6 +528,10 @@ fn worker_loop<F: FileSystemExt + Sync>(fd: &OwnedFd, session: &Session<F>) {
             if let Err(e) = platform::write_fd(fd.as_fd(), &wbuf[..answer.reply]) {
                 log::debug!("answering a FUSE request: {e}");
             }
+        }
+        if session.minor() > 0 {
+            // INIT is answered: the rings may register (each only the first time).
+            init_done.set(session.granted(init::OVER_IO_URING));
         }
     }
 }

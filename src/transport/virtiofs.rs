@@ -126,6 +126,7 @@ where
         SessionOptions {
             passthrough: None,
             forward_create_groups: true,
+            io_uring: false,
         },
     );
     let backend = Arc::new(FsBackend::new(Arc::new(session), opts)?);
