@@ -1124,8 +1124,8 @@ struct VirtiofsArgs {
     stats: StatsArgs,
 }
 
-#[cfg(target_os = "linux")]
 /// `--io-uring`.
+#[cfg(target_os = "linux")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum IoUringMode {
     Auto,
@@ -1134,6 +1134,7 @@ enum IoUringMode {
 }
 
 /// Sets up the io_uring queues `mode` asks for; `auto` falls back to /dev/fuse reads.
+#[cfg(target_os = "linux")]
 fn offer_io_uring(mount: &mut FuseMount, mode: IoUringMode) -> Result<(), String> {
     if mode == IoUringMode::Off {
         return Ok(());

@@ -3817,3 +3817,158 @@ fn a_cycle_of_places_ends_in_estale() {
 fn le_ino(r: &Reply) -> u64 {
     u64::from_le_bytes(r.body[40..48].try_into().unwrap())
 }
+
+// ---------------------------------------------------------------------------
+// Random and mutated messages through the protocol core, as every transport feeds it
+// ---------------------------------------------------------------------------
+
+/// xorshift64*: reproducible noise without a dependency.
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Well-formed requests of every kind, on nodes and handles that may or may not exist.
+fn template(rng: &mut Noise) -> Msg {
+    let node = [ROOT, 2, 3, 4, 5, 0, u64::MAX][rng.below(7) as usize];
+    let fh = rng.below(6);
+    let name: &[u8] = [&b"a"[..], b"b", b"..", b".", b"d/e", b"", b"f"][rng.below(7) as usize];
+    let len = [0u32, 1, 4096, 1 << 20, u32::MAX][rng.below(5) as usize];
+    match rng.below(36) {
+        0 => lookup(node, name),
+        1 => forget(node, rng.below(3)),
+        2 => batch_forget(&[(node, 1), (rng.below(9), 2)]),
+        3 => getattr(node),
+        4 => setattr(
+            node,
+            Setattr {
+                valid: rng.next() as u32,
+                size: rng.below(1 << 20),
+                mode: rng.next() as u32,
+                ..Default::default()
+            },
+        ),
+        5 => readlink(node),
+        6 => symlink(node, name, b"target"),
+        7 => mknod(node, name, rng.next() as u32, rng.next() as u32),
+        8 => mkdir(node, name, 0o755),
+        9 => unlink(node, name),
+        10 => rmdir(node, name),
+        11 => rename2(node, name, rng.below(5), b"g", rng.next() as u32 & 7),
+        12 => link(node, rng.below(5), name),
+        13 => open(node, rng.next() as u32 & 0o3003),
+        14 => opendir(node),
+        15 => create(node, name, rng.next() as u32 & 0o3103, 0o644),
+        16 => read(node, fh, rng.below(1 << 40), len),
+        17 => readdir(node, fh, rng.below(8), len),
+        18 => readdirplus(node, fh, rng.below(8), len),
+        19 => write(node, fh, rng.below(1 << 20), 5, b"hello"),
+        20 => release(node, fh),
+        21 => releasedir(node, fh),
+        22 => flush(node, fh),
+        23 => fsync(node, fh),
+        24 => statfs(node),
+        25 => access(node, rng.next() as u32 & 7),
+        26 => setxattr(node, b"user.x", b"v", 1),
+        27 => getxattr(node, b"user.x", len),
+        28 => listxattr(node, len),
+        29 => fallocate(
+            node,
+            fh,
+            rng.below(1 << 20),
+            rng.below(1 << 20),
+            rng.next() as u32 & 3,
+        ),
+        30 => lseek(node, fh, rng.below(4096), rng.below(5) as u32),
+        31 => copy_file_range(node, fh, rng.below(5), rng.below(6), rng.below(1 << 20)),
+        32 => init(7, [9, 33, 45][rng.below(3) as usize], rng.next() as u32),
+        33 => Msg::new(op::STATX, node, Body::new().bytes(&[0; 24])),
+        34 => Msg::new(
+            op::TMPFILE,
+            node,
+            Body::new().u32(2).u32(0o600).u64(0).name(b"t"),
+        ),
+        _ => Msg::new(rng.next() as u32 % 60, node, Body::new().bytes(&[0; 40])),
+    }
+}
+
+/// Flips, cuts or extends a message's bytes, sometimes fixing its length field again.
+fn mutate(rng: &mut Noise, mut bytes: Vec<u8>) -> Vec<u8> {
+    for _ in 0..rng.below(4) {
+        match rng.below(4) {
+            0 if !bytes.is_empty() => {
+                let at = rng.below(bytes.len() as u64) as usize;
+                bytes[at] ^= 1 << rng.below(8);
+            }
+            1 => bytes.truncate(rng.below(bytes.len() as u64 + 1) as usize),
+            2 => bytes.extend((0..rng.below(64)).map(|_| rng.next() as u8)),
+            _ => {}
+        }
+    }
+    if rng.below(2) == 0 && bytes.len() >= 4 {
+        let len = bytes.len() as u32;
+        bytes[..4].copy_from_slice(&len.to_le_bytes());
+    }
+    bytes
+}
+
+/// Every answer the session gives is one well-formed reply to the message's own
+/// request id (or none), whatever the message held; nothing outside the share changes;
+/// the share still serves afterwards.
+#[test]
+fn random_and_mutated_messages_get_well_formed_answers() {
+    use ownfs::protocol::dispatch::{Handled, Session, SessionOptions, BUFFER_SIZE};
+    for rootless in [false, true] {
+        let mut fx = Fixture::new(if rootless { "fuzz-rl" } else { "fuzz-root" });
+        // The fixture's share: f, d/sub, and symlinks pointing out of it.
+        let session = Session::new(passthrough(&fx.src, rootless), SessionOptions::default());
+        let mut out = vec![0u8; BUFFER_SIZE];
+        let mut rng = Noise(0x9e37_79b9_7f4a_7c15 ^ u64::from(rootless));
+        let mut msg = init(7, 45, 0).encode(1);
+        assert!(session.handle(&mut msg, &mut out).reply > 0);
+        for i in 0..20_000u64 {
+            let template = template(&mut rng);
+            let unique = i * 2 + 2;
+            let mut bytes = template.encode(unique);
+            if rng.below(3) == 0 {
+                bytes = mutate(&mut rng, bytes);
+            }
+            let answer = session.handle(&mut bytes, &mut out);
+            assert_ne!(answer.handled, Handled::Panicked, "message {i}: {bytes:?}");
+            if answer.reply == 0 {
+                continue;
+            }
+            let r = &out[..answer.reply];
+            let word = |at: usize| u32::from_le_bytes(r[at..at + 4].try_into().unwrap());
+            assert!(r.len() >= 16, "message {i}: {}-byte reply", r.len());
+            assert_eq!(word(0) as usize, r.len(), "message {i}: length field");
+            let error = word(4) as i32;
+            assert!((-4095..=0).contains(&error), "message {i}: error {error}");
+            if bytes.len() >= 16 {
+                assert_eq!(
+                    &r[8..16],
+                    &bytes[8..16],
+                    "message {i}: reply to another request"
+                );
+            }
+        }
+        if let Some(diff) = fx.escaped() {
+            panic!("rootless={rootless}: {diff}");
+        }
+        let mut msg = init(7, 45, 0).encode(1);
+        session.handle(&mut msg, &mut out);
+        let mut msg = getattr(ROOT).encode(3);
+        let answer = session.handle(&mut msg, &mut out);
+        assert_eq!(&out[4..8], &[0; 4], "getattr of the root afterwards");
+        assert!(answer.reply > 16);
+    }
+}
