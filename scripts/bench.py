@@ -44,12 +44,16 @@ CONFIGS = {
     # The host decides every access: zero entry/attribute timeouts.
     "ownfs-ndp": ("ownfs root --no-default-permissions", False),
     "ownfs-pipe": ("ownfs pipe (unix socket)", False),
+    # FUSE over io_uring (the bench turns enable_uring on; the other ownfs mounts say off).
+    "ownfs-uring": ("ownfs root --io-uring on", False),
+    "ownfs-served-uring": ("ownfs root --no-passthrough --io-uring on", False),
     # Every inode keeps its fd (no fd cache): what the cache costs when nothing is evicted.
     "ownfs-pinned": ("ownfs root --max-open-fds 0", False),
     "ownfs-rootless-pinned": ("ownfs rootless --max-open-fds 0", False),
     # Another build of ownfs (OWNFS_BASE_BIN), default options: before/after a change.
     "ownfs-base": ("ownfs root, OWNFS_BASE_BIN", False),
     "ownfs-rootless-base": ("ownfs rootless, OWNFS_BASE_BIN", False),
+    "ownfs-pipe-base": ("ownfs pipe, OWNFS_BASE_BIN", False),
     # The same servers without the sandbox and seccomp: what confinement costs.
     "ownfs-unconfined": ("ownfs root, --sandbox none --seccomp none", False),
     "ownfs-pipe-unconfined": ("ownfs pipe, --sandbox none --seccomp none", False),
@@ -107,16 +111,23 @@ class Config:
         if n == "native":
             return
         unconfined = ["--sandbox", "none", "--seccomp", "none"]
+        mount = [OWNFS, "mount", self.src, self.mnt]
+        # enable_uring is on for the whole run when an io_uring config is measured.
+        classic = [*mount, "--io-uring", "off"]
         if n == "ownfs":
-            p = self.spawn([OWNFS, "mount", self.src, self.mnt])
+            p = self.spawn(classic)
+        elif n == "ownfs-uring":
+            p = self.spawn([*mount, "--io-uring", "on"])
+        elif n == "ownfs-served-uring":
+            p = self.spawn([*mount, "--no-passthrough", "--io-uring", "on"])
         elif n == "ownfs-unconfined":
-            p = self.spawn([OWNFS, "mount", self.src, self.mnt, *unconfined])
+            p = self.spawn([*classic, *unconfined])
         elif n == "ownfs-served":
-            p = self.spawn([OWNFS, "mount", self.src, self.mnt, "--no-passthrough"])
+            p = self.spawn([*classic, "--no-passthrough"])
         elif n == "ownfs-ndp":
-            p = self.spawn([OWNFS, "mount", self.src, self.mnt, "--no-default-permissions"])
+            p = self.spawn([*classic, "--no-default-permissions"])
         elif n == "ownfs-pinned":
-            p = self.spawn([OWNFS, "mount", self.src, self.mnt, "--max-open-fds", "0"])
+            p = self.spawn([*classic, "--max-open-fds", "0"])
         elif n == "ownfs-base":
             p = self.spawn([base_bin(), "mount", self.src, self.mnt])
         elif n in ("ownfs-rootless", "ownfs-rootless-pinned", "ownfs-rootless-base"):
@@ -124,16 +135,19 @@ class Config:
             os.chown(self.src, uid, gid)
             binary = base_bin() if n == "ownfs-rootless-base" else OWNFS
             extra = ["--max-open-fds", "0"] if n == "ownfs-rootless-pinned" else []
+            if n != "ownfs-rootless-base":
+                extra += ["--io-uring", "off"]
             p = self.spawn([binary, "mount", self.src, self.mnt, "--run-as", RUN_AS, *extra])
-        elif n in ("ownfs-pipe", "ownfs-pipe-unconfined"):
+        elif n in ("ownfs-pipe", "ownfs-pipe-unconfined", "ownfs-pipe-base"):
             sock = self.dir / "pipe.sock"
             extra = unconfined if n == "ownfs-pipe-unconfined" else []
-            self.spawn([OWNFS, "serve", self.src, "--listen", f"unix:{sock}", *extra])
+            binary = base_bin() if n == "ownfs-pipe-base" else OWNFS
+            self.spawn([binary, "serve", self.src, "--listen", f"unix:{sock}", *extra])
             for _ in range(200):
                 if sock.exists():
                     break
                 time.sleep(0.05)
-            p = self.spawn([OWNFS, "client", self.mnt, "--connect", f"unix:{sock}"])
+            p = self.spawn([binary, "client", self.mnt, "--connect", f"unix:{sock}"])
         elif n == "libfuse-ll":
             p = self.spawn([PEERS_DIR / "passthrough_ll", "-f", "-o",
                             f"source={self.src},allow_other", self.mnt])
@@ -206,6 +220,21 @@ def prepare_statdir(root, n):
         for i in range(n):
             (d / f"s{i:06}").write_bytes(b"x" * (i % 100))
     return d
+
+
+URING_PARAM = Path("/sys/module/fuse/parameters/enable_uring")
+
+
+def set_uring(on):
+    """Sets the kernel's enable_uring; returns the previous value (None: no such knob)."""
+    if not URING_PARAM.exists():
+        if on:
+            sys.exit("bench: this kernel has no FUSE over io_uring (enable_uring)")
+        return None
+    was = URING_PARAM.read_text().strip() == "Y"
+    if on is not None and on != was:
+        URING_PARAM.write_text("1" if on else "0")
+    return was
 
 
 def load1():
@@ -418,6 +447,7 @@ def main():
 
     cfgs = {n: Config(n, base, out) for n in configs}
     rows = []
+    uring_was = set_uring(any("uring" in n for n in configs))
     try:
         for c in cfgs.values():
             log(f"starting {c.name}")
@@ -437,6 +467,7 @@ def main():
         for c in cfgs.values():
             c.stop()
         shutil.rmtree(base, ignore_errors=True)
+        set_uring(uring_was)
         if tmpfs:
             subprocess.run(["umount", tmpfs], check=False)
             tmpfs.rmdir()
