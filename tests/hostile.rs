@@ -3822,23 +3822,8 @@ fn le_ino(r: &Reply) -> u64 {
 // Random and mutated messages through the protocol core, as every transport feeds it
 // ---------------------------------------------------------------------------
 
-/// xorshift64*: reproducible noise without a dependency.
-struct Noise(u64);
-
-impl Noise {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 /// Well-formed requests of every kind, on nodes and handles that may or may not exist.
-fn template(rng: &mut Noise) -> Msg {
+fn template(rng: &mut served::Rng) -> Msg {
     let node = [ROOT, 2, 3, 4, 5, 0, u64::MAX][rng.below(7) as usize];
     let fh = rng.below(6);
     let name: &[u8] = [&b"a"[..], b"b", b"..", b".", b"d/e", b"", b"f"][rng.below(7) as usize];
@@ -3902,7 +3887,7 @@ fn template(rng: &mut Noise) -> Msg {
 }
 
 /// Flips, cuts or extends a message's bytes, sometimes fixing its length field again.
-fn mutate(rng: &mut Noise, mut bytes: Vec<u8>) -> Vec<u8> {
+fn mutate(rng: &mut served::Rng, mut bytes: Vec<u8>) -> Vec<u8> {
     for _ in 0..rng.below(4) {
         match rng.below(4) {
             0 if !bytes.is_empty() => {
@@ -3932,7 +3917,7 @@ fn random_and_mutated_messages_get_well_formed_answers() {
         // The fixture's share: f, d/sub, and symlinks pointing out of it.
         let session = Session::new(passthrough(&fx.src, rootless), SessionOptions::default());
         let mut out = vec![0u8; BUFFER_SIZE];
-        let mut rng = Noise(0x9e37_79b9_7f4a_7c15 ^ u64::from(rootless));
+        let mut rng = served::Rng::new(1 + u64::from(rootless));
         let mut msg = init(7, 45, 0).encode(1);
         assert!(session.handle(&mut msg, &mut out).reply > 0);
         for i in 0..20_000u64 {
