@@ -800,8 +800,8 @@ struct ClientArgs {
 }
 
 fn run_serve(args: ServeArgs) -> Result<(), String> {
-    use ownfs::transport::pipe::auth::{PeerPolicy, Token, TokenFileAccess};
     use ownfs::socket::{Address, Listener, SocketPerms};
+    use ownfs::transport::pipe::auth::{PeerPolicy, Token, TokenFileAccess};
     use ownfs::transport::pipe::{server, wire};
     let src = source_dir(&args.src, "source")?;
     let group = args.socket_group.as_deref().map(parse_group).transpose()?;
@@ -1052,7 +1052,9 @@ fn run_client(args: ClientArgs) -> Result<(), String> {
     let workers = mount
         .channels(1)
         .and_then(|mut fds| {
-            let device = fds.pop().ok_or_else(|| std::io::Error::other("no FUSE channel"))?;
+            let device = fds
+                .pop()
+                .ok_or_else(|| std::io::Error::other("no FUSE channel"))?;
             conn.serve(device, args.threads, !mount_opts.default_permissions)
         })
         .map_err(|e| format!("starting the FUSE threads: {e}"));

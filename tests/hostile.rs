@@ -339,7 +339,10 @@ impl Suite {
                 self.raw.reconnect();
             }
             (Outcome::Done(_, replies), Expect::Closed) => {
-                self.fail(what, format!("{} replies, no closed connection", replies.len()));
+                self.fail(
+                    what,
+                    format!("{} replies, no closed connection", replies.len()),
+                );
             }
             (Outcome::Done(_, replies), Expect::Silent) => {
                 if !replies.is_empty() {
@@ -2047,7 +2050,7 @@ fn run_pipe(rootless: bool) -> (Tally, String) {
     raw_fuse_cases(&mut s);
     pipe_frame_cases(&mut s);
     let line = format!(
-        "hostile[pipe {}]: {} cases, {} crashes, {} hangs, {} escapes",
+        "hostile[{}]: {} cases, {} crashes, {} hangs, {} escapes",
         s.mode, s.t.cases, s.t.crashes, s.t.hangs, s.t.escapes
     );
     (std::mem::take(&mut s.t), line)
@@ -2097,7 +2100,10 @@ fn pipe_frame_cases(s: &mut Suite) {
         (u64::MAX, 0, 16 + 80),
     ];
     if sent.is_err() || seen != want {
-        s.fail("unique reuse", format!("replies {seen:?}, expected {want:?}"));
+        s.fail(
+            "unique reuse",
+            format!("replies {seen:?}, expected {want:?}"),
+        );
     }
     s.still_serving("unique reuse");
 
@@ -2126,12 +2132,12 @@ fn pipe_frame_cases(s: &mut Suite) {
     let too_many = wire::MAX_GROUPS + 1;
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("8193 groups", frame(4 + 4 * too_many, too_many, &[])),
-        (
-            "a length shorter than its groups",
-            frame(4, 1, &[0; 4]),
-        ),
+        ("a length shorter than its groups", frame(4, 1, &[0; 4])),
         ("a length of 2", frame(2, 0, &[])),
-        ("a length past the limit", frame(wire::MAX_FRAME + 1, 0, &msg)),
+        (
+            "a length past the limit",
+            frame(wire::MAX_FRAME + 1, 0, &msg),
+        ),
         ("a length of u32::MAX", frame(u32::MAX, 0, &msg)),
         (
             "a group count of u32::MAX",
@@ -2161,7 +2167,11 @@ impl Suite {
             fx,
             raw: Box::new(raw),
             serve: Some(server),
-            mode: if rootless { "pipe rootless" } else { "pipe root" },
+            mode: if rootless {
+                "pipe rootless"
+            } else {
+                "pipe root"
+            },
             t: Tally::default(),
         }
     }

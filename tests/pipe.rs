@@ -19,8 +19,8 @@ use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ownfs::platform;
 use fuse_raw::{pipe_handshake, PipeFuse, Transport};
+use ownfs::platform;
 use ownfs::transport::pipe::wire::{self, Hello, Welcome, HELLO_LEN, WELCOME_FIXED_LEN};
 
 /// A group the test caller may be in; no /etc/group entry needed.
@@ -586,7 +586,10 @@ fn bad_input_closes_only_that_connection() {
     let r = c.call(&fuse_raw::statfs(fuse_raw::ROOT)).expect("statfs");
     assert_eq!((r.errno, r.body.len()), (0, 80), "statfs_out");
     let short = fuse_raw::Msg::new(fuse_raw::op::LOOKUP, 1, fuse_raw::Body::new().bytes(b"f"));
-    assert_eq!(c.call(&short).expect("lookup without NUL").errno, libc::EINVAL);
+    assert_eq!(
+        c.call(&short).expect("lookup without NUL").errno,
+        libc::EINVAL
+    );
 
     drop(idle);
     assert!(p.server_alive(), "the server must survive all of this");
@@ -608,7 +611,9 @@ fn oversized_frame_closes_only_that_connection() {
     let _ = big.send_frame(&[], &msg);
     assert!(big.closed(), "the oversized frame's connection must close");
     // The mount's connection and another raw one carry on.
-    let r = other.call(&fuse_raw::getattr(fuse_raw::ROOT)).expect("getattr");
+    let r = other
+        .call(&fuse_raw::getattr(fuse_raw::ROOT))
+        .expect("getattr");
     assert_eq!(r.errno, 0);
     fs::write(p.mnt.join("after"), b"2").unwrap();
     assert_eq!(fs::read(p.src.join("after")).unwrap(), b"2");
@@ -696,7 +701,12 @@ fn client_rejects_a_server_of_another_version() {
     for (version, status, message, expect) in [
         (v + 1, wire::status::OK, "", format!("version {}", v + 1)),
         (2, wire::status::OK, "", "version 2".to_string()),
-        (v, wire::status::BAD_VERSION, "test server says no", "refused".into()),
+        (
+            v,
+            wire::status::BAD_VERSION,
+            "test server says no",
+            "refused".into(),
+        ),
         // What a version 2 server answers this client.
         (2, wire::status::BAD_VERSION, old, "server speaks 2".into()),
     ] {

@@ -162,7 +162,12 @@ impl Client {
 
     /// Serves the kernel of the mounted `device` on `threads` threads. With
     /// `uncached`, entries the kernel gets may not be cached (no default_permissions).
-    pub fn serve(self: &Arc<Self>, device: OwnedFd, threads: usize, uncached: bool) -> io::Result<Workers> {
+    pub fn serve(
+        self: &Arc<Self>,
+        device: OwnedFd,
+        threads: usize,
+        uncached: bool,
+    ) -> io::Result<Workers> {
         self.uncached.store(uncached, Ordering::Relaxed);
         let reader = device.try_clone()?;
         if self.device.set(device).is_err() {
@@ -432,7 +437,8 @@ impl Client {
         let msg = &msg[..rw.len];
         let frame = if h.pid > 0 && needs_groups(h.opcode) {
             let made = creds::with_proc_groups(h.pid as i32, h.uid, h.gid, |groups| {
-                (groups.len() <= wire::MAX_GROUPS as usize).then(|| wire::request_frame(groups, msg))
+                (groups.len() <= wire::MAX_GROUPS as usize)
+                    .then(|| wire::request_frame(groups, msg))
             });
             match made {
                 Ok(Some(f)) => f,
@@ -601,8 +607,12 @@ fn handshake(
         ),
         _ => (e, false),
     })?;
-    let (mut w, n) = Welcome::decode_fixed(&fixed)
-        .map_err(|e| (invalid(format!("not a fuse-pipe server (handshake: {e})")), true))?;
+    let (mut w, n) = Welcome::decode_fixed(&fixed).map_err(|e| {
+        (
+            invalid(format!("not a fuse-pipe server (handshake: {e})")),
+            true,
+        )
+    })?;
     let mut msg = vec![0u8; n];
     stream.read_exact(&mut msg).map_err(io)?;
     w.message = String::from_utf8_lossy(&msg).into_owned();
@@ -647,7 +657,10 @@ fn replay_init(stream: &mut Stream, frame: &[u8]) -> io::Result<()> {
         return Err(invalid("unexpected answer to INIT".into()));
     }
     if h.error != 0 {
-        return Err(invalid(format!("the server refused INIT (errno {})", -h.error)));
+        return Err(invalid(format!(
+            "the server refused INIT (errno {})",
+            -h.error
+        )));
     }
     Ok(())
 }

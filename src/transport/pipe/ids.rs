@@ -8,8 +8,8 @@
 use crate::protocol::abi::{
     fattr, flags, opcode as op, BatchForgetIn, CopyFileRangeIn, Dirent, EntryOut, FallocateIn,
     FlushIn, ForgetOne, FsyncIn, GetattrIn, InHeader, IoctlIn, LinkIn, LkIn, LseekIn, OpenOut,
-    OutHeader, PollIn, ReadIn, ReleaseIn, Rename2In, RenameIn, SetattrIn, SetupmappingIn,
-    StatxIn, WriteIn, DIRENTPLUS_NAME_OFFSET, ROOT_ID,
+    OutHeader, PollIn, ReadIn, ReleaseIn, Rename2In, RenameIn, SetattrIn, SetupmappingIn, StatxIn,
+    WriteIn, DIRENTPLUS_NAME_OFFSET, ROOT_ID,
 };
 use crate::protocol::wire::{align8, Reader, Wire, Writer};
 
@@ -147,13 +147,11 @@ pub fn request(msg: &mut [u8], epoch: u32) -> Result<Rewritten, Stale> {
         op::FALLOCATE => patch(args, |a: &mut FallocateIn| ids.handle(&mut a.fh))?,
         op::LSEEK => patch(args, |a: &mut LseekIn| ids.handle(&mut a.fh))?,
         op::SETUPMAPPING => patch(args, |a: &mut SetupmappingIn| ids.handle(&mut a.fh))?,
-        op::COPY_FILE_RANGE | op::COPY_FILE_RANGE_64 => {
-            patch(args, |a: &mut CopyFileRangeIn| {
-                ids.handle(&mut a.fh_in)?;
-                ids.node(&mut a.nodeid_out)?;
-                ids.handle(&mut a.fh_out)
-            })?
-        }
+        op::COPY_FILE_RANGE | op::COPY_FILE_RANGE_64 => patch(args, |a: &mut CopyFileRangeIn| {
+            ids.handle(&mut a.fh_in)?;
+            ids.node(&mut a.nodeid_out)?;
+            ids.handle(&mut a.fh_out)
+        })?,
         op::RENAME => patch(args, |a: &mut RenameIn| ids.node(&mut a.newdir))?,
         op::RENAME2 => patch(args, |a: &mut Rename2In| ids.node(&mut a.newdir))?,
         op::LINK => patch(args, |a: &mut LinkIn| ids.node(&mut a.oldnodeid))?,
@@ -288,7 +286,13 @@ mod tests {
         };
         let mut m = msg(op::READ, E3 | 5, &enc(&read));
         let r = request(&mut m, 3).unwrap();
-        assert_eq!(r, Rewritten { len: m.len(), portable: false });
+        assert_eq!(
+            r,
+            Rewritten {
+                len: m.len(),
+                portable: false
+            }
+        );
         assert_eq!(dec::<InHeader>(&m).nodeid, 5);
         assert_eq!(dec::<ReadIn>(&m[InHeader::SIZE..]).fh, 9);
         let mut m = msg(op::READ, E3 | 5, &enc(&read));
@@ -302,7 +306,10 @@ mod tests {
             fh_out: (2 << 48) | 3,
             ..Default::default()
         };
-        assert_eq!(request(&mut msg(op::COPY_FILE_RANGE, E3 | 4, &enc(&c)), 3), Err(Stale));
+        assert_eq!(
+            request(&mut msg(op::COPY_FILE_RANGE, E3 | 4, &enc(&c)), 3),
+            Err(Stale)
+        );
         let mut m = msg(op::LINK, ROOT_ID, &enc(&LinkIn { oldnodeid: E3 | 8 }));
         request(&mut m, 3).unwrap();
         assert_eq!(dec::<LinkIn>(&m[InHeader::SIZE..]).oldnodeid, 8);
@@ -312,7 +319,10 @@ mod tests {
     fn batch_forget_keeps_only_current_records() {
         let mut args = enc(&BatchForgetIn { count: 3, dummy: 0 });
         for n in [E3 | 5, (1 << 48) | 6, E3 | 7] {
-            args.extend(enc(&ForgetOne { nodeid: n, nlookup: 1 }));
+            args.extend(enc(&ForgetOne {
+                nodeid: n,
+                nlookup: 1,
+            }));
         }
         let mut m = msg(op::BATCH_FORGET, 0, &args);
         let r = request(&mut m, 3).unwrap();
@@ -328,28 +338,53 @@ mod tests {
 
     #[test]
     fn replies_gain_the_epoch_but_negative_entries_and_the_root_do_not() {
-        let ids = ReplyIds { epoch: 3, uncached: false };
+        let ids = ReplyIds {
+            epoch: 3,
+            uncached: false,
+        };
         let mut out = vec![0u8; 1024];
         for (node, want) in [(0, 0), (ROOT_ID, ROOT_ID), (42, E3 | 42)] {
-            let e = EntryOut { nodeid: node, entry_valid: 5, ..Default::default() };
+            let e = EntryOut {
+                nodeid: node,
+                entry_valid: 5,
+                ..Default::default()
+            };
             let n = reply::entry(&mut out, 2, 45, &e).unwrap();
             ids.reply(op::LOOKUP, &mut out[..n]).unwrap();
             assert_eq!(dec::<EntryOut>(&out[16..]).nodeid, want);
         }
-        let e = EntryOut { nodeid: 1 << 50, ..Default::default() };
+        let e = EntryOut {
+            nodeid: 1 << 50,
+            ..Default::default()
+        };
         let n = reply::entry(&mut out, 2, 45, &e).unwrap();
         assert_eq!(ids.reply(op::LOOKUP, &mut out[..n]), Err(TooLarge(1 << 50)));
-        let o = OpenOut { fh: 6, ..Default::default() };
-        let e = EntryOut { nodeid: 7, attr: Attr::default(), ..Default::default() };
+        let o = OpenOut {
+            fh: 6,
+            ..Default::default()
+        };
+        let e = EntryOut {
+            nodeid: 7,
+            attr: Attr::default(),
+            ..Default::default()
+        };
         let n = reply::create(&mut out, 2, 45, &e, &o).unwrap();
-        ReplyIds { epoch: 3, uncached: true }.reply(op::CREATE, &mut out[..n]).unwrap();
+        ReplyIds {
+            epoch: 3,
+            uncached: true,
+        }
+        .reply(op::CREATE, &mut out[..n])
+        .unwrap();
         assert_eq!(dec::<EntryOut>(&out[16..]).nodeid, E3 | 7);
         assert_eq!(dec::<OpenOut>(&out[16 + EntryOut::SIZE..]).fh, E3 | 6);
         // Two direntplus records, the second for a name of 9 bytes.
         let mut body = vec![0u8; 512];
         let mut used = 0;
         for (node, name) in [(11u64, &b"a"[..]), (0, b"ninebytes")] {
-            let e = EntryOut { nodeid: node, ..Default::default() };
+            let e = EntryOut {
+                nodeid: node,
+                ..Default::default()
+            };
             used += reply::push_direntplus(&mut body[used..], &e, 1, 1, 8, name).unwrap();
         }
         let mut r = vec![0u8; 16];

@@ -183,15 +183,19 @@ pub fn request_frame(groups: &[u32], msg: &[u8]) -> Vec<u8> {
 
 /// The FUSE message of a frame built by [`request_frame`].
 pub fn frame_message(frame: &[u8]) -> &[u8] {
-    let groups = frame.get(4..8).map_or(0, |b| {
-        u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
-    });
+    let groups = frame
+        .get(4..8)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
     frame.get(8 + 4 * groups..).unwrap_or(&[])
 }
 
 /// Reads one request frame into `groups` and `msg` (both reused, never grown past the
 /// limits); `Ok(false)` at a clean end of stream before the frame.
-pub fn read_request(r: &mut impl Read, groups: &mut Vec<u32>, msg: &mut Vec<u8>) -> io::Result<bool> {
+pub fn read_request(
+    r: &mut impl Read,
+    groups: &mut Vec<u32>,
+    msg: &mut Vec<u8>,
+) -> io::Result<bool> {
     let mut head = [0u8; 8];
     if !read_exact_or_eof(r, &mut head)? {
         return Ok(false);
@@ -221,8 +225,7 @@ pub fn read_request(r: &mut impl Read, groups: &mut Vec<u32>, msg: &mut Vec<u8>)
         groups.push(u32::from_le_bytes(raw));
     }
     msg.resize(msg_len, 0);
-    read_body(r, msg)
-        .map(|()| true)
+    read_body(r, msg).map(|()| true)
 }
 
 /// Reads one reply (a bare FUSE message) into `buf`, reused; returns its length.
@@ -312,7 +315,10 @@ mod tests {
             let mut b = head[0].to_le_bytes().to_vec();
             b.extend_from_slice(&head[1].to_le_bytes());
             let (mut g, mut m) = (Vec::new(), Vec::new());
-            assert!(read_request(&mut &b[..], &mut g, &mut m).is_err(), "{head:?}");
+            assert!(
+                read_request(&mut &b[..], &mut g, &mut m).is_err(),
+                "{head:?}"
+            );
             assert!(m.capacity() == 0, "nothing allocated for {head:?}");
         }
         let (mut g, mut m) = (Vec::new(), Vec::new());
