@@ -23,6 +23,12 @@ use fuse_raw::{pipe_handshake, PipeFuse, Transport};
 use ownfs::platform;
 use ownfs::transport::pipe::wire::{self, Hello, Welcome, HELLO_LEN, WELCOME_FIXED_LEN};
 
+/// A welcome and its message, as the server sent them.
+struct Answer {
+    w: Welcome,
+    message: String,
+}
+
 /// A group the test caller may be in; no /etc/group entry needed.
 const G: u32 = 424_401;
 /// Primary group of the test caller.
@@ -440,25 +446,22 @@ fn raw(sock: &Path) -> UnixStream {
     s
 }
 
-fn hello(version: u16) -> [u8; HELLO_LEN] {
-    Hello {
+fn hello(version: u16) -> Vec<u8> {
+    wire::encode(&Hello {
         version,
-        caps: 0,
-        required: 0,
-        max_frame: wire::MAX_FRAME,
-    }
-    .encode()
+        ..Hello::new(0, 0)
+    })
 }
 
 /// Reads the server's welcome.
-fn welcome(s: &mut UnixStream) -> Welcome {
+fn welcome(s: &mut UnixStream) -> Answer {
     let mut fixed = [0u8; WELCOME_FIXED_LEN];
     s.read_exact(&mut fixed).expect("welcome");
-    let (mut w, n) = Welcome::decode_fixed(&fixed).expect("welcome decodes");
-    let mut msg = vec![0u8; n];
+    let w: Welcome = wire::decode(&fixed).expect("welcome decodes");
+    let mut msg = vec![0u8; w.message_len.into()];
     s.read_exact(&mut msg).unwrap();
-    w.message = String::from_utf8_lossy(&msg).into_owned();
-    w
+    let message = String::from_utf8_lossy(&msg).into_owned();
+    Answer { w, message }
 }
 
 /// The server must close the connection: reading ends (EOF or reset) in bounded time.
@@ -502,32 +505,34 @@ fn bad_input_closes_only_that_connection() {
     let mut h = hello(wire::VERSION);
     h[..8].copy_from_slice(b"NOTOWNFS");
     s.write_all(&h).unwrap();
-    let w = welcome(&mut s);
-    assert_eq!(w.status, wire::status::BAD_MAGIC, "{w:?}");
+    let a = welcome(&mut s);
+    assert_eq!(a.w.status, wire::status::BAD_MAGIC, "{}", a.message);
     assert_closed(&mut s, "bad magic");
     check_good(&p, 1);
 
     // Wrong version.
     let mut s = raw(&p.sock);
     s.write_all(&hello(wire::VERSION + 1)).unwrap();
-    let w = welcome(&mut s);
-    assert_eq!(w.status, wire::status::BAD_VERSION, "{w:?}");
-    assert!(w.message.contains("version"), "{w:?}");
+    let a = welcome(&mut s);
+    assert_eq!(a.w.status, wire::status::BAD_VERSION, "{}", a.message);
+    assert!(a.message.contains("version"), "{}", a.message);
     assert_closed(&mut s, "bad version");
     check_good(&p, 2);
 
     // A capability the server lacks.
     let mut s = raw(&p.sock);
-    let mut h = Hello::decode(&hello(wire::VERSION)).unwrap();
-    h.required = 1 << 30;
-    s.write_all(&h.encode()).unwrap();
-    assert_eq!(welcome(&mut s).status, wire::status::MISSING_CAPS);
+    let h = Hello {
+        required: 1 << 30,
+        ..Hello::new(0, 0)
+    };
+    s.write_all(&wire::encode(&h)).unwrap();
+    assert_eq!(welcome(&mut s).w.status, wire::status::MISSING_CAPS);
     assert_closed(&mut s, "missing capability");
 
     let ready = |p: &Pipe| {
         let mut s = raw(&p.sock);
         s.write_all(&hello(wire::VERSION)).unwrap();
-        assert_eq!(welcome(&mut s).status, wire::status::OK);
+        assert_eq!(welcome(&mut s).w.status, wire::status::OK);
         s
     };
 
@@ -627,13 +632,12 @@ fn oversized_frame_closes_only_that_connection() {
 fn version_mismatch_is_refused_by_the_server() {
     let p = Pipe::start(&[], &[]);
     for old in [2, wire::VERSION + 1] {
-        let (mut s, w) = pipe_handshake(&p.sock, old).expect("handshake");
-        assert_eq!(w.status, wire::status::BAD_VERSION, "{w:?}");
+        let (mut s, w, message) = pipe_handshake(&p.sock, old).expect("handshake");
+        assert_eq!(w.status, wire::status::BAD_VERSION, "{message}");
         assert!(
-            w.message.contains(&format!("version {old}"))
-                && w.message.contains(&format!("version {}", wire::VERSION)),
-            "the refusal must name both versions: {}",
-            w.message
+            message.contains(&format!("version {old}"))
+                && message.contains(&format!("version {}", wire::VERSION)),
+            "the refusal must name both versions: {message}"
         );
         assert_closed(&mut s, "mismatched version");
     }
@@ -679,15 +683,16 @@ fn a_stale_node_after_a_restart_does_not_alias() {
 // Handshake failures seen from the client
 // ---------------------------------------------------------------------------
 
-/// A fake server answering every hello with `welcome`.
-fn fake_server(sock: PathBuf, welcome: Welcome) -> thread::JoinHandle<()> {
+/// A fake server answering every hello with `welcome` and `message`.
+fn fake_server(sock: PathBuf, welcome: Welcome, message: &str) -> thread::JoinHandle<()> {
+    let answer = wire::welcome_bytes(&welcome, message);
     let l = UnixListener::bind(&sock).unwrap();
     thread::spawn(move || {
         for s in l.incoming().take(1) {
             let mut s = s.unwrap();
             let mut b = [0u8; HELLO_LEN];
             if s.read_exact(&mut b).is_ok() {
-                let _ = s.write_all(&welcome.encode());
+                let _ = s.write_all(&answer);
             }
         }
     })
@@ -716,14 +721,14 @@ fn client_rejects_a_server_of_another_version() {
         let server = fake_server(
             sock.clone(),
             Welcome {
+                magic: u64::from_le_bytes(wire::MAGIC),
                 version,
                 status,
-                caps: 0,
-                required: 0,
                 max_frame: wire::MAX_FRAME,
                 instance: 1,
-                message: message.into(),
+                ..Default::default()
             },
+            message,
         );
         let connect = format!("unix:{}", sock.display());
         let (st, err) = run_ownfs_to_exit(

@@ -124,14 +124,8 @@ fn session_as(who: &Caller, sock: &Path) -> Outcome {
     let r = who.run(move || {
         let mut s = UnixStream::connect(&sock)?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let hello = Hello {
-            version: wire::VERSION,
-            caps: 0,
-            required: 0,
-            max_frame: wire::MAX_FRAME,
-        };
         // A refused peer may be gone before this write lands.
-        let _ = s.write_all(&hello.encode());
+        let _ = s.write_all(&wire::encode(&Hello::new(0, 0)));
         let mut fixed = [0u8; WELCOME_FIXED_LEN];
         match s.read_exact(&mut fixed) {
             Ok(()) => {}
@@ -145,8 +139,8 @@ fn session_as(who: &Caller, sock: &Path) -> Outcome {
             }
             Err(e) => panic!("reading the welcome: {e}"),
         }
-        let (w, n) = Welcome::decode_fixed(&fixed).expect("welcome decodes");
-        let mut msg = vec![0u8; n];
+        let w: Welcome = wire::decode(&fixed).expect("welcome decodes");
+        let mut msg = vec![0u8; w.message_len.into()];
         s.read_exact(&mut msg)?;
         assert_eq!(
             w.status,

@@ -22,7 +22,7 @@ use std::time::Duration;
 use ownfs::extension::FileSystemExt;
 pub use ownfs::protocol::dispatch::Handled;
 use ownfs::protocol::dispatch::{takes_answer, Session, SessionOptions, BUFFER_SIZE};
-use ownfs::transport::pipe::wire::{self, Hello, Welcome, HELLO_LEN, WELCOME_FIXED_LEN};
+use ownfs::transport::pipe::wire::{self, Hello, Welcome, WELCOME_FIXED_LEN};
 
 pub const IN_HEADER_LEN: usize = 40;
 pub const OUT_HEADER_LEN: usize = 16;
@@ -551,26 +551,22 @@ pub struct PipeFuse {
 const SENTINEL: u64 = 1 << 62;
 
 /// Connects to `sock` and does the fuse-pipe handshake with `version`; returns the
-/// stream and the server's welcome.
-pub fn pipe_handshake(sock: &Path, version: u16) -> std::io::Result<(UnixStream, Welcome)> {
+/// stream, the server's welcome and its message.
+pub fn pipe_handshake(sock: &Path, version: u16) -> std::io::Result<(UnixStream, Welcome, String)> {
     let mut s = UnixStream::connect(sock)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.set_write_timeout(Some(Duration::from_secs(10)))?;
     let hello = Hello {
         version,
-        caps: 0,
-        required: 0,
-        max_frame: wire::MAX_FRAME,
+        ..Hello::new(0, 0)
     };
-    s.write_all(&hello.encode())?;
-    let _ = HELLO_LEN;
+    s.write_all(&wire::encode(&hello))?;
     let mut fixed = [0u8; WELCOME_FIXED_LEN];
     s.read_exact(&mut fixed)?;
-    let (mut w, n) = Welcome::decode_fixed(&fixed)?;
-    let mut msg = vec![0u8; n];
+    let w: Welcome = wire::decode(&fixed).ok_or(std::io::ErrorKind::InvalidData)?;
+    let mut msg = vec![0u8; w.message_len.into()];
     s.read_exact(&mut msg)?;
-    w.message = String::from_utf8_lossy(&msg).into_owned();
-    Ok((s, w))
+    Ok((s, w, String::from_utf8_lossy(&msg).into_owned()))
 }
 
 impl PipeFuse {
@@ -583,8 +579,8 @@ impl PipeFuse {
 
     /// A connection past the handshake that has not sent INIT.
     pub fn uninitialized(sock: &Path) -> PipeFuse {
-        let (s, w) = pipe_handshake(sock, wire::VERSION).expect("fuse-pipe handshake");
-        assert_eq!(w.status, wire::status::OK, "{w:?}");
+        let (s, w, why) = pipe_handshake(sock, wire::VERSION).expect("fuse-pipe handshake");
+        assert_eq!(w.status, wire::status::OK, "{why}");
         PipeFuse {
             sock: sock.to_path_buf(),
             s,

@@ -19,7 +19,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::ids::{self, ReplyIds, TooLarge, EPOCH_MASK};
-use super::wire::{self, status, Hello, Welcome, MAX_MESSAGE, WELCOME_FIXED_LEN};
+use super::wire::{
+    self, status, Hello, Welcome, MAX_MESSAGE, MAX_WELCOME_MESSAGE, WELCOME_FIXED_LEN,
+};
 use crate::creds;
 use crate::platform;
 use crate::protocol::abi::{init, opcode as op, InHeader, InitIn, InitOut, OutHeader};
@@ -65,10 +67,8 @@ struct Link {
     instance: u64,
     disconnected_since: Option<Instant>,
     server_caps: u32,
-    /// The last connection error, for the first connect's message.
+    /// Why the last connection was lost, for the log.
     last_error: Option<String>,
-    /// The server refused us (version, capabilities): retrying will not help soon.
-    refused: bool,
 }
 
 /// One self-healing connection to a pipe server, and the kernel it serves.
@@ -109,7 +109,6 @@ impl Client {
                 disconnected_since: Some(Instant::now()),
                 server_caps: 0,
                 last_error: None,
-                refused: false,
             }),
             link_cv: Condvar::new(),
             pending: Mutex::new(HashMap::new()),
@@ -120,38 +119,26 @@ impl Client {
             device: OnceLock::new(),
             uncached: AtomicBool::new(false),
         });
+        // The first connection is made here, so a refusal is reported at once.
+        let deadline = Instant::now() + c.opts.timeout;
+        let mut backoff = Duration::from_millis(20);
+        let generation = loop {
+            match c.establish() {
+                Ok(generation) => break generation,
+                Err((e, true)) => return Err(io::Error::new(io::ErrorKind::ConnectionRefused, e)),
+                Err((e, false)) if Instant::now() >= deadline => {
+                    let (addr, timeout) = (&c.opts.addr, c.opts.timeout);
+                    let e = format!("cannot connect to {addr} within {timeout:?}: {e}");
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, e));
+                }
+                Err(_) => thread::sleep(backoff.min(deadline - Instant::now())),
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        };
         let me = c.clone();
         thread::Builder::new()
             .name("ownfs-pipe-link".into())
-            .spawn(move || me.manage())?;
-        let deadline = Instant::now() + c.opts.timeout;
-        let mut link = lock(&c.link);
-        while link.stream.is_none() {
-            if link.refused {
-                let msg = link.last_error.clone().unwrap_or_default();
-                return Err(io::Error::new(io::ErrorKind::ConnectionRefused, msg));
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let msg = link
-                    .last_error
-                    .clone()
-                    .unwrap_or_else(|| "the connection attempt is still pending".to_string());
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "cannot connect to {} within {:?}: {msg}",
-                        c.opts.addr, c.opts.timeout
-                    ),
-                ));
-            }
-            link = c
-                .link_cv
-                .wait_timeout(link, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        drop(link);
+            .spawn(move || me.manage(generation))?;
         Ok(c)
     }
 
@@ -177,42 +164,42 @@ impl Client {
         Workers::spawn(threads, "ownfs-pipe-fuse", move || me.kernel_loop(&reader))
     }
 
-    /// Reconnect loop: connect, handshake, replay, then wait until the connection is
-    /// lost; backoff from 20 ms doubling up to 1 s between failed attempts.
-    fn manage(self: Arc<Self>) {
+    /// Reconnect loop: wait until connection `generation` is lost, then connect,
+    /// handshake, replay; backoff from 20 ms doubling up to 1 s between failures.
+    fn manage(self: Arc<Self>, mut generation: u64) {
         let mut backoff = Duration::from_millis(20);
         let mut failures = 0u32;
         loop {
-            match self.establish() {
-                Ok(generation) => {
-                    backoff = Duration::from_millis(20);
-                    failures = 0;
-                    let mut link = lock(&self.link);
-                    while link.generation == generation && link.stream.is_some() {
-                        link = self.link_cv.wait(link).unwrap_or_else(|e| e.into_inner());
-                    }
-                    log::warn!(
-                        "connection to {} lost ({}); reconnecting",
-                        self.opts.addr,
-                        link.last_error.as_deref().unwrap_or("closed")
-                    );
+            {
+                let mut link = lock(&self.link);
+                while link.generation == generation && link.stream.is_some() {
+                    link = self.link_cv.wait(link).unwrap_or_else(|e| e.into_inner());
                 }
-                Err((e, refused)) => {
-                    failures += 1;
-                    if failures == 1 || refused {
-                        log::warn!("connecting to {}: {e}", self.opts.addr);
-                    } else {
-                        log::debug!("connecting to {}: {e}", self.opts.addr);
+                let why = link.last_error.as_deref().unwrap_or("closed");
+                log::warn!(
+                    "connection to {} lost ({why}); reconnecting",
+                    self.opts.addr
+                );
+            }
+            loop {
+                self.expire();
+                thread::sleep(backoff);
+                match self.establish() {
+                    Ok(g) => {
+                        (generation, backoff, failures) = (g, Duration::from_millis(20), 0);
+                        break;
                     }
-                    let mut link = lock(&self.link);
-                    link.last_error = Some(e.to_string());
-                    link.refused = refused;
-                    self.link_cv.notify_all();
+                    Err((e, refused)) => {
+                        failures += 1;
+                        if failures == 1 || refused {
+                            log::warn!("connecting to {}: {e}", self.opts.addr);
+                        } else {
+                            log::debug!("connecting to {}: {e}", self.opts.addr);
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
                 }
             }
-            self.expire();
-            thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     }
 
@@ -281,7 +268,6 @@ impl Client {
         link.stream = Some(stream);
         link.disconnected_since = None;
         link.last_error = None;
-        link.refused = false;
         self.link_cv.notify_all();
         drop(link);
         log::info!("connected to {}", self.opts.addr);
@@ -584,15 +570,10 @@ fn handshake(
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(io)?;
-    let hello = Hello {
-        version: wire::VERSION,
-        caps: wire::KNOWN_CAPS,
-        required: 0,
-        max_frame: wire::MAX_FRAME,
-    };
     let token = token.map_or(&[][..], |t| t.as_bytes());
+    let hello = wire::encode(&Hello::new(wire::KNOWN_CAPS, token.len()));
     stream
-        .write_all(&hello.encode_with_token(token))
+        .write_all(&[hello, token.to_vec()].concat())
         .map_err(io)?;
     let mut fixed = [0u8; WELCOME_FIXED_LEN];
     stream.read_exact(&mut fixed).map_err(|e| match e.kind() {
@@ -607,15 +588,19 @@ fn handshake(
         ),
         _ => (e, false),
     })?;
-    let (mut w, n) = Welcome::decode_fixed(&fixed).map_err(|e| {
-        (
-            invalid(format!("not a fuse-pipe server (handshake: {e})")),
-            true,
-        )
+    let w = wire::decode::<Welcome>(&fixed).ok_or_else(|| {
+        let e = invalid("not a fuse-pipe server (no magic in its answer)".into());
+        (e, true)
     })?;
-    let mut msg = vec![0u8; n];
+    if usize::from(w.message_len) > MAX_WELCOME_MESSAGE {
+        return Err((
+            invalid("the server's welcome message is too long".into()),
+            true,
+        ));
+    }
+    let mut msg = vec![0u8; usize::from(w.message_len)];
     stream.read_exact(&mut msg).map_err(io)?;
-    w.message = String::from_utf8_lossy(&msg).into_owned();
+    let message = String::from_utf8_lossy(&msg);
     stream.set_read_timeout(None).map_err(io)?;
     let refused = |why: String| Err((invalid(why), true));
     if w.status != status::OK {
@@ -623,7 +608,7 @@ fn handshake(
             "server refused the connection (status {}): {} (this client speaks fuse-pipe \
              protocol version {})",
             w.status,
-            w.message,
+            message,
             wire::VERSION
         ));
     }

@@ -58,7 +58,12 @@ impl ToServer {
     }
 
     fn handle(&mut self, fh: &mut u64) -> Result<(), Stale> {
-        if *fh != 0 {
+        self.handle_if(true, fh)
+    }
+
+    /// A handle that is there only when `present` (a flag of the request says so).
+    fn handle_if(&mut self, present: bool, fh: &mut u64) -> Result<(), Stale> {
+        if present && *fh != 0 {
             self.untag(fh)?;
         }
         Ok(())
@@ -117,22 +122,13 @@ pub fn request(msg: &mut [u8], epoch: u32) -> Result<Rewritten, Stale> {
     let args = &mut msg[InHeader::SIZE.min(len)..];
     match h.opcode {
         op::GETATTR => patch(args, |a: &mut GetattrIn| {
-            if a.getattr_flags & flags::GETATTR_FH == 0 {
-                return Ok(());
-            }
-            ids.handle(&mut a.fh)
+            ids.handle_if(a.getattr_flags & flags::GETATTR_FH != 0, &mut a.fh)
         })?,
         op::STATX => patch(args, |a: &mut StatxIn| {
-            if a.getattr_flags & flags::GETATTR_FH == 0 {
-                return Ok(());
-            }
-            ids.handle(&mut a.fh)
+            ids.handle_if(a.getattr_flags & flags::GETATTR_FH != 0, &mut a.fh)
         })?,
         op::SETATTR => patch(args, |a: &mut SetattrIn| {
-            if a.valid & fattr::FH == 0 {
-                return Ok(());
-            }
-            ids.handle(&mut a.fh)
+            ids.handle_if(a.valid & fattr::FH != 0, &mut a.fh)
         })?,
         op::READ | op::READDIR | op::READDIRPLUS => {
             patch(args, |a: &mut ReadIn| ids.handle(&mut a.fh))?
@@ -249,22 +245,7 @@ impl ReplyIds {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::abi::{Attr, OpenOut};
     use crate::protocol::reply;
-
-    fn msg(opcode: u32, nodeid: u64, args: &[u8]) -> Vec<u8> {
-        let h = InHeader {
-            len: (InHeader::SIZE + args.len()) as u32,
-            opcode,
-            unique: 2,
-            nodeid,
-            ..Default::default()
-        };
-        let mut m = vec![0u8; InHeader::SIZE];
-        h.encode(&mut Writer::new(&mut m)).unwrap();
-        m.extend_from_slice(args);
-        m
-    }
 
     fn enc<T: Wire>(v: &T) -> Vec<u8> {
         let mut b = vec![0u8; T::SIZE];
@@ -276,15 +257,29 @@ mod tests {
         T::decode(&mut Reader::new(b)).unwrap()
     }
 
+    fn msg(opcode: u32, nodeid: u64, args: &[u8]) -> Vec<u8> {
+        let len = (InHeader::SIZE + args.len()) as u32;
+        let (unique, h) = (
+            2,
+            InHeader {
+                len,
+                opcode,
+                nodeid,
+                ..Default::default()
+            },
+        );
+        [enc(&InHeader { unique, ..h }), args.to_vec()].concat()
+    }
+
     const E3: u64 = 3 << 48;
 
     #[test]
     fn requests_lose_their_epoch_and_stale_ones_are_refused() {
-        let read = ReadIn {
+        let read = enc(&ReadIn {
             fh: E3 | 9,
             ..Default::default()
-        };
-        let mut m = msg(op::READ, E3 | 5, &enc(&read));
+        });
+        let mut m = msg(op::READ, E3 | 5, &read);
         let r = request(&mut m, 3).unwrap();
         assert_eq!(
             r,
@@ -295,15 +290,22 @@ mod tests {
         );
         assert_eq!(dec::<InHeader>(&m).nodeid, 5);
         assert_eq!(dec::<ReadIn>(&m[InHeader::SIZE..]).fh, 9);
-        let mut m = msg(op::READ, E3 | 5, &enc(&read));
-        assert_eq!(request(&mut m, 4), Err(Stale));
+        assert_eq!(request(&mut msg(op::READ, E3 | 5, &read), 4), Err(Stale));
         // The root and handle-less requests mean the same on any server.
-        let mut m = msg(op::GETATTR, ROOT_ID, &enc(&GetattrIn::default()));
+        let mut m = msg(
+            op::GETATTR,
+            ROOT_ID,
+            &enc(&GetattrIn {
+                fh: 5,
+                ..Default::default()
+            }),
+        );
         assert!(request(&mut m, 7).unwrap().portable);
+        let (fh_in, nodeid_out, fh_out) = (E3 | 1, E3 | 2, (2 << 48) | 3);
         let c = CopyFileRangeIn {
-            fh_in: E3 | 1,
-            nodeid_out: E3 | 2,
-            fh_out: (2 << 48) | 3,
+            fh_in,
+            nodeid_out,
+            fh_out,
             ..Default::default()
         };
         assert_eq!(
@@ -318,11 +320,8 @@ mod tests {
     #[test]
     fn batch_forget_keeps_only_current_records() {
         let mut args = enc(&BatchForgetIn { count: 3, dummy: 0 });
-        for n in [E3 | 5, (1 << 48) | 6, E3 | 7] {
-            args.extend(enc(&ForgetOne {
-                nodeid: n,
-                nlookup: 1,
-            }));
+        for nodeid in [E3 | 5, (1 << 48) | 6, E3 | 7] {
+            args.extend(enc(&ForgetOne { nodeid, nlookup: 1 }));
         }
         let mut m = msg(op::BATCH_FORGET, 0, &args);
         let r = request(&mut m, 3).unwrap();
@@ -332,8 +331,7 @@ mod tests {
         assert_eq!(dec::<BatchForgetIn>(body).count, 2);
         assert_eq!(dec::<ForgetOne>(&body[8..]).nodeid, 5);
         assert_eq!(dec::<ForgetOne>(&body[24..]).nodeid, 7);
-        let mut m = msg(op::BATCH_FORGET, 0, &args);
-        assert_eq!(request(&mut m, 9), Err(Stale));
+        assert_eq!(request(&mut msg(op::BATCH_FORGET, 0, &args), 9), Err(Stale));
     }
 
     #[test]
@@ -343,14 +341,17 @@ mod tests {
             uncached: false,
         };
         let mut out = vec![0u8; 1024];
-        for (node, want) in [(0, 0), (ROOT_ID, ROOT_ID), (42, E3 | 42)] {
-            let e = EntryOut {
-                nodeid: node,
-                entry_valid: 5,
-                ..Default::default()
-            };
-            let n = reply::entry(&mut out, 2, 45, &e).unwrap();
-            ids.reply(op::LOOKUP, &mut out[..n]).unwrap();
+        for (nodeid, want) in [(0, 0), (ROOT_ID, ROOT_ID), (42, E3 | 42)] {
+            let n = reply::entry(
+                &mut out,
+                2,
+                45,
+                &EntryOut {
+                    nodeid,
+                    ..Default::default()
+                },
+            );
+            ids.reply(op::LOOKUP, &mut out[..n.unwrap()]).unwrap();
             assert_eq!(dec::<EntryOut>(&out[16..]).nodeid, want);
         }
         let e = EntryOut {
@@ -359,37 +360,37 @@ mod tests {
         };
         let n = reply::entry(&mut out, 2, 45, &e).unwrap();
         assert_eq!(ids.reply(op::LOOKUP, &mut out[..n]), Err(TooLarge(1 << 50)));
-        let o = OpenOut {
-            fh: 6,
-            ..Default::default()
-        };
-        let e = EntryOut {
-            nodeid: 7,
-            attr: Attr::default(),
-            ..Default::default()
-        };
+        let (e, o) = (
+            EntryOut {
+                nodeid: 7,
+                entry_valid: 9,
+                ..e
+            },
+            OpenOut {
+                fh: 6,
+                ..Default::default()
+            },
+        );
         let n = reply::create(&mut out, 2, 45, &e, &o).unwrap();
         ReplyIds {
-            epoch: 3,
             uncached: true,
+            ..ids
         }
         .reply(op::CREATE, &mut out[..n])
         .unwrap();
-        assert_eq!(dec::<EntryOut>(&out[16..]).nodeid, E3 | 7);
+        let got = dec::<EntryOut>(&out[16..]);
+        assert_eq!((got.nodeid, got.entry_valid), (E3 | 7, 0));
         assert_eq!(dec::<OpenOut>(&out[16 + EntryOut::SIZE..]).fh, E3 | 6);
         // Two direntplus records, the second for a name of 9 bytes.
-        let mut body = vec![0u8; 512];
-        let mut used = 0;
-        for (node, name) in [(11u64, &b"a"[..]), (0, b"ninebytes")] {
+        let (mut r, mut used) = (vec![0u8; 512], 16);
+        for (nodeid, name) in [(11u64, &b"a"[..]), (0, b"ninebytes")] {
             let e = EntryOut {
-                nodeid: node,
+                nodeid,
                 ..Default::default()
             };
-            used += reply::push_direntplus(&mut body[used..], &e, 1, 1, 8, name).unwrap();
+            used += reply::push_direntplus(&mut r[used..], &e, 1, 1, 8, name).unwrap();
         }
-        let mut r = vec![0u8; 16];
-        r.extend_from_slice(&body[..used]);
-        ids.reply(op::READDIRPLUS, &mut r).unwrap();
+        ids.reply(op::READDIRPLUS, &mut r[..used]).unwrap();
         assert_eq!(dec::<EntryOut>(&r[16..]).nodeid, E3 | 11);
         let second = 16 + align8(DIRENTPLUS_NAME_OFFSET + 1);
         assert_eq!(dec::<EntryOut>(&r[second..]).nodeid, 0);

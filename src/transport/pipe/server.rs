@@ -212,42 +212,42 @@ where
         stream.set_read_timeout(Some(self.opts.handshake_timeout))?;
         let mut b = [0u8; HELLO_LEN];
         (&*stream).read_exact(&mut b)?;
-        let mut welcome = Welcome {
-            version: wire::VERSION,
-            status: status::OK,
-            caps: self.opts.caps,
-            required: 0,
-            max_frame: wire::MAX_FRAME,
-            instance: self.instance,
-            message: String::new(),
-        };
-        let verdict = match Hello::decode(&b) {
+        let (v, caps) = (wire::VERSION, self.opts.caps);
+        let verdict = match wire::decode::<Hello>(&b) {
             None => Err((
                 status::BAD_MAGIC,
-                "bad magic: not a fuse-pipe client".to_string(),
+                "bad magic: not a fuse-pipe client".into(),
             )),
-            Some(h) if h.version != wire::VERSION => Err((
+            Some(h) if h.version != v => Err((
                 status::BAD_VERSION,
                 format!(
-                    "fuse-pipe protocol version {} not supported: this server speaks version {}",
-                    h.version,
-                    wire::VERSION
+                    "fuse-pipe protocol version {} not supported: this server speaks version {v}",
+                    h.version
                 ),
             )),
-            Some(h) if h.required & !self.opts.caps != 0 => Err((
+            Some(h) if h.required & !caps != 0 => Err((
                 status::MISSING_CAPS,
                 format!(
                     "client requires capabilities {:#x} the server lacks",
-                    h.required & !self.opts.caps
+                    h.required & !caps
                 ),
             )),
-            Some(_) => self.check_token(stream, &b)?,
+            Some(h) => self.check_token(stream, usize::from(h.token_len))?,
         };
-        if let Err((code, msg)) = &verdict {
-            welcome.status = *code;
-            welcome.message = msg.clone();
-        }
-        (&*stream).write_all(&welcome.encode())?;
+        let welcome = Welcome {
+            magic: u64::from_le_bytes(wire::MAGIC),
+            version: v,
+            status: verdict
+                .as_ref()
+                .map_or_else(|(code, _)| *code, |()| status::OK),
+            caps,
+            required: 0,
+            max_frame: wire::MAX_FRAME,
+            instance: self.instance,
+            message_len: 0,
+        };
+        let message = verdict.as_ref().map_or_else(|(_, m)| m.as_str(), |()| "");
+        (&*stream).write_all(&wire::welcome_bytes(&welcome, message))?;
         stream.set_read_timeout(None)?;
         verdict.map_err(|(code, msg)| {
             let kind = match code {
@@ -258,19 +258,12 @@ where
         })
     }
 
-    /// Reads the token that follows the hello and judges it. The verdict's text goes
-    /// to the client and to the log: it never contains the token.
-    fn check_token(
-        &self,
-        stream: &Stream,
-        hello: &[u8; HELLO_LEN],
-    ) -> io::Result<Result<(), (u16, String)>> {
-        let len = wire::hello_token_len(hello);
+    /// Reads the `len`-byte token that follows the hello and judges it. The verdict's
+    /// text goes to the client and to the log: it never contains the token.
+    fn check_token(&self, stream: &Stream, len: usize) -> io::Result<Result<(), (u16, String)>> {
         let refuse = |why: &str| {
-            Ok(Err((
-                status::AUTH_FAILED,
-                format!("authentication failed: {why}"),
-            )))
+            let why = format!("authentication failed: {why}");
+            Ok(Err((status::AUTH_FAILED, why)))
         };
         if len > wire::MAX_TOKEN {
             return refuse("the token is longer than the protocol allows");

@@ -9,7 +9,7 @@ use std::io::{self, Read};
 
 use crate::protocol::abi::OutHeader;
 use crate::protocol::dispatch::BUFFER_SIZE;
-use crate::protocol::wire::{Reader, Wire, Writer};
+use crate::protocol::wire::{wire_struct, Reader, Wire, Writer};
 
 /// First bytes of both handshake messages.
 pub const MAGIC: [u8; 8] = *b"OWNFSPIP";
@@ -47,125 +47,61 @@ fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
-/// Client hello: 24 bytes, then the token (as many bytes as the u16 at offset 10 says).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Hello {
-    pub version: u16,
-    pub caps: u32,
-    pub required: u32,
-    pub max_frame: u32,
+wire_struct! {
+    /// The client's hello (24 bytes); `token_len` bytes of token follow.
+    pub struct Hello { magic: u64, version: u16, token_len: u16, caps: u32, required: u32, max_frame: u32 }
 }
 
-pub const HELLO_LEN: usize = 24;
-
-impl Hello {
-    pub fn encode(&self) -> [u8; HELLO_LEN] {
-        self.encode_with_token(&[])[..HELLO_LEN]
-            .try_into()
-            .unwrap_or([0; HELLO_LEN])
-    }
-
-    /// The hello followed by `token` (at most [`MAX_TOKEN`] bytes; longer is cut).
-    pub fn encode_with_token(&self, token: &[u8]) -> Vec<u8> {
-        let token = &token[..token.len().min(MAX_TOKEN)];
-        let mut b = vec![0u8; HELLO_LEN];
-        let mut w = Writer::new(&mut b);
-        let _ = (|| {
-            w.bytes(&MAGIC)?;
-            w.u16(self.version)?;
-            w.u16(token.len() as u16)?;
-            w.u32(self.caps)?;
-            w.u32(self.required)?;
-            w.u32(self.max_frame)
-        })();
-        b.extend_from_slice(token);
-        b
-    }
-
-    /// Only the magic is checked here; the server judges version and capabilities.
-    pub fn decode(b: &[u8; HELLO_LEN]) -> Option<Hello> {
-        let mut r = Reader::new(b);
-        if r.bytes(8).ok()? != MAGIC {
-            return None;
-        }
-        let version = r.u16().ok()?;
-        r.u16().ok()?;
-        Some(Hello {
-            version,
-            caps: r.u32().ok()?,
-            required: r.u32().ok()?,
-            max_frame: r.u32().ok()?,
-        })
+wire_struct! {
+    /// The server's answer (34 bytes); `message_len` bytes of UTF-8 text follow. The
+    /// instance is random per server process: a different one after a reconnect means
+    /// the server restarted and every node id and handle of the old one is gone.
+    pub struct Welcome {
+        magic: u64, version: u16, status: u16, caps: u32, required: u32, max_frame: u32,
+        instance: u64, message_len: u16,
     }
 }
 
-/// How many token bytes follow this hello.
-pub fn hello_token_len(b: &[u8; HELLO_LEN]) -> usize {
-    usize::from(u16::from_le_bytes([b[10], b[11]]))
-}
-
-/// Server answer to a hello: 34 bytes, then `message_len` bytes of UTF-8 text.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Welcome {
-    pub version: u16,
-    pub status: u16,
-    pub caps: u32,
-    pub required: u32,
-    pub max_frame: u32,
-    /// Random per server process: a different value after a reconnect means the
-    /// server restarted and every node id and handle of the old one is gone.
-    pub instance: u64,
-    pub message: String,
-}
-
-pub const WELCOME_FIXED_LEN: usize = 34;
+pub const HELLO_LEN: usize = Hello::SIZE;
+pub const WELCOME_FIXED_LEN: usize = Welcome::SIZE;
 pub const MAX_WELCOME_MESSAGE: usize = 1024;
 
-impl Welcome {
-    pub fn encode(&self) -> Vec<u8> {
-        let msg = self.message.as_bytes();
-        let msg = &msg[..msg.len().min(MAX_WELCOME_MESSAGE)];
-        let mut b = vec![0u8; WELCOME_FIXED_LEN];
-        let mut w = Writer::new(&mut b);
-        let _ = (|| {
-            w.bytes(&MAGIC)?;
-            w.u16(self.version)?;
-            w.u16(self.status)?;
-            w.u32(self.caps)?;
-            w.u32(self.required)?;
-            w.u32(self.max_frame)?;
-            w.u64(self.instance)?;
-            w.u16(msg.len() as u16)
-        })();
-        b.extend_from_slice(msg);
-        b
+impl Hello {
+    /// This version's hello with `caps`, announcing a token of `token_len` bytes.
+    pub fn new(caps: u32, token_len: usize) -> Hello {
+        Hello {
+            magic: u64::from_le_bytes(MAGIC),
+            version: VERSION,
+            token_len: token_len.min(MAX_TOKEN) as u16,
+            caps,
+            required: 0,
+            max_frame: MAX_FRAME,
+        }
     }
+}
 
-    /// Decodes the fixed part; returns the welcome (message empty) and how many
-    /// message bytes follow.
-    pub fn decode_fixed(b: &[u8; WELCOME_FIXED_LEN]) -> io::Result<(Welcome, usize)> {
-        let mut r = Reader::new(b);
-        let bad = |_| invalid("welcome truncated".into());
-        if r.bytes(8).map_err(bad)? != MAGIC {
-            return Err(invalid("bad magic".into()));
-        }
-        let w = Welcome {
-            version: r.u16().map_err(bad)?,
-            status: r.u16().map_err(bad)?,
-            caps: r.u32().map_err(bad)?,
-            required: r.u32().map_err(bad)?,
-            max_frame: r.u32().map_err(bad)?,
-            instance: r.u64().map_err(bad)?,
-            message: String::new(),
-        };
-        let n = usize::from(r.u16().map_err(bad)?);
-        if n > MAX_WELCOME_MESSAGE {
-            return Err(invalid(format!(
-                "welcome message of {n} bytes exceeds {MAX_WELCOME_MESSAGE}"
-            )));
-        }
-        Ok((w, n))
-    }
+/// The bytes of `v` (a hello or welcome).
+pub fn encode<T: Wire>(v: &T) -> Vec<u8> {
+    let mut b = vec![0u8; T::SIZE];
+    let _ = v.encode(&mut Writer::new(&mut b));
+    b
+}
+
+/// A hello or welcome from its bytes; `None` if short or without the magic.
+pub fn decode<T: Wire>(b: &[u8]) -> Option<T> {
+    let magic = Reader::new(b).u64().ok()?;
+    let v = T::decode(&mut Reader::new(b)).ok()?;
+    (magic == u64::from_le_bytes(MAGIC)).then_some(v)
+}
+
+/// A welcome and its message (cut at [`MAX_WELCOME_MESSAGE`] bytes).
+pub fn welcome_bytes(w: &Welcome, message: &str) -> Vec<u8> {
+    let msg = &message.as_bytes()[..message.len().min(MAX_WELCOME_MESSAGE)];
+    let w = Welcome {
+        message_len: msg.len() as u16,
+        ..*w
+    };
+    [encode(&w), msg.to_vec()].concat()
 }
 
 /// A request frame: `groups` and the FUSE message `msg`.
@@ -273,30 +209,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn handshake_roundtrip() {
-        let h = Hello {
-            version: VERSION,
-            caps: 3,
-            required: 1,
-            max_frame: MAX_FRAME,
-        };
-        let b = h.encode_with_token(b"tok");
-        let fixed: [u8; HELLO_LEN] = b[..HELLO_LEN].try_into().unwrap();
-        assert_eq!(Hello::decode(&fixed), Some(h));
-        assert_eq!(hello_token_len(&fixed), 3);
-        assert_eq!(&b[HELLO_LEN..], b"tok");
+    fn handshake_layouts() {
+        let h = Hello::new(3, 5000);
+        let b = encode(&h);
+        assert_eq!(
+            (b.len(), &b[..8], b[8], b[10..12].to_vec()),
+            (24, &MAGIC[..], 3, vec![0, 4])
+        );
+        assert_eq!(decode::<Hello>(&b), Some(h));
+        let mut bad = b.clone();
+        bad[0] ^= 1;
+        assert_eq!(decode::<Hello>(&bad), None);
         let w = Welcome {
-            version: VERSION,
+            magic: h.magic,
             status: status::BAD_VERSION,
-            caps: 1,
-            required: 0,
-            max_frame: MAX_FRAME,
             instance: 9,
-            message: "no".into(),
+            ..Default::default()
         };
-        let b = w.encode();
-        let (got, n) = Welcome::decode_fixed(b[..WELCOME_FIXED_LEN].try_into().unwrap()).unwrap();
-        assert_eq!((got.instance, got.status, n), (9, status::BAD_VERSION, 2));
+        let b = welcome_bytes(&w, "no");
+        assert_eq!((b.len(), &b[34..]), (36, &b"no"[..]));
+        let got = decode::<Welcome>(&b).unwrap();
+        assert_eq!(
+            (got.instance, got.status, got.message_len),
+            (9, status::BAD_VERSION, 2)
+        );
     }
 
     #[test]
@@ -306,14 +242,9 @@ mod tests {
         assert!(read_request(&mut &f[..], &mut groups, &mut msg).unwrap());
         assert_eq!((groups, &msg[..]), (vec![5, 6], &b"message"[..]));
         assert_eq!(frame_message(&f), b"message");
-        for head in [
-            [MAX_FRAME + 1, 0],
-            [u32::MAX, 0],
-            [8, MAX_GROUPS + 1],
-            [4, 1],
-        ] {
-            let mut b = head[0].to_le_bytes().to_vec();
-            b.extend_from_slice(&head[1].to_le_bytes());
+        let huge = [MAX_FRAME + 1, 0, u32::MAX, 0, 8, MAX_GROUPS + 1, 4, 1];
+        for head in huge.chunks(2) {
+            let b = [head[0].to_le_bytes(), head[1].to_le_bytes()].concat();
             let (mut g, mut m) = (Vec::new(), Vec::new());
             assert!(
                 read_request(&mut &b[..], &mut g, &mut m).is_err(),
