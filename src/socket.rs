@@ -174,16 +174,24 @@ impl Listener {
         }
     }
 
-    /// Waits for the next connection; returns it and a description of the peer.
+    /// Waits for the next connection; returns it and a description of the peer. A
+    /// signal is retried at once, running out of descriptors 100 ms later.
     pub fn accept(&self) -> io::Result<(Stream, String)> {
-        match self {
-            Listener::Unix { listener, path } => {
-                let (s, _) = listener.accept()?;
-                Ok((s, format!("unix:{}", path.display())))
-            }
-            Listener::Vsock(fd) => {
-                let (s, cid) = platform::vsock_accept(fd.as_fd())?;
-                Ok((vsock_stream(s), format!("vsock cid {cid}")))
+        loop {
+            let accepted = match self {
+                Listener::Unix { listener, path } => listener
+                    .accept()
+                    .map(|(s, _)| (s, format!("unix:{}", path.display()))),
+                Listener::Vsock(fd) => platform::vsock_accept(fd.as_fd())
+                    .map(|(s, cid)| (vsock_stream(s), format!("vsock cid {cid}"))),
+            };
+            match accepted {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    log::error!("accept: {e}; retrying in 100 ms");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                r => return r,
             }
         }
     }

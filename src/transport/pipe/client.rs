@@ -57,6 +57,7 @@ struct Pending {
     acl_node: Option<u64>,
 }
 
+#[derive(Default)]
 struct Link {
     /// Write side of the current connection; `None` while disconnected.
     stream: Option<Stream>,
@@ -101,15 +102,7 @@ impl Client {
     pub fn start(opts: ClientOptions) -> io::Result<Arc<Client>> {
         let c = Arc::new(Client {
             opts,
-            link: Mutex::new(Link {
-                stream: None,
-                generation: 0,
-                epoch: 0,
-                instance: 0,
-                disconnected_since: Some(Instant::now()),
-                server_caps: 0,
-                last_error: None,
-            }),
+            link: Mutex::new(Link::default()),
             link_cv: Condvar::new(),
             pending: Mutex::new(HashMap::new()),
             epoch: AtomicU32::new(0),

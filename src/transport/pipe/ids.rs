@@ -247,6 +247,13 @@ mod tests {
     use super::*;
     use crate::protocol::reply;
 
+    /// A default `T` changed by `f` (struct literals of ABI structs run long).
+    fn with<T: Default>(f: impl FnOnce(&mut T)) -> T {
+        let mut v = T::default();
+        f(&mut v);
+        v
+    }
+
     fn enc<T: Wire>(v: &T) -> Vec<u8> {
         let mut b = vec![0u8; T::SIZE];
         v.encode(&mut Writer::new(&mut b)).unwrap();
@@ -259,59 +266,33 @@ mod tests {
 
     fn msg(opcode: u32, nodeid: u64, args: &[u8]) -> Vec<u8> {
         let len = (InHeader::SIZE + args.len()) as u32;
-        let (unique, h) = (
-            2,
-            InHeader {
-                len,
-                opcode,
-                nodeid,
-                ..Default::default()
-            },
-        );
-        [enc(&InHeader { unique, ..h }), args.to_vec()].concat()
+        let h = with(|h: &mut InHeader| (h.len, h.opcode, h.nodeid) = (len, opcode, nodeid));
+        [enc(&h), args.to_vec()].concat()
     }
 
     const E3: u64 = 3 << 48;
 
     #[test]
     fn requests_lose_their_epoch_and_stale_ones_are_refused() {
-        let read = enc(&ReadIn {
-            fh: E3 | 9,
-            ..Default::default()
-        });
+        let read = enc(&with(|r: &mut ReadIn| r.fh = E3 | 9));
         let mut m = msg(op::READ, E3 | 5, &read);
-        let r = request(&mut m, 3).unwrap();
-        assert_eq!(
-            r,
-            Rewritten {
-                len: m.len(),
-                portable: false
-            }
-        );
+        let (len, portable) = (m.len(), false);
+        assert_eq!(request(&mut m, 3), Ok(Rewritten { len, portable }));
         assert_eq!(dec::<InHeader>(&m).nodeid, 5);
         assert_eq!(dec::<ReadIn>(&m[InHeader::SIZE..]).fh, 9);
         assert_eq!(request(&mut msg(op::READ, E3 | 5, &read), 4), Err(Stale));
         // The root and handle-less requests mean the same on any server.
-        let mut m = msg(
-            op::GETATTR,
-            ROOT_ID,
-            &enc(&GetattrIn {
-                fh: 5,
-                ..Default::default()
-            }),
+        let getattr = enc(&with(|g: &mut GetattrIn| g.fh = 5));
+        assert!(
+            request(&mut msg(op::GETATTR, ROOT_ID, &getattr), 7)
+                .unwrap()
+                .portable
         );
-        assert!(request(&mut m, 7).unwrap().portable);
-        let (fh_in, nodeid_out, fh_out) = (E3 | 1, E3 | 2, (2 << 48) | 3);
-        let c = CopyFileRangeIn {
-            fh_in,
-            nodeid_out,
-            fh_out,
-            ..Default::default()
-        };
-        assert_eq!(
-            request(&mut msg(op::COPY_FILE_RANGE, E3 | 4, &enc(&c)), 3),
-            Err(Stale)
-        );
+        let c = with(|c: &mut CopyFileRangeIn| {
+            (c.fh_in, c.nodeid_out, c.fh_out) = (E3 | 1, E3 | 2, (2 << 48) | 3)
+        });
+        let mut m = msg(op::COPY_FILE_RANGE, E3 | 4, &enc(&c));
+        assert_eq!(request(&mut m, 3), Err(Stale));
         let mut m = msg(op::LINK, ROOT_ID, &enc(&LinkIn { oldnodeid: E3 | 8 }));
         request(&mut m, 3).unwrap();
         assert_eq!(dec::<LinkIn>(&m[InHeader::SIZE..]).oldnodeid, 8);
@@ -336,59 +317,31 @@ mod tests {
 
     #[test]
     fn replies_gain_the_epoch_but_negative_entries_and_the_root_do_not() {
-        let ids = ReplyIds {
-            epoch: 3,
-            uncached: false,
-        };
+        let (epoch, uncached) = (3, false);
+        let ids = ReplyIds { epoch, uncached };
         let mut out = vec![0u8; 1024];
+        let entry = |n: u64| with(|e: &mut EntryOut| (e.nodeid, e.entry_valid) = (n, 9));
         for (nodeid, want) in [(0, 0), (ROOT_ID, ROOT_ID), (42, E3 | 42)] {
-            let n = reply::entry(
-                &mut out,
-                2,
-                45,
-                &EntryOut {
-                    nodeid,
-                    ..Default::default()
-                },
-            );
-            ids.reply(op::LOOKUP, &mut out[..n.unwrap()]).unwrap();
+            let n = reply::entry(&mut out, 2, 45, &entry(nodeid)).unwrap();
+            ids.reply(op::LOOKUP, &mut out[..n]).unwrap();
             assert_eq!(dec::<EntryOut>(&out[16..]).nodeid, want);
         }
-        let e = EntryOut {
-            nodeid: 1 << 50,
-            ..Default::default()
-        };
-        let n = reply::entry(&mut out, 2, 45, &e).unwrap();
+        let n = reply::entry(&mut out, 2, 45, &entry(1 << 50)).unwrap();
         assert_eq!(ids.reply(op::LOOKUP, &mut out[..n]), Err(TooLarge(1 << 50)));
-        let (e, o) = (
-            EntryOut {
-                nodeid: 7,
-                entry_valid: 9,
-                ..e
-            },
-            OpenOut {
-                fh: 6,
-                ..Default::default()
-            },
-        );
-        let n = reply::create(&mut out, 2, 45, &e, &o).unwrap();
-        ReplyIds {
+        let open = with(|o: &mut OpenOut| o.fh = 6);
+        let n = reply::create(&mut out, 2, 45, &entry(7), &open).unwrap();
+        let uncached = ReplyIds {
+            epoch,
             uncached: true,
-            ..ids
-        }
-        .reply(op::CREATE, &mut out[..n])
-        .unwrap();
+        };
+        uncached.reply(op::CREATE, &mut out[..n]).unwrap();
         let got = dec::<EntryOut>(&out[16..]);
         assert_eq!((got.nodeid, got.entry_valid), (E3 | 7, 0));
         assert_eq!(dec::<OpenOut>(&out[16 + EntryOut::SIZE..]).fh, E3 | 6);
         // Two direntplus records, the second for a name of 9 bytes.
         let (mut r, mut used) = (vec![0u8; 512], 16);
         for (nodeid, name) in [(11u64, &b"a"[..]), (0, b"ninebytes")] {
-            let e = EntryOut {
-                nodeid,
-                ..Default::default()
-            };
-            used += reply::push_direntplus(&mut r[used..], &e, 1, 1, 8, name).unwrap();
+            used += reply::push_direntplus(&mut r[used..], &entry(nodeid), 1, 1, 8, name).unwrap();
         }
         ids.reply(op::READDIRPLUS, &mut r[..used]).unwrap();
         assert_eq!(dec::<EntryOut>(&r[16..]).nodeid, E3 | 11);

@@ -86,18 +86,16 @@ impl<F> Conn<F> {
     }
 }
 
-/// A random value per server process (see `Welcome::instance`).
+/// A random value per server process (see `Welcome::instance`); getrandom, not
+/// /dev/urandom: inside the sandbox that path is a client's file.
 fn new_instance_id() -> u64 {
-    // getrandom, not /dev/urandom: inside the sandbox that path is a client's file.
-    match platform::random_u64() {
-        Ok(v) if v != 0 => v,
-        _ => {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32) | 1
-        }
-    }
+    platform::random_u64()
+        .ok()
+        .filter(|v| *v != 0)
+        .unwrap_or_else(|| {
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            (t.unwrap_or_default().as_nanos() as u64) ^ (u64::from(std::process::id()) << 32) | 1
+        })
 }
 
 impl<F> PipeServer<F>
@@ -120,16 +118,7 @@ where
     /// Accepts connections until the listener fails; each gets its own threads.
     pub fn run(self: &Arc<Self>, listener: &Listener) -> io::Result<()> {
         loop {
-            let (stream, peer) = match listener.accept() {
-                Ok(c) => c,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    log::error!("accept: {e}; retrying in 100 ms");
-                    thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
+            let (stream, peer) = listener.accept()?;
             let n = self.connections.fetch_add(1, Ordering::Relaxed) + 1;
             let peer = match listener {
                 Listener::Unix { .. } => match self.check_peer(&stream) {

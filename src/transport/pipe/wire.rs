@@ -138,22 +138,17 @@ pub fn read_request(
     }
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
     let count = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-    if len > MAX_FRAME || count > MAX_GROUPS {
-        return Err(invalid(format!(
-            "malformed frame: length {len} (limit {MAX_FRAME}), {count} groups (limit {MAX_GROUPS})"
-        )));
-    }
-    let Some(msg_len) = len.checked_sub(4 + 4 * count) else {
-        return Err(invalid(format!(
-            "malformed frame: length {len} cannot hold {count} groups"
-        )));
-    };
-    let msg_len = msg_len as usize;
-    if msg_len > MAX_MESSAGE {
-        return Err(invalid(format!(
-            "malformed frame: a {msg_len}-byte message exceeds {MAX_MESSAGE}"
-        )));
-    }
+    let msg_len = (len <= MAX_FRAME && count <= MAX_GROUPS)
+        .then(|| len.checked_sub(4 + 4 * count))
+        .flatten()
+        .map(|n| n as usize)
+        .filter(|&n| n <= MAX_MESSAGE)
+        .ok_or_else(|| {
+            invalid(format!(
+                "malformed frame: length {len} with {count} groups (at most {MAX_GROUPS} \
+                 groups and a {MAX_MESSAGE}-byte message)"
+            ))
+        })?;
     let mut raw = [0u8; 4];
     groups.clear();
     for _ in 0..count {
