@@ -80,8 +80,9 @@ pub struct Client {
     link_cv: Condvar,
     pending: Mutex<HashMap<u64, Pending>>,
     epoch: AtomicU32,
-    /// The INIT frame the server first accepted, replayed on every new connection.
-    init: Mutex<Option<Arc<Vec<u8>>>>,
+    /// INIT asking for the flags the kernel agreed to, and those flags: replayed on
+    /// every new connection.
+    init: Mutex<Option<(Vec<u8>, u64)>>,
     minor: AtomicU32,
     flags: AtomicU64,
     device: OnceLock<OwnedFd>,
@@ -202,9 +203,9 @@ impl Client {
         let mut stream = connect(&self.opts.addr).map_err(io)?;
         let welcome = handshake(&mut stream, self.opts.token.as_ref())?;
         let init = lock(&self.init).clone();
-        if let Some(frame) = init {
+        if let Some((frame, agreed)) = init {
             // A new connection is a new session on the server: INIT comes first.
-            replay_init(&mut stream, &frame).map_err(io)?;
+            replay_init(&mut stream, &frame, agreed).map_err(io)?;
         }
         let read_half = stream.try_clone().map_err(io)?;
         let mut link = lock(&self.link);
@@ -349,14 +350,18 @@ impl Client {
         }
     }
 
-    /// The server accepted INIT: remember it for new connections, and its terms.
-    fn initialized(&self, frame: &Arc<Vec<u8>>, reply: &[u8]) {
-        *lock(&self.init) = Some(frame.clone());
-        if let Ok(o) = InitOut::decode(&mut Reader::new(&reply[OutHeader::SIZE..])) {
-            let flags = init::join(o.flags, o.flags2);
-            self.minor.store(o.minor, Ordering::Relaxed);
-            self.flags.store(flags, Ordering::Relaxed);
-        }
+    /// The server accepted INIT: its terms, and an INIT for new connections that asks
+    /// for what the kernel agreed to, no more.
+    fn initialized(&self, frame: &[u8], reply: &[u8]) {
+        let Ok(o) = InitOut::decode(&mut Reader::new(&reply[OutHeader::SIZE..])) else {
+            return;
+        };
+        let agreed = init::join(o.flags, o.flags2);
+        self.minor.store(o.minor, Ordering::Relaxed);
+        self.flags.store(agreed, Ordering::Relaxed);
+        let mut msg = wire::frame_message(frame).to_vec();
+        set_init_flags(&mut msg, |offered| offered & agreed);
+        *lock(&self.init) = Some((wire::request_frame(&[], &msg), agreed));
     }
 
     fn to_kernel(&self, msg: &[u8]) {
@@ -452,20 +457,12 @@ impl Client {
         if self.opts.writeback && !writeback {
             log::warn!("the server does not support the writeback cache; not using it");
         }
-        let Some(args) = msg.get_mut(InHeader::SIZE..) else {
-            return;
-        };
-        let Ok(mut i) = InitIn::decode(&mut Reader::new(args)) else {
-            return;
-        };
-        let mut offered = init::join(i.flags, i.flags2);
         // Kernel passthrough and io_uring need the server on this kernel's /dev/fuse.
-        offered &= !(init::PASSTHROUGH | init::OVER_IO_URING);
+        let mut never = init::PASSTHROUGH | init::OVER_IO_URING;
         if !writeback {
-            offered &= !init::WRITEBACK_CACHE;
+            never |= init::WRITEBACK_CACHE;
         }
-        (i.flags, i.flags2) = init::split(offered);
-        let _ = i.encode(&mut Writer::new(args));
+        set_init_flags(msg, |offered| offered & !never);
     }
 
     /// Whether `msg` sets or removes a POSIX ACL.
@@ -621,8 +618,21 @@ fn handshake(
     Ok(w)
 }
 
-/// Sends INIT on a connection nobody else uses yet and checks its answer.
-fn replay_init(stream: &mut Stream, frame: &[u8]) -> io::Result<()> {
+/// Changes the flags an INIT request offers (a 7.36+ init_in; older ones stay as they
+/// are).
+fn set_init_flags(msg: &mut [u8], f: impl FnOnce(u64) -> u64) {
+    let Some(args) = msg.get_mut(InHeader::SIZE..) else {
+        return;
+    };
+    if let Ok(mut i) = InitIn::decode(&mut Reader::new(args)) {
+        (i.flags, i.flags2) = init::split(f(init::join(i.flags, i.flags2)));
+        let _ = i.encode(&mut Writer::new(args));
+    }
+}
+
+/// Sends INIT on a connection nobody else uses yet and checks that the server agrees
+/// to what the kernel did.
+fn replay_init(stream: &mut Stream, frame: &[u8], agreed: u64) -> io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.write_all(frame)?;
     let mut buf = Vec::new();
@@ -639,6 +649,11 @@ fn replay_init(stream: &mut Stream, frame: &[u8]) -> io::Result<()> {
             "the server refused INIT (errno {})",
             -h.error
         )));
+    }
+    let o = InitOut::decode(&mut Reader::new(&buf[OutHeader::SIZE..len]));
+    let granted = o.map_or(0, |o| init::join(o.flags, o.flags2));
+    if granted != agreed {
+        log::warn!("the server grants INIT flags {granted:#x}, the kernel agreed to {agreed:#x}");
     }
     Ok(())
 }
