@@ -170,10 +170,8 @@ impl Client {
                     link = self.link_cv.wait(link).unwrap_or_else(|e| e.into_inner());
                 }
                 let why = link.last_error.as_deref().unwrap_or("closed");
-                log::warn!(
-                    "connection to {} lost ({why}); reconnecting",
-                    self.opts.addr
-                );
+                let addr = &self.opts.addr;
+                log::warn!("connection to {addr} lost ({why}); reconnecting");
             }
             loop {
                 self.expire();
@@ -211,10 +209,8 @@ impl Client {
         let mut link = lock(&self.link);
         if link.instance != 0 && link.instance != welcome.instance {
             link.epoch = link.epoch.wrapping_add(1) & EPOCH_MASK;
-            log::warn!(
-                "server at {} restarted: node ids and open files of the old one are stale",
-                self.opts.addr
-            );
+            let addr = &self.opts.addr;
+            log::warn!("server at {addr} restarted: its node ids and open files are stale");
         }
         link.instance = welcome.instance;
         link.server_caps = welcome.caps;
@@ -296,11 +292,8 @@ impl Client {
             keep
         });
         for unique in dead {
-            log::warn!(
-                "request {unique} failed: no connection to {} for {:?}",
-                self.opts.addr,
-                self.opts.timeout
-            );
+            let (addr, timeout) = (&self.opts.addr, self.opts.timeout);
+            log::warn!("request {unique} failed: no connection to {addr} for {timeout:?}");
             self.answer_error(unique, libc::EIO);
         }
     }
@@ -645,10 +638,8 @@ fn replay_init(stream: &mut Stream, frame: &[u8], agreed: u64) -> io::Result<()>
         return Err(invalid("unexpected answer to INIT".into()));
     }
     if h.error != 0 {
-        return Err(invalid(format!(
-            "the server refused INIT (errno {})",
-            -h.error
-        )));
+        let errno = -h.error;
+        return Err(invalid(format!("the server refused INIT (errno {errno})")));
     }
     let o = InitOut::decode(&mut Reader::new(&buf[OutHeader::SIZE..len]));
     let granted = o.map_or(0, |o| init::join(o.flags, o.flags2));
