@@ -2,8 +2,8 @@
 //!
 //! Pure tables with the Darwin constants written out, so they compile and are tested
 //! on every OS: a macOS server translates with them, Linux CI checks them. Wire values
-//! (errno, device numbers, xattr namespaces) are Linux's; wire flag bits are the
-//! pipe's own (`transport::pipe::wire`), passed in by the caller.
+//! (errno, device numbers, xattr namespaces, flag bits) are Linux's, as FUSE messages
+//! carry them; flag bits are passed in by the caller ([`LINUX_OPEN`]).
 
 use std::io;
 
