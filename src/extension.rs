@@ -85,6 +85,48 @@ pub trait FileSystemExt: FileSystem<Inode = u64, Handle = u64> {
     }
 }
 
+/// A filesystem shared by several sessions (one per fuse-pipe connection).
+impl<F: FileSystemExt> FileSystemExt for std::sync::Arc<F> {
+    fn copy_file_range(
+        &self,
+        ctx: &Context,
+        from: RangeEnd,
+        to: RangeEnd,
+        len: u64,
+        flags: u64,
+    ) -> io::Result<u64> {
+        (**self).copy_file_range(ctx, from, to, len, flags)
+    }
+
+    fn tmpfile(
+        &self,
+        ctx: &Context,
+        parent: u64,
+        name: &CStr,
+        flags: u32,
+        mode: u32,
+        umask: u32,
+    ) -> io::Result<Opened> {
+        (**self).tmpfile(ctx, parent, name, flags, mode, umask)
+    }
+
+    fn statx(&self, ctx: &Context, inode: u64, handle: Option<u64>) -> io::Result<StatxReply> {
+        (**self).statx(ctx, inode, handle)
+    }
+
+    fn syncfs(&self, ctx: &Context, inode: u64) -> io::Result<()> {
+        (**self).syncfs(ctx, inode)
+    }
+
+    fn needs_flush(&self) -> bool {
+        (**self).needs_flush()
+    }
+
+    fn negative_timeout(&self) -> Duration {
+        (**self).negative_timeout()
+    }
+}
+
 /// fuse-backend-rs's own passthrough (a benchmark peer) serves none of these.
 #[cfg(target_os = "linux")]
 impl<S: vm_memory::bitmap::BitmapSlice + Send + Sync> FileSystemExt

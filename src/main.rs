@@ -223,8 +223,8 @@ struct StatsQueryArgs {
 
 /// What names a pipe server to `ownfs stats`: its socket's absolute path, or its vsock
 /// address in one spelling.
-fn pipe_stats_target(address: &ownfs::transport::pipe::Address) -> Result<PathBuf, String> {
-    use ownfs::transport::pipe::Address;
+fn pipe_stats_target(address: &ownfs::socket::Address) -> Result<PathBuf, String> {
+    use ownfs::socket::Address;
     match address {
         Address::Unix(path) => std::path::absolute(path).map_err(|e| format!("socket: {e}")),
         vsock => Ok(PathBuf::from(format!("/{vsock}"))),
@@ -698,7 +698,7 @@ struct ServeArgs {
     /// unix:PATH, or vsock:PORT (vsock:CID:PORT binds one CID). Firecracker delivers a
     /// guest's connection to vsock port P at the host socket {uds_path}_{P}.
     #[arg(long, value_name = "ADDR")]
-    listen: ownfs::transport::pipe::Address,
+    listen: ownfs::socket::Address,
     #[command(flatten)]
     own: OwnershipArgs,
     #[command(flatten)]
@@ -776,8 +776,9 @@ struct ClientArgs {
     mnt: PathBuf,
     /// The server: vsock:CID:PORT (the host is CID 2) or unix:PATH.
     #[arg(long, value_name = "ADDR")]
-    connect: ownfs::transport::pipe::Address,
-    /// FUSE worker threads (each has one request in flight).
+    connect: ownfs::socket::Address,
+    /// Threads reading the kernel's requests (replies are matched as they come, so
+    /// many requests are in flight at once).
     #[arg(long, default_value_t = default_threads().max(4))]
     threads: usize,
     /// Leave permission checks to the host alone (ignored if the server is rootless).
@@ -799,8 +800,9 @@ struct ClientArgs {
 }
 
 fn run_serve(args: ServeArgs) -> Result<(), String> {
+    use ownfs::socket::{Address, Listener, SocketPerms};
     use ownfs::transport::pipe::auth::{PeerPolicy, Token, TokenFileAccess};
-    use ownfs::transport::pipe::{server, wire, Address, Listener, SocketPerms};
+    use ownfs::transport::pipe::{server, wire};
     let src = source_dir(&args.src, "source")?;
     let group = args.socket_group.as_deref().map(parse_group).transpose()?;
     // Before dropping privileges: the file is root's or the server user's alone.
@@ -898,7 +900,7 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
             cache: args.cache,
             // An accepted Unix socket works from an empty network namespace; vsock could
             // not be tested here, so a vsock listener keeps the host's.
-            new_net: matches!(args.listen, ownfs::transport::pipe::Address::Unix(_)),
+            new_net: matches!(args.listen, ownfs::socket::Address::Unix(_)),
             // Used only when a client asks for it at init.
             writeback: true,
             // ACLs are the guest kernel's business; the host enforces them per request.
@@ -1030,7 +1032,7 @@ fn run_client(args: ClientArgs) -> Result<(), String> {
         .transpose()?;
     raise_fd_limit();
     platform::block_server_signals().map_err(|e| format!("signal mask: {e}"))?;
-    let conn = client::Connection::start(client::ClientOptions {
+    let conn = client::Client::start(client::ClientOptions {
         addr: args.connect.clone(),
         timeout: std::time::Duration::from_secs(args.timeout.max(1)),
         writeback: args.writeback,
@@ -1047,23 +1049,19 @@ fn run_client(args: ClientArgs) -> Result<(), String> {
         ..MountOptions::new(PathBuf::from(args.connect.to_string()), args.mnt.clone())
     };
     let mut mount = FuseMount::mount(&mount_opts).map_err(|e| e.to_string())?;
-    let prepared = (|| {
-        let channels = mount
-            .channels(args.threads)
-            .map_err(|e| format!("opening worker channels: {e}"))?;
-        let invalidator = mount
-            .invalidator()
-            .map_err(|e| format!("duplicating the FUSE descriptor: {e}"))?;
-        Ok::<_, String>((channels, invalidator))
-    })();
-    let (channels, invalidator) = prepared.inspect_err(|_| {
+    let workers = mount
+        .channels(1)
+        .and_then(|mut fds| {
+            let device = fds
+                .pop()
+                .ok_or_else(|| std::io::Error::other("no FUSE channel"))?;
+            conn.serve(device, args.threads, !mount_opts.default_permissions)
+        })
+        .map_err(|e| format!("starting the FUSE threads: {e}"));
+    let workers = workers.inspect_err(|_| {
         let _ = mount.unmount();
     })?;
-    let fs = client::RemoteFs::new(conn, args.writeback, Some(invalidator))
-        .uncached_metadata(!mount_opts.default_permissions);
-    mount
-        .serve_until_done(fs, channels)
-        .map_err(|e| e.to_string())
+    mount.run_until_done(workers).map_err(|e| e.to_string())
 }
 
 // ---- virtio-fs: a vhost-user device backend, flag-compatible with virtiofsd ----

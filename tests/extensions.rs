@@ -1,6 +1,7 @@
 //! Operations newer than fuse-backend-rs's protocol 7.33, served by the protocol core
 //! through real mounts: copy_file_range (a host copy, so xfs shares extents), O_TMPFILE
-//! with a later linkat, and statx's birth time.
+//! with a later linkat, and statx's birth time. The first two also through fuse-pipe
+//! (`ownfs serve` + `ownfs client`), which carries every opcode the kernel sends.
 
 mod common;
 
@@ -33,13 +34,10 @@ fn host_extents(p: &Path) -> String {
     ok(Command::new("filefrag").arg("-v").arg(p))
 }
 
-#[test]
-fn copy_file_range_through_the_mount_reflinks_on_xfs() {
-    let scratch = Scratch::new("ext-xfs");
-    let image = scratch.path("xfs.img");
-    let m = Mount::start_with(&[], |src| mount_xfs(&image, src)).unwrap_or_else(|e| panic!("{e}"));
+/// copy_file_range(2) on `mnt` of a 4 MiB file: the host's copy shares extents on xfs.
+fn reflink_copy(mnt: &Path, src: &Path) {
     let data = pattern(4 << 20);
-    fs::write(m.mnt.join("a"), &data).unwrap();
+    fs::write(mnt.join("a"), &data).unwrap();
     // xfs_io's copy_range is copy_file_range(2) on the mount, nothing else.
     ok(Command::new("xfs_io")
         .arg("-f")
@@ -47,22 +45,38 @@ fn copy_file_range_through_the_mount_reflinks_on_xfs() {
         .arg(format!(
             "copy_range -s 0 -d 0 -l {} {}",
             data.len(),
-            m.mnt.join("a").display()
+            mnt.join("a").display()
         ))
-        .arg(m.mnt.join("b")));
+        .arg(mnt.join("b")));
     assert_eq!(
-        fs::read(m.mnt.join("b")).unwrap(),
+        fs::read(mnt.join("b")).unwrap(),
         data,
         "copy through the mount"
     );
-    assert_eq!(fs::read(m.src.join("b")).unwrap(), data, "copy on the host");
+    assert_eq!(fs::read(src.join("b")).unwrap(), data, "copy on the host");
     // A copy the kernel made by reading and writing would own its blocks; the host's
     // copy_file_range on one xfs shares them.
-    let extents = host_extents(&m.src.join("b"));
+    let extents = host_extents(&src.join("b"));
     assert!(
         extents.contains("shared"),
         "SRC/b shares no extents with SRC/a:\n{extents}"
     );
+}
+
+#[test]
+fn copy_file_range_through_the_mount_reflinks_on_xfs() {
+    let scratch = Scratch::new("ext-xfs");
+    let image = scratch.path("xfs.img");
+    let m = Mount::start_with(&[], |src| mount_xfs(&image, src)).unwrap_or_else(|e| panic!("{e}"));
+    reflink_copy(&m.mnt, &m.src);
+}
+
+#[test]
+fn copy_file_range_through_the_pipe_reflinks_on_xfs() {
+    let scratch = Scratch::new("ext-pipe-xfs");
+    let image = scratch.path("xfs.img");
+    let p = Pipe::start_with(&[], &[], |src| mount_xfs(&image, src));
+    reflink_copy(&p.mnt, &p.src);
 }
 
 #[test]
@@ -101,39 +115,49 @@ if libc.linkat(AT_FDCWD, src, AT_FDCWD, sys.argv[2].encode(), AT_SYMLINK_FOLLOW)
 os.close(fd)
 "#;
 
+/// An O_TMPFILE file made in `mnt`/d by uid 4242, then named by linkat: `host_owner`
+/// owns it on the host.
+fn tmpfile_then_linkat(mnt: &Path, src: &Path, host_owner: (u32, u32), what: &str) {
+    fs::create_dir(mnt.join("d")).unwrap();
+    chmod(&mnt.join("d"), 0o777);
+    ok(Caller::new(4242, 4343)
+        .command("python3")
+        .arg("-c")
+        .arg(TMPFILE_SCRIPT)
+        .arg(mnt.join("d"))
+        .arg(mnt.join("d/named")));
+    for (p, owner) in [
+        (mnt.join("d/named"), (4242, 4343)),
+        (src.join("d/named"), host_owner),
+    ] {
+        let what = format!("{} ({what})", p.display());
+        assert_eq!(fs::read(&p).unwrap(), b"unnamed until linked", "{what}");
+        let md = fs::metadata(&p).unwrap();
+        assert_eq!(
+            (md.uid(), md.gid(), md.nlink()),
+            (owner.0, owner.1, 1),
+            "{what}"
+        );
+    }
+    let md = fs::metadata(mnt.join("d/named")).unwrap();
+    assert_eq!(md.mode() & 0o7777, 0o640, "mode through the mount ({what})");
+}
+
 #[test]
 fn o_tmpfile_then_linkat_through_the_mount() {
     // Root: the host file belongs to the caller. Rootless: the host file is the
     // server's and the caller's ownership is the virtual one the mount shows.
     for (extra, host_owner) in [(&[][..], (4242, 4343)), (&["--rootless"][..], (0, 0))] {
         let m = Mount::new(extra);
-        fs::create_dir(m.mnt.join("d")).unwrap();
-        chmod(&m.mnt.join("d"), 0o777);
-        ok(Caller::new(4242, 4343)
-            .command("python3")
-            .arg("-c")
-            .arg(TMPFILE_SCRIPT)
-            .arg(m.mnt.join("d"))
-            .arg(m.mnt.join("d/named")));
-        for (p, owner) in [
-            (m.mnt.join("d/named"), (4242, 4343)),
-            (m.src.join("d/named"), host_owner),
-        ] {
-            let what = format!("{} ({extra:?})", p.display());
-            assert_eq!(fs::read(&p).unwrap(), b"unnamed until linked", "{what}");
-            let md = fs::metadata(&p).unwrap();
-            assert_eq!(
-                (md.uid(), md.gid(), md.nlink()),
-                (owner.0, owner.1, 1),
-                "{what}"
-            );
-        }
-        let md = fs::metadata(m.mnt.join("d/named")).unwrap();
-        assert_eq!(
-            md.mode() & 0o7777,
-            0o640,
-            "mode through the mount ({extra:?})"
-        );
+        tmpfile_then_linkat(&m.mnt, &m.src, host_owner, &format!("{extra:?}"));
+    }
+}
+
+#[test]
+fn o_tmpfile_then_linkat_through_the_pipe() {
+    for (extra, host_owner) in [(&[][..], (4242, 4343)), (&["--rootless"][..], (0, 0))] {
+        let p = Pipe::start(extra, &[]);
+        tmpfile_then_linkat(&p.mnt, &p.src, host_owner, &format!("pipe {extra:?}"));
     }
 }
 

@@ -8,8 +8,10 @@
 //!   oversized messages, unknown opcodes, INIT twice (requests before INIT: their own
 //!   test), and every
 //!   operation on nodes that are symlinks pointing out of the share.
-//! * fuse-pipe: well-formed frames with the same payloads, request-id reuse and
-//!   malformed frames, sent to a running `ownfs serve` over its Unix socket.
+//! * fuse-pipe: the same raw FUSE messages in fuse-pipe frames to a running
+//!   `ownfs serve` over its Unix socket (so they take the pipe's code path into the
+//!   same core), plus what only the pipe has: client-chosen uniques, forwarded groups
+//!   and malformed frames, which close only their own connection.
 //!
 //! Every case must get its proper errno (or success where that is the right answer),
 //! within a time limit, without a panic, without touching anything outside SRC (a
@@ -231,6 +233,8 @@ enum Expect {
     OkOr(&'static [i32]),
     /// Nothing at all (forget, interrupt, a message too short to name its request).
     Silent,
+    /// The transport closes the connection (a fuse-pipe frame over its limit).
+    Closed,
     /// No such entry: ENOENT, or a negative entry the client may cache (node id 0).
     NoEntry,
 }
@@ -255,7 +259,9 @@ impl Tally {
 
 struct Suite {
     fx: Fixture,
-    raw: RawFuse<Passthrough>,
+    raw: Box<dyn Transport>,
+    /// The `ownfs serve` behind a pipe suite.
+    serve: Option<ServeProc>,
     mode: &'static str,
     t: Tally,
 }
@@ -283,7 +289,8 @@ impl Suite {
         let raw = RawFuse::new(passthrough(&fx.src, rootless));
         Suite {
             fx,
-            raw,
+            raw: Box::new(raw),
+            serve: None,
             mode: if rootless { "rootless" } else { "root" },
             t: Tally::default(),
         }
@@ -326,6 +333,17 @@ impl Suite {
                 self.t.crashes += 1;
                 self.fail(what, "the server panicked".into());
             }
+            (Outcome::Closed(_), Expect::Closed) => self.raw.reconnect(),
+            (Outcome::Closed(why), _) => {
+                self.fail(what, format!("the connection closed: {why}"));
+                self.raw.reconnect();
+            }
+            (Outcome::Done(_, replies), Expect::Closed) => {
+                self.fail(
+                    what,
+                    format!("{} replies, no closed connection", replies.len()),
+                );
+            }
             (Outcome::Done(_, replies), Expect::Silent) => {
                 if !replies.is_empty() {
                     self.fail(
@@ -345,7 +363,7 @@ impl Suite {
                             r.errno == libc::ENOENT
                                 || (r.errno == 0 && r.body.get(..8) == Some(&[0u8; 8][..]))
                         }
-                        Expect::Silent => unreachable!(),
+                        Expect::Silent | Expect::Closed => unreachable!(),
                     };
                     if !good {
                         let got = match r.errno {
@@ -368,6 +386,17 @@ impl Suite {
 
     /// A good request or two after every case.
     fn still_serving(&mut self, after: &str) {
+        if let Some(server) = &mut self.serve {
+            if !server.alive() {
+                self.t.crashes += 1;
+                let log = server.stderr();
+                self.fail(after, format!("the server died:\n{log}"));
+                let rootless = self.mode.ends_with("rootless");
+                let server = ServeProc::start(&self.fx, rootless);
+                self.raw = Box::new(PipeFuse::new(&server.sock));
+                self.serve = Some(server);
+            }
+        }
         let root = self.raw.call(&getattr(ROOT));
         match root {
             Ok(r) if r.errno == 0 && r.attr_mode() & S_IFMT == libc::S_IFDIR => {}
@@ -1758,15 +1787,21 @@ fn raw_fuse_cases(s: &mut Suite) {
         Expect::Silent,
     );
     let huge = vec![b'a'; (1 << 20) + 8192];
-    s.case(
-        "2 MiB lookup",
-        lookup(ROOT, &huge),
-        Expect::Err(&[libc::ENOMEM, libc::ENAMETOOLONG]),
-    );
+    // Past fuse-pipe's frame limit: the server closes that connection instead.
+    let over = |s: &Suite, e| {
+        if huge.len() > s.raw.max_message() {
+            Expect::Closed
+        } else {
+            e
+        }
+    };
+    let e = over(s, Expect::Err(&[libc::ENOMEM, libc::ENAMETOOLONG]));
+    s.case("1 MiB + 8 KiB lookup", lookup(ROOT, &huge), e);
+    let e = over(s, Expect::Err(&[libc::ENOMEM, libc::EBADF]));
     s.case(
         "1 MiB + 8 KiB write",
         write(n.f, 0xdead, 0, huge.len() as u32, &huge),
-        Expect::Err(&[libc::ENOMEM, libc::EBADF]),
+        e,
     );
 
     // ---- opcodes the server does not know, and odd protocol sequences ----
@@ -1935,20 +1970,14 @@ fn a_panic_while_serving_a_fuse_message_is_answered_with_eio() {
 }
 
 // ---------------------------------------------------------------------------
-// fuse-pipe: frames down the socket of a running `ownfs serve`
+// fuse-pipe: the same raw FUSE messages through a running `ownfs serve`
 // ---------------------------------------------------------------------------
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 
-use ownfs::transport::pipe::wire::{
-    self, Caller, Header, Hello, ReplyData, Request, SetattrIn, Time, Welcome, XattrOut,
-    HEADER_LEN, HELLO_LEN, WELCOME_FIXED_LEN,
-};
-
-/// How long a reply may take before the case counts as a hang.
-const REPLY_LIMIT: Duration = Duration::from_secs(10);
+use ownfs::transport::pipe::wire;
 
 struct ServeProc {
     child: Child,
@@ -1971,6 +2000,8 @@ impl ServeProc {
         if rootless {
             cmd.arg("--rootless");
         }
+        // One worker: replies come in request order (see `PipeFuse::send_bytes`).
+        cmd.arg("--threads").arg("1");
         let child = cmd
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -2014,1369 +2045,12 @@ impl Drop for ServeProc {
     }
 }
 
-/// One raw connection that did the handshake.
-struct Conn {
-    s: UnixStream,
-    next_id: u64,
-}
-
-impl Conn {
-    fn open(sock: &Path) -> Conn {
-        let mut s = UnixStream::connect(sock).expect("connect");
-        s.set_read_timeout(Some(REPLY_LIMIT)).unwrap();
-        s.set_write_timeout(Some(REPLY_LIMIT)).unwrap();
-        let hello = Hello {
-            version: wire::VERSION,
-            caps: 0,
-            required: 0,
-            max_frame: wire::MAX_FRAME,
-        };
-        s.write_all(&hello.encode()).unwrap();
-        let mut fixed = [0u8; WELCOME_FIXED_LEN];
-        s.read_exact(&mut fixed).expect("welcome");
-        let (w, n): (Welcome, usize) = Welcome::decode_fixed(&fixed).expect("welcome decodes");
-        let mut msg = vec![0u8; n];
-        s.read_exact(&mut msg).unwrap();
-        assert_eq!(w.status, wire::status::OK);
-        let _ = HELLO_LEN;
-        Conn { s, next_id: 1 }
-    }
-
-    fn send(&mut self, frame: &[u8]) -> Result<(), String> {
-        self.s.write_all(frame).map_err(|e| format!("send: {e}"))
-    }
-
-    /// The next reply frame: its header and decoded result.
-    fn reply(&mut self) -> Result<(Header, Result<ReplyData, i32>), String> {
-        let mut hb = [0u8; HEADER_LEN];
-        self.s.read_exact(&mut hb).map_err(|e| match e.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => "hang".to_string(),
-            _ => format!("reading a reply: {e}"),
-        })?;
-        let h = Header::parse(&hb).map_err(|e| format!("reply header: {e:?}"))?;
-        let mut body = vec![0u8; h.body_len()];
-        self.s
-            .read_exact(&mut body)
-            .map_err(|e| format!("reply body: {e}"))?;
-        let r = wire::decode_reply(h.op, &body).map_err(|e| format!("reply body: {e:?}"))?;
-        Ok((h, r))
-    }
-
-    fn call(&mut self, req: &Request, caller: &Caller) -> Result<Result<ReplyData, i32>, String> {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.send(&req.encode(id, caller))?;
-        let (h, r) = self.reply()?;
-        if h.id != id || !h.is_reply() {
-            return Err(format!("reply {h:?} to request {id}"));
-        }
-        Ok(r)
-    }
-
-    /// The server closed the connection (EOF or reset) within the limit.
-    fn closed(&mut self) -> bool {
-        let mut buf = [0u8; 4096];
-        loop {
-            match self.s.read(&mut buf) {
-                Ok(0) => return true,
-                Ok(_) => {}
-                Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
-            }
-        }
-    }
-}
-
-struct PipeSuite {
-    fx: Fixture,
-    server: ServeProc,
-    /// A well-behaved connection that must keep working throughout.
-    good: Conn,
-    /// The hostile connection (reopened after the server closes it).
-    bad: Conn,
-    caller: Caller,
-    mode: &'static str,
-    t: Tally,
-}
-
-impl PipeSuite {
-    fn new(rootless: bool) -> PipeSuite {
-        let fx = Fixture::new(if rootless {
-            "hostile-pipe-rl"
-        } else {
-            "hostile-pipe"
-        });
-        let server = ServeProc::start(&fx, rootless);
-        let good = Conn::open(&server.sock);
-        let bad = Conn::open(&server.sock);
-        let caller = Caller {
-            uid: 0,
-            gid: 0,
-            pid: 4242,
-            groups: Vec::new(),
-        };
-        let mut s = PipeSuite {
-            fx,
-            server,
-            good,
-            bad,
-            caller,
-            mode: if rootless { "rootless" } else { "root" },
-            t: Tally::default(),
-        };
-        let init = Request::Init { flags: 0 };
-        for c in [&mut s.good, &mut s.bad] {
-            assert!(matches!(c.call(&init, &Caller::default()), Ok(Ok(_))));
-        }
-        s
-    }
-
-    fn fail(&mut self, what: &str, why: String) {
-        self.t
-            .failures
-            .push(format!("[pipe {}] {what}: {why}", self.mode));
-    }
-
-    fn case(&mut self, what: &str, req: Request, expect: Expect) -> Option<ReplyData> {
-        self.t.cases += 1;
-        let caller = self.caller.clone();
-        let got = match expect {
-            Expect::Silent => {
-                // Nothing comes back: the next reply is the probe's.
-                let id = self.bad.next_id;
-                self.bad.next_id += 1;
-                let r = self.bad.send(&req.encode(id, &caller));
-                r.and_then(|()| self.bad.call(&Request::Statfs { node: ROOT }, &caller))
-                    .map(|r| r.map(|_| ReplyData::None))
-            }
-            _ => self.bad.call(&req, &caller),
-        };
-        let mut out = None;
-        match got {
-            Err(e) if e == "hang" => {
-                self.t.hangs += 1;
-                self.fail(what, "no reply within the limit".into());
-                self.bad = Conn::open(&self.server.sock);
-            }
-            Err(e) => {
-                self.fail(what, e);
-                self.bad = Conn::open(&self.server.sock);
-            }
-            Ok(r) => {
-                let good = match expect {
-                    Expect::Ok | Expect::Silent => r.is_ok(),
-                    Expect::Err(list) => matches!(r, Err(e) if list.contains(&e)),
-                    Expect::OkOr(list) => r.is_ok() || matches!(r, Err(e) if list.contains(&e)),
-                    // The pipe server answers a miss with ENOENT.
-                    Expect::NoEntry => matches!(r, Err(e) if e == libc::ENOENT),
-                };
-                if !good {
-                    self.fail(what, format!("expected {expect:?}, got {r:?}"));
-                }
-                out = r.ok();
-            }
-        }
-        self.after(what);
-        out
-    }
-
-    /// A frame the server must refuse by closing this connection, and only it.
-    fn malformed(&mut self, what: &str, frame: Vec<u8>) {
-        self.t.cases += 1;
-        let mut c = Conn::open(&self.server.sock);
-        let _ = c.send(&frame);
-        if !c.closed() {
-            self.fail(what, "the connection stayed open".into());
-        }
-        self.after(what);
-    }
-
-    fn after(&mut self, what: &str) {
-        if !self.server.alive() {
-            self.t.crashes += 1;
-            self.fail(what, format!("the server died:\n{}", self.server.stderr()));
-            self.server = ServeProc::start(&self.fx, self.mode == "rootless");
-            self.good = Conn::open(&self.server.sock);
-            self.bad = Conn::open(&self.server.sock);
-        }
-        if let Some(diff) = self.fx.escaped() {
-            self.t.escapes += 1;
-            self.fail(what, diff);
-        }
-        let caller = self.caller.clone();
-        match self.good.call(
-            &Request::Getattr {
-                node: ROOT,
-                handle: None,
-            },
-            &caller,
-        ) {
-            Ok(Ok(ReplyData::Attr { attr, .. })) if attr.mode & S_IFMT == libc::S_IFDIR => {}
-            other => {
-                self.fail(what, format!("the good connection afterwards: {other:?}"));
-                self.good = Conn::open(&self.server.sock);
-            }
-        }
-    }
-
-    #[track_caller]
-    fn ok(&mut self, req: Request) -> ReplyData {
-        let caller = self.caller.clone();
-        match self.bad.call(&req, &caller) {
-            Ok(Ok(r)) => r,
-            other => panic!("[pipe {}] setup {req:?} failed: {other:?}", self.mode),
-        }
-    }
-
-    fn node(&mut self, parent: u64, name: &str) -> u64 {
-        match self.ok(Request::Lookup {
-            parent,
-            name: name.into(),
-        }) {
-            ReplyData::Entry(e) => e.node,
-            other => panic!("lookup reply {other:?}"),
-        }
-    }
-
-    fn handle(&mut self, req: Request) -> u64 {
-        match self.ok(req) {
-            ReplyData::Open {
-                handle: Some(h), ..
-            } => h,
-            other => panic!("open reply {other:?}"),
-        }
-    }
-}
-
-fn entry_node(r: &Option<ReplyData>) -> Option<u64> {
-    match r {
-        Some(ReplyData::Entry(e)) => Some(e.node),
-        _ => None,
-    }
-}
-
-fn pipe_cases(s: &mut PipeSuite) {
-    let rw = 2; // wire access mode: read-write
-    let d = s.node(ROOT, "d");
-    let f = s.node(ROOT, "f");
-    let sub = s.node(d, "sub");
-    let out_abs = s.node(ROOT, "out_abs");
-    let out_dir = s.node(ROOT, "out_dir");
-    let name = |v: &[u8]| v.to_vec();
-    let mark = MARK.as_bytes().to_vec();
-
-    // ---- `.` and `..` ----
-    for (what, parent, n, want) in [
-        ("lookup .. of the root", ROOT, "..", ROOT),
-        ("lookup . of the root", ROOT, ".", ROOT),
-        ("lookup .. of a top directory", d, "..", ROOT),
-        ("lookup .. of a subdirectory", sub, "..", d),
-    ] {
-        let r = s.case(
-            what,
-            Request::Lookup {
-                parent,
-                name: n.into(),
-            },
-            Expect::Ok,
-        );
-        if let Some(got) = entry_node(&r) {
-            if got != want {
-                s.fail(what, format!("got node {got}, expected {want}"));
-            }
-        }
-    }
-    s.case(
-        "lookup through a link out",
-        Request::Lookup {
-            parent: out_dir,
-            name: b"inner".to_vec(),
-        },
-        Expect::Err(&[libc::ENOTDIR]),
-    );
-
-    // ---- bad names ----
-    for (what, n, errno) in bad_names() {
-        if n.len() > wire::MAX_NAME {
-            continue; // not encodable: the wire's own limit (malformed, below)
-        }
-        let e = Expect::Err(errno);
-        s.case(
-            &format!("lookup {what}"),
-            Request::Lookup {
-                parent: ROOT,
-                name: n.clone(),
-            },
-            e,
-        );
-        s.case(
-            &format!("mkdir {what}"),
-            Request::Mkdir {
-                parent: ROOT,
-                name: n.clone(),
-                mode: 0o755,
-                umask: 0,
-            },
-            e,
-        );
-        s.case(
-            &format!("create {what}"),
-            Request::Create {
-                parent: ROOT,
-                name: n.clone(),
-                mode: 0o644,
-                umask: 0,
-                flags: rw,
-                open_in: 0,
-            },
-            e,
-        );
-        s.case(
-            &format!("mknod {what}"),
-            Request::Mknod {
-                parent: ROOT,
-                name: n.clone(),
-                mode: libc::S_IFIFO | 0o644,
-                rdev_major: 0,
-                rdev_minor: 0,
-                umask: 0,
-            },
-            e,
-        );
-        s.case(
-            &format!("symlink {what}"),
-            Request::Symlink {
-                parent: ROOT,
-                name: n.clone(),
-                target: name(b"f"),
-            },
-            e,
-        );
-        s.case(
-            &format!("link {what}"),
-            Request::Link {
-                node: f,
-                newparent: ROOT,
-                newname: n.clone(),
-            },
-            e,
-        );
-        s.case(
-            &format!("rename to {what}"),
-            Request::Rename {
-                olddir: ROOT,
-                oldname: name(b"f"),
-                newdir: d,
-                newname: n.clone(),
-                flags: 0,
-            },
-            e,
-        );
-        s.case(
-            &format!("rename from {what}"),
-            Request::Rename {
-                olddir: ROOT,
-                oldname: n.clone(),
-                newdir: d,
-                newname: name(b"x"),
-                flags: 0,
-            },
-            e,
-        );
-        s.case(
-            &format!("unlink {what}"),
-            Request::Unlink {
-                parent: ROOT,
-                name: n.clone(),
-            },
-            e,
-        );
-        s.case(
-            &format!("rmdir {what}"),
-            Request::Rmdir {
-                parent: ROOT,
-                name: n.clone(),
-            },
-            e,
-        );
-    }
-    s.case(
-        "mkdir ..",
-        Request::Mkdir {
-            parent: d,
-            name: name(b".."),
-            mode: 0o755,
-            umask: 0,
-        },
-        Expect::Err(EINVAL),
-    );
-    s.case(
-        "rmdir .",
-        Request::Rmdir {
-            parent: d,
-            name: name(b"."),
-        },
-        Expect::Err(EINVAL),
-    );
-    s.case(
-        "create .ownfs-symlinks",
-        Request::Create {
-            parent: ROOT,
-            name: name(b".ownfs-symlinks"),
-            mode: 0o644,
-            umask: 0,
-            flags: rw,
-            open_in: 0,
-        },
-        Expect::Err(&[libc::EPERM]),
-    );
-
-    // ---- node ids never handed out ----
-    for bogus in NONE_SUCH {
-        let w = format!("node {bogus:#x}");
-        let e = Expect::Err(EBADF);
-        s.case(
-            &format!("getattr of {w}"),
-            Request::Getattr {
-                node: bogus,
-                handle: None,
-            },
-            e,
-        );
-        s.case(
-            &format!("lookup in {w}"),
-            Request::Lookup {
-                parent: bogus,
-                name: name(b"f"),
-            },
-            e,
-        );
-        s.case(
-            &format!("mkdir in {w}"),
-            Request::Mkdir {
-                parent: bogus,
-                name: mark.clone(),
-                mode: 0o755,
-                umask: 0,
-            },
-            e,
-        );
-        s.case(
-            &format!("open {w}"),
-            Request::Open {
-                node: bogus,
-                flags: rw,
-                open_in: 0,
-            },
-            e,
-        );
-        s.case(
-            &format!("opendir {w}"),
-            Request::Opendir {
-                node: bogus,
-                flags: 0,
-            },
-            e,
-        );
-        s.case(
-            &format!("setattr of {w}"),
-            Request::Setattr {
-                node: bogus,
-                handle: None,
-                attr: SetattrIn {
-                    valid: wire::setattr::MODE,
-                    mode: 0o777,
-                    ..Default::default()
-                },
-            },
-            e,
-        );
-        s.case(
-            &format!("readlink of {w}"),
-            Request::Readlink { node: bogus },
-            e,
-        );
-        s.case(
-            &format!("statfs of {w}"),
-            Request::Statfs { node: bogus },
-            e,
-        );
-        s.case(
-            &format!("access {w}"),
-            Request::Access {
-                node: bogus,
-                mask: 0,
-            },
-            e,
-        );
-        s.case(
-            &format!("getxattr of {w}"),
-            Request::Getxattr {
-                node: bogus,
-                name: name(b"user.test"),
-                size: 64,
-            },
-            e,
-        );
-        s.case(
-            &format!("listxattr of {w}"),
-            Request::Listxattr {
-                node: bogus,
-                size: 64,
-            },
-            e,
-        );
-        s.case(
-            &format!("setxattr of {w}"),
-            Request::Setxattr {
-                node: bogus,
-                name: name(b"user.x"),
-                value: name(b"v"),
-                flags: 0,
-            },
-            e,
-        );
-        s.case(
-            &format!("link of {w}"),
-            Request::Link {
-                node: bogus,
-                newparent: ROOT,
-                newname: mark.clone(),
-            },
-            e,
-        );
-        s.case(
-            &format!("rename into {w}"),
-            Request::Rename {
-                olddir: ROOT,
-                oldname: name(b"f"),
-                newdir: bogus,
-                newname: name(b"f"),
-                flags: 0,
-            },
-            e,
-        );
-        s.case(
-            &format!("forget {w}"),
-            Request::Forget {
-                items: vec![(bogus, 1)],
-            },
-            Expect::Silent,
-        );
-    }
-
-    // ---- forgetting more than was looked up; the root is never freed ----
-    let f2 = s.node(ROOT, "f");
-    s.case(
-        "forget 1000 of a node",
-        Request::Forget {
-            items: vec![(f2, 1000)],
-        },
-        Expect::Silent,
-    );
-    s.case(
-        "getattr of the over-forgotten node",
-        Request::Getattr {
-            node: f2,
-            handle: None,
-        },
-        Expect::Err(EBADF),
-    );
-    s.case(
-        "forget the root, repeats and bogus ids",
-        Request::Forget {
-            items: vec![
-                (ROOT, u64::MAX),
-                (ROOT, u64::MAX),
-                (0, 1),
-                (u64::MAX, u64::MAX),
-            ],
-        },
-        Expect::Silent,
-    );
-    s.case(
-        "getattr of the root after forgets",
-        Request::Getattr {
-            node: ROOT,
-            handle: None,
-        },
-        Expect::Ok,
-    );
-    let f = s.node(ROOT, "f");
-
-    // ---- handles never handed out, and released ----
-    let fh = s.handle(Request::Open {
-        node: f,
-        flags: rw,
-        open_in: 0,
-    });
-    let dh = s.handle(Request::Opendir { node: d, flags: 0 });
-    for bogus in [0, 0xdead_beef, u64::MAX] {
-        let w = format!("handle {bogus:#x}");
-        let e = Expect::Err(EBADF);
-        s.case(
-            &format!("read {w}"),
-            Request::Read {
-                node: f,
-                handle: bogus,
-                offset: 0,
-                size: 16,
-                lock_owner: None,
-                flags: rw,
-            },
-            e,
-        );
-        s.case(
-            &format!("write {w}"),
-            Request::Write {
-                node: f,
-                handle: bogus,
-                offset: 0,
-                lock_owner: None,
-                flags: rw,
-                write_flags: 0,
-                data: mark.clone(),
-            },
-            e,
-        );
-        s.case(
-            &format!("flush {w}"),
-            Request::Flush {
-                node: f,
-                handle: bogus,
-                lock_owner: 0,
-            },
-            e,
-        );
-        s.case(
-            &format!("fsync {w}"),
-            Request::Fsync {
-                node: f,
-                handle: bogus,
-                datasync: false,
-            },
-            e,
-        );
-        s.case(
-            &format!("lseek {w}"),
-            Request::Lseek {
-                node: f,
-                handle: bogus,
-                offset: 0,
-                whence: wire::whence::END,
-            },
-            e,
-        );
-        s.case(
-            &format!("fallocate {w}"),
-            Request::Fallocate {
-                node: f,
-                handle: bogus,
-                mode: 0,
-                offset: 0,
-                length: 1,
-            },
-            e,
-        );
-        s.case(
-            &format!("release {w}"),
-            Request::Release {
-                node: f,
-                handle: bogus,
-                flags: rw,
-                flush: false,
-                flock_release: false,
-                lock_owner: None,
-            },
-            e,
-        );
-        s.case(
-            &format!("readdir {w}"),
-            Request::Readdir {
-                node: d,
-                handle: bogus,
-                offset: 0,
-                size: 4096,
-                plus: false,
-            },
-            e,
-        );
-        s.case(
-            &format!("readdirplus {w}"),
-            Request::Readdir {
-                node: d,
-                handle: bogus,
-                offset: 0,
-                size: 4096,
-                plus: true,
-            },
-            e,
-        );
-        s.case(
-            &format!("releasedir {w}"),
-            Request::Releasedir {
-                node: d,
-                handle: bogus,
-                flags: 0,
-            },
-            e,
-        );
-        s.case(
-            &format!("fsyncdir {w}"),
-            Request::Fsyncdir {
-                node: d,
-                handle: bogus,
-                datasync: true,
-            },
-            e,
-        );
-    }
-    s.case(
-        "read with another node's handle",
-        Request::Read {
-            node: d,
-            handle: fh,
-            offset: 0,
-            size: 16,
-            lock_owner: None,
-            flags: rw,
-        },
-        Expect::Err(EBADF),
-    );
-    s.case(
-        "readdir with a file handle",
-        Request::Readdir {
-            node: f,
-            handle: fh,
-            offset: 0,
-            size: 4096,
-            plus: false,
-        },
-        Expect::Err(&[libc::ENOTDIR]),
-    );
-
-    // ---- offsets and sizes ----
-    let i64_max = i64::MAX as u64;
-    s.case(
-        "read at a negative offset",
-        Request::Read {
-            node: f,
-            handle: fh,
-            offset: u64::MAX,
-            size: 16,
-            lock_owner: None,
-            flags: rw,
-        },
-        Expect::Err(EINVAL),
-    );
-    s.case(
-        "read of 1 MiB at 2^62",
-        Request::Read {
-            node: f,
-            handle: fh,
-            offset: 1 << 62,
-            size: wire::MAX_DATA,
-            lock_owner: None,
-            flags: rw,
-        },
-        Expect::Ok,
-    );
-    s.case(
-        "write at a negative offset",
-        Request::Write {
-            node: f,
-            handle: fh,
-            offset: u64::MAX,
-            lock_owner: None,
-            flags: rw,
-            write_flags: 0,
-            data: mark.clone(),
-        },
-        Expect::Err(EINVAL),
-    );
-    s.case(
-        "write at i64::MAX",
-        Request::Write {
-            node: f,
-            handle: fh,
-            offset: i64_max,
-            lock_owner: None,
-            flags: rw,
-            write_flags: 0,
-            data: mark.clone(),
-        },
-        Expect::Err(&[libc::EFBIG, libc::EINVAL]),
-    );
-    s.case(
-        "fallocate at a negative offset",
-        Request::Fallocate {
-            node: f,
-            handle: fh,
-            mode: 0,
-            offset: u64::MAX,
-            length: 1,
-        },
-        Expect::Err(EINVAL),
-    );
-    s.case(
-        "fallocate whose end overflows",
-        Request::Fallocate {
-            node: f,
-            handle: fh,
-            mode: 0,
-            offset: 1 << 62,
-            length: 1 << 62,
-        },
-        Expect::Err(&[libc::EFBIG, libc::EINVAL]),
-    );
-    s.case(
-        "fallocate with unknown mode bits",
-        Request::Fallocate {
-            node: f,
-            handle: fh,
-            mode: u32::MAX,
-            offset: 0,
-            length: 1,
-        },
-        Expect::Err(&[libc::EOPNOTSUPP]),
-    );
-    s.case(
-        "lseek to a negative offset",
-        Request::Lseek {
-            node: f,
-            handle: fh,
-            offset: u64::MAX,
-            whence: 0,
-        },
-        Expect::Err(EINVAL),
-    );
-    s.case(
-        "lseek with whence 99",
-        Request::Lseek {
-            node: f,
-            handle: fh,
-            offset: 0,
-            whence: 99,
-        },
-        Expect::Err(EINVAL),
-    );
-    let size = |size: u64| SetattrIn {
-        valid: wire::setattr::SIZE,
-        size,
-        ..Default::default()
-    };
-    s.case(
-        "setattr to a negative size",
-        Request::Setattr {
-            node: f,
-            handle: None,
-            attr: size(u64::MAX),
-        },
-        Expect::Err(&[libc::EFBIG, libc::EINVAL]),
-    );
-    s.case(
-        "setattr size of a directory",
-        Request::Setattr {
-            node: d,
-            handle: None,
-            attr: size(0),
-        },
-        Expect::Err(&[libc::EISDIR]),
-    );
-    s.case(
-        "setattr size of a link out",
-        Request::Setattr {
-            node: out_abs,
-            handle: None,
-            attr: size(0),
-        },
-        Expect::Err(EINVAL),
-    );
-    s.case(
-        "setattr with unknown valid bits",
-        Request::Setattr {
-            node: f,
-            handle: None,
-            attr: SetattrIn {
-                valid: 0xffff_0000,
-                ..Default::default()
-            },
-        },
-        Expect::OkOr(EINVAL),
-    );
-    s.case(
-        "setattr atime and atime_now",
-        Request::Setattr {
-            node: f,
-            handle: None,
-            attr: SetattrIn {
-                valid: wire::setattr::ATIME | wire::setattr::ATIME_NOW,
-                atime: Time { sec: 5, nsec: 0 },
-                ..Default::default()
-            },
-        },
-        Expect::Ok,
-    );
-    s.case(
-        "getxattr of 4 GiB",
-        Request::Getxattr {
-            node: f,
-            name: name(b"user.test"),
-            size: u32::MAX,
-        },
-        Expect::Ok,
-    );
-    s.case(
-        "listxattr of 4 GiB",
-        Request::Listxattr {
-            node: f,
-            size: u32::MAX,
-        },
-        Expect::Ok,
-    );
-    s.case(
-        "readdir at a made-up offset",
-        Request::Readdir {
-            node: d,
-            handle: dh,
-            offset: 12345,
-            size: 4096,
-            plus: false,
-        },
-        Expect::OkOr(EINVAL),
-    );
-    s.case(
-        "readdir at offset u64::MAX",
-        Request::Readdir {
-            node: d,
-            handle: dh,
-            offset: u64::MAX,
-            size: 4096,
-            plus: true,
-        },
-        Expect::Err(EINVAL),
-    );
-    s.case(
-        "open of a link out",
-        Request::Open {
-            node: out_abs,
-            flags: rw | wire::open::TRUNC,
-            open_in: 0,
-        },
-        Expect::Err(&[libc::ELOOP]),
-    );
-    s.case(
-        "getxattr of a link out",
-        Request::Getxattr {
-            node: out_abs,
-            name: name(b"user.canary"),
-            size: 64,
-        },
-        Expect::Err(&[libc::ENODATA]),
-    );
-    s.case(
-        "setxattr of a link out",
-        Request::Setxattr {
-            node: out_abs,
-            name: name(b"user.canary"),
-            value: name(b"gone"),
-            flags: 0,
-        },
-        Expect::Err(&[libc::EPERM]),
-    );
-
-    s.case(
-        "readlink of a file",
-        Request::Readlink { node: f },
-        Expect::Err(EINVAL),
-    );
-    s.case(
-        "create O_TRUNC over a link out",
-        Request::Create {
-            parent: ROOT,
-            name: name(b"out_abs"),
-            mode: 0o644,
-            umask: 0,
-            flags: rw | wire::open::TRUNC,
-            open_in: 0,
-        },
-        Expect::Err(&[libc::ELOOP, libc::EEXIST]),
-    );
-    s.case(
-        "mkdir over a link out",
-        Request::Mkdir {
-            parent: ROOT,
-            name: name(b"out_dir"),
-            mode: 0o755,
-            umask: 0,
-        },
-        Expect::Err(&[libc::EEXIST]),
-    );
-    let ro = s.handle(Request::Open {
-        node: f,
-        flags: 0,
-        open_in: 0,
-    });
-    s.case(
-        "write through a read-only handle",
-        Request::Write {
-            node: f,
-            handle: ro,
-            offset: 0,
-            lock_owner: None,
-            flags: 0,
-            write_flags: 0,
-            data: mark.clone(),
-        },
-        Expect::Err(EBADF),
-    );
-    s.ok(Request::Release {
-        node: f,
-        handle: ro,
-        flags: 0,
-        flush: false,
-        flock_release: false,
-        lock_owner: None,
-    });
-
-    // ---- renames and links ----
-    s.case(
-        "rename onto itself",
-        Request::Rename {
-            olddir: ROOT,
-            oldname: name(b"f"),
-            newdir: ROOT,
-            newname: name(b"f"),
-            flags: 0,
-        },
-        Expect::Ok,
-    );
-    s.case(
-        "rename a directory into its subdirectory",
-        Request::Rename {
-            olddir: ROOT,
-            oldname: name(b"d"),
-            newdir: sub,
-            newname: name(b"d"),
-            flags: 0,
-        },
-        Expect::Err(EINVAL),
-    );
-    s.case(
-        "rename with unknown flag bits",
-        Request::Rename {
-            olddir: ROOT,
-            oldname: name(b"f"),
-            newdir: d,
-            newname: name(b"g"),
-            flags: u32::MAX,
-        },
-        Expect::Err(EINVAL),
-    );
-    s.case(
-        "rename exchange and noreplace",
-        Request::Rename {
-            olddir: ROOT,
-            oldname: name(b"f"),
-            newdir: d,
-            newname: name(b"sub"),
-            flags: wire::rename::EXCHANGE | wire::rename::NOREPLACE,
-        },
-        Expect::Err(EINVAL),
-    );
-    s.case(
-        "link of a directory",
-        Request::Link {
-            node: d,
-            newparent: ROOT,
-            newname: mark.clone(),
-        },
-        Expect::Err(&[libc::EPERM]),
-    );
-    s.case(
-        "link of the root",
-        Request::Link {
-            node: ROOT,
-            newparent: d,
-            newname: mark.clone(),
-        },
-        Expect::Err(&[libc::EPERM]),
-    );
-
-    // ---- the server's xattrs ----
-    s.ok(Request::Setattr {
-        node: f,
-        handle: None,
-        attr: SetattrIn {
-            valid: wire::setattr::MODE,
-            mode: 0o640,
-            ..Default::default()
-        },
-    });
-    for xn in ["user.ownfs.stat", "user.ownfs.future"] {
-        let xb = xn.as_bytes().to_vec();
-        s.case(
-            &format!("getxattr {xn}"),
-            Request::Getxattr {
-                node: f,
-                name: xb.clone(),
-                size: 4096,
-            },
-            Expect::Err(&[libc::ENODATA]),
-        );
-        s.case(
-            &format!("getxattr {xn} size 0"),
-            Request::Getxattr {
-                node: f,
-                name: xb.clone(),
-                size: 0,
-            },
-            Expect::Err(&[libc::ENODATA]),
-        );
-        s.case(
-            &format!("setxattr {xn}"),
-            Request::Setxattr {
-                node: f,
-                name: xb.clone(),
-                value: name(b"forged"),
-                flags: 0,
-            },
-            Expect::Err(&[libc::EPERM]),
-        );
-        s.case(
-            &format!("removexattr {xn}"),
-            Request::Removexattr {
-                node: f,
-                name: xb.clone(),
-            },
-            Expect::Err(&[libc::EPERM]),
-        );
-    }
-    if let Some(ReplyData::Xattr(XattrOut::Data(names))) = s.case(
-        "listxattr",
-        Request::Listxattr {
-            node: f,
-            size: 65536,
-        },
-        Expect::Ok,
-    ) {
-        if names.windows(10).any(|w| w == b"user.ownfs") {
-            s.fail("listxattr", "lists the ownership record".into());
-        }
-    }
-    s.case(
-        "setxattr with unknown flag bits",
-        Request::Setxattr {
-            node: f,
-            name: name(b"user.x"),
-            value: name(b"v"),
-            flags: u32::MAX,
-        },
-        Expect::Err(EINVAL),
-    );
-
-    // ---- request ids: reuse, 0 and u64::MAX are just labels ----
-    let mut reuse = Request::Getattr {
-        node: ROOT,
-        handle: None,
-    }
-    .encode(77, &s.caller);
-    reuse.extend(
-        Request::Lookup {
-            parent: ROOT,
-            name: name(b"f"),
-        }
-        .encode(77, &s.caller),
-    );
-    reuse.extend(Request::Statfs { node: ROOT }.encode(0, &s.caller));
-    reuse.extend(Request::Statfs { node: ROOT }.encode(u64::MAX, &s.caller));
-    s.t.cases += 1;
-    let sent = s.bad.send(&reuse);
-    let mut seen = Vec::new();
-    for _ in 0..4 {
-        match s.bad.reply() {
-            Ok((h, r)) if r.is_ok() => seen.push((h.id, h.op)),
-            other => {
-                s.fail("request id reuse", format!("{other:?}"));
-                break;
-            }
-        }
-    }
-    seen.sort();
-    let want = vec![
-        (0, wire::op::STATFS),
-        (77, wire::op::LOOKUP),
-        (77, wire::op::GETATTR),
-        (u64::MAX, wire::op::STATFS),
-    ];
-    let mut want_sorted = want.clone();
-    want_sorted.sort();
-    if sent.is_err() || seen != want_sorted {
-        s.fail(
-            "request id reuse",
-            format!("replies {seen:?}, expected {want_sorted:?}"),
-        );
-    }
-    s.after("request id reuse");
-
-    s.ok(Request::Release {
-        node: f,
-        handle: fh,
-        flags: rw,
-        flush: false,
-        flock_release: false,
-        lock_owner: None,
-    });
-    s.ok(Request::Releasedir {
-        node: d,
-        handle: dh,
-        flags: 0,
-    });
-    s.case(
-        "read a released handle",
-        Request::Read {
-            node: f,
-            handle: fh,
-            offset: 0,
-            size: 16,
-            lock_owner: None,
-            flags: rw,
-        },
-        Expect::Err(EBADF),
-    );
-    s.case(
-        "readdir a released handle",
-        Request::Readdir {
-            node: d,
-            handle: dh,
-            offset: 0,
-            size: 4096,
-            plus: false,
-        },
-        Expect::Err(EBADF),
-    );
-    s.case(
-        "release a released handle",
-        Request::Release {
-            node: f,
-            handle: fh,
-            flags: rw,
-            flush: false,
-            flock_release: false,
-            lock_owner: None,
-        },
-        Expect::Err(EBADF),
-    );
-
-    // ---- malformed frames: that connection closes, the others carry on ----
-    let caller = s.caller.clone();
-    let frame = |r: Request| r.encode(1, &caller);
-    s.malformed(
-        "a name with a NUL",
-        frame(Request::Lookup {
-            parent: ROOT,
-            name: b"f\0/../../canary".to_vec(),
-        }),
-    );
-    s.malformed(
-        "a name longer than the wire allows",
-        frame(Request::Lookup {
-            parent: ROOT,
-            name: long_name(wire::MAX_NAME + 1),
-        }),
-    );
-    s.malformed(
-        "a read larger than 1 MiB",
-        frame(Request::Read {
-            node: f,
-            handle: 1,
-            offset: 0,
-            size: wire::MAX_DATA + 1,
-            lock_owner: None,
-            flags: 0,
-        }),
-    );
-    s.malformed(
-        "a readdir larger than 1 MiB",
-        frame(Request::Readdir {
-            node: d,
-            handle: 1,
-            offset: 0,
-            size: u32::MAX,
-            plus: false,
-        }),
-    );
-    let mut tail = frame(Request::Statfs { node: ROOT });
-    tail.push(0);
-    let l = u32::from_le_bytes(tail[..4].try_into().unwrap()) + 1;
-    tail[..4].copy_from_slice(&l.to_le_bytes());
-    s.malformed("a byte left over after the body", tail);
-    let mut short = frame(Request::Getattr {
-        node: ROOT,
-        handle: None,
-    });
-    short.truncate(short.len() - 9);
-    let l = (short.len() - 4) as u32;
-    short[..4].copy_from_slice(&l.to_le_bytes());
-    s.malformed("a body that ends early", short);
-    let mut b = frame(Request::Fsync {
-        node: f,
-        handle: 1,
-        datasync: true,
-    });
-    *b.last_mut().unwrap() = 2;
-    s.malformed("a bool that is 2", b);
-    let many = Caller {
-        groups: vec![7; wire::MAX_GROUPS as usize + 1],
-        ..caller.clone()
-    };
-    s.malformed(
-        "more groups than allowed",
-        Request::Statfs { node: ROOT }.encode(1, &many),
-    );
-    let bad_time = SetattrIn {
-        valid: wire::setattr::MTIME,
-        mtime: Time {
-            sec: 1,
-            nsec: 1_000_000_000,
-        },
-        ..Default::default()
-    };
-    s.malformed(
-        "a nanosecond field of 10^9",
-        frame(Request::Setattr {
-            node: f,
-            handle: None,
-            attr: bad_time,
-        }),
-    );
-    let mut flagged = frame(Request::Statfs { node: ROOT });
-    flagged[6..8].copy_from_slice(&2u16.to_le_bytes());
-    s.malformed("an unknown header flag", flagged);
-    for code in [0u16, wire::op::LAST + 1] {
-        let mut unknown = frame(Request::Statfs { node: ROOT });
-        unknown[4..6].copy_from_slice(&code.to_le_bytes());
-        s.malformed(&format!("operation code {code}"), unknown);
-    }
-    let mut forget = frame(Request::Forget {
-        items: vec![(f, 1)],
-    });
-    let n_at = HEADER_LEN + 16;
-    forget[n_at..n_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
-    s.malformed("a forget counting 2^32-1 items", forget);
-
-    let log = s.server.stderr();
-    let panics = log.matches("panicked").count();
-    if panics > 0 {
-        s.t.crashes += panics;
-        s.fail("server log", format!("{panics} requests panicked:\n{log}"));
-    }
-}
-
 fn run_pipe(rootless: bool) -> (Tally, String) {
-    let mut s = PipeSuite::new(rootless);
-    pipe_cases(&mut s);
+    let mut s = Suite::pipe(rootless);
+    raw_fuse_cases(&mut s);
+    pipe_frame_cases(&mut s);
     let line = format!(
-        "hostile[pipe {}]: {} cases, {} crashes, {} hangs, {} escapes",
+        "hostile[{}]: {} cases, {} crashes, {} hangs, {} escapes",
         s.mode, s.t.cases, s.t.crashes, s.t.hangs, s.t.escapes
     );
     (std::mem::take(&mut s.t), line)
@@ -3385,6 +2059,153 @@ fn run_pipe(rootless: bool) -> (Tally, String) {
 #[test]
 fn pipe_hostile_client() {
     in_every_mode("pipe", run_pipe);
+}
+
+/// What only the pipe has: uniques chosen by a client, the frames around messages.
+fn pipe_frame_cases(s: &mut Suite) {
+    // ---- uniques: reuse, 0 and u64::MAX are just labels ----
+    s.t.cases += 1;
+    let sock = s.sock().to_path_buf();
+    let mut c = PipeFuse::new(&sock);
+    let mut burst = Vec::new();
+    for (msg, unique) in [
+        (getattr(ROOT), 77),
+        (lookup(ROOT, b"f"), 77),
+        (statfs(ROOT), 0),
+        (statfs(ROOT), u64::MAX),
+    ] {
+        burst.extend(wire::request_frame(&[], &msg.encode(unique)));
+    }
+    let sent = c.stream().write_all(&burst);
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        match c.read_reply() {
+            Ok(Some(r)) => seen.push((
+                u64::from_le_bytes(r[8..16].try_into().unwrap()),
+                i32::from_le_bytes(r[4..8].try_into().unwrap()),
+                r.len(),
+            )),
+            other => {
+                s.fail("unique reuse", format!("{other:?}"));
+                break;
+            }
+        }
+    }
+    seen.sort();
+    // getattr_out is 104 bytes, entry_out 128, statfs_out 80; no errors.
+    let want = vec![
+        (0, 0, 16 + 80),
+        (77, 0, 16 + 104),
+        (77, 0, 16 + 128),
+        (u64::MAX, 0, 16 + 80),
+    ];
+    if sent.is_err() || seen != want {
+        s.fail(
+            "unique reuse",
+            format!("replies {seen:?}, expected {want:?}"),
+        );
+    }
+    s.still_serving("unique reuse");
+
+    // ---- forwarded groups: up to the limit are served, one more closes ----
+    s.t.cases += 1;
+    let groups: Vec<u32> = (0..wire::MAX_GROUPS).collect();
+    let u = s.raw.take_unique();
+    let mut c = PipeFuse::new(&sock);
+    let served = c
+        .send_frame(&groups, &getattr(ROOT).encode(u))
+        .map_err(|e| e.to_string())
+        .and_then(|()| c.read_reply());
+    if !matches!(&served, Ok(Some(r)) if r[4..8] == [0; 4]) {
+        s.fail("8192 groups", format!("{served:?}"));
+    }
+    s.still_serving("8192 groups");
+
+    // ---- malformed frames: that connection closes, the others carry on ----
+    let msg = getattr(ROOT).encode(2);
+    let frame = |len: u32, count: u32, rest: &[u8]| {
+        let mut f = len.to_le_bytes().to_vec();
+        f.extend_from_slice(&count.to_le_bytes());
+        f.extend_from_slice(rest);
+        f
+    };
+    let too_many = wire::MAX_GROUPS + 1;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("8193 groups", frame(4 + 4 * too_many, too_many, &[])),
+        ("a length shorter than its groups", frame(4, 1, &[0; 4])),
+        ("a length of 2", frame(2, 0, &[])),
+        (
+            "a length past the limit",
+            frame(wire::MAX_FRAME + 1, 0, &msg),
+        ),
+        ("a length of u32::MAX", frame(u32::MAX, 0, &msg)),
+        (
+            "a group count of u32::MAX",
+            frame(wire::MAX_FRAME, u32::MAX, &msg),
+        ),
+    ];
+    for (what, bytes) in cases {
+        s.frame_closes(what, &bytes);
+    }
+    // A frame cut short by the end of the stream.
+    let mut cut = wire::request_frame(&[], &msg);
+    cut.truncate(cut.len() - 3);
+    s.frame_closes("a frame cut short", &cut);
+}
+
+impl Suite {
+    /// The same cases through `ownfs serve` (one worker, so replies come in order).
+    fn pipe(rootless: bool) -> Suite {
+        let fx = Fixture::new(if rootless {
+            "hostile-pipe-rl"
+        } else {
+            "hostile-pipe"
+        });
+        let server = ServeProc::start(&fx, rootless);
+        let raw = PipeFuse::new(&server.sock);
+        Suite {
+            fx,
+            raw: Box::new(raw),
+            serve: Some(server),
+            mode: if rootless {
+                "pipe rootless"
+            } else {
+                "pipe root"
+            },
+            t: Tally::default(),
+        }
+    }
+
+    fn sock(&self) -> &Path {
+        &self.serve.as_ref().expect("a pipe suite").sock
+    }
+
+    /// Bytes that must make the server close this connection, and only it.
+    fn frame_closes(&mut self, what: &str, bytes: &[u8]) {
+        self.t.cases += 1;
+        let mut c = PipeFuse::new(self.sock());
+        let _ = c.stream().write_all(bytes);
+        let _ = c.stream().shutdown(std::net::Shutdown::Write);
+        if !c.closed() {
+            self.fail(what, "the connection stayed open".into());
+        }
+        self.still_serving(what);
+    }
+}
+
+#[test]
+fn pipe_requests_before_init_are_refused_with_eio() {
+    let fx = Fixture::new("hostile-pipe-preinit");
+    let server = ServeProc::start(&fx, false);
+    let mut raw = PipeFuse::uninitialized(&server.sock);
+    for (what, msg) in [("getattr", getattr(ROOT)), ("lookup", lookup(ROOT, b"f"))] {
+        let r = raw
+            .call(&msg)
+            .unwrap_or_else(|e| panic!("{what} before INIT: {e}"));
+        assert_eq!(r.errno, libc::EIO, "{what} before INIT");
+    }
+    assert_eq!(raw.call(&init(7, 33, 0)).expect("INIT").errno, 0);
+    assert_eq!(raw.call(&getattr(ROOT)).expect("getattr").errno, 0);
 }
 
 // ---------------------------------------------------------------------------
@@ -3577,97 +2398,16 @@ fn raw_fuse_trust_boundaries() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-fn pipe_trust_cases(s: &mut PipeSuite, rootless: bool) {
-    let (ro, rw) = (0, 2);
-    let mknod_req = |name: &[u8], mode: u32, major: u32, minor: u32| Request::Mknod {
-        parent: ROOT,
-        name: name.to_vec(),
-        mode,
-        rdev_major: major,
-        rdev_minor: minor,
-        umask: 0,
-    };
-    // Hole 9: device numbers beyond FUSE's 32-bit form are refused, not cut down.
-    s.case(
-        "hole 9: mknod major 4097 minor 1",
-        mknod_req(b"wide", libc::S_IFCHR | 0o600, 4097, 1),
-        Expect::Err(EINVAL),
-    );
-    s.case(
-        "hole 9: mknod minor 2^20",
-        mknod_req(b"wide", libc::S_IFCHR | 0o600, 1, 1 << 20),
-        Expect::Err(EINVAL),
-    );
-    if s.fx.src.join("wide").symlink_metadata().is_ok() {
-        s.fail("hole 9", "a node was created".into());
-    }
-    if rootless {
-        return;
-    }
-    // Hole 2 over the pipe.
-    let dev = entry_node(&s.case(
-        "hole 2: mknod c 1 5",
-        mknod_req(b"zero", libc::S_IFCHR | 0o666, 1, 5),
-        Expect::Ok,
-    ));
-    let fifo = entry_node(&s.case(
-        "hole 2: mknod fifo",
-        mknod_req(b"fifo", libc::S_IFIFO | 0o666, 0, 0),
-        Expect::Ok,
-    ));
-    for (what, node, flags) in [("char device", dev, rw), ("FIFO", fifo, ro)] {
-        if let Some(node) = node {
-            s.case(
-                &format!("hole 2: open of a {what}"),
-                Request::Open {
-                    node,
-                    flags,
-                    open_in: 0,
-                },
-                Expect::Err(EBADF_ONLY),
-            );
-        }
-    }
-    s.case(
-        "hole 2: create (no O_EXCL) of an existing FIFO",
-        Request::Create {
-            parent: ROOT,
-            name: b"fifo".to_vec(),
-            mode: 0o644,
-            umask: 0,
-            flags: ro,
-            open_in: 0,
-        },
-        Expect::Err(EBADF_ONLY),
-    );
-    // Hole 3 over the pipe: a claimed pid 0 is only a label.
-    let saved = s.caller.clone();
-    s.caller = Caller {
-        uid: 65534,
-        gid: 65534,
-        pid: 0,
-        groups: Vec::new(),
-    };
-    s.case(
-        "hole 3: pid 0 as uid 65534 mkdir in a root 0755 dir",
-        Request::Mkdir {
-            parent: ROOT,
-            name: b"pid0-dir".to_vec(),
-            mode: 0o755,
-            umask: 0,
-        },
-        Expect::Err(EACCES_ONLY),
-    );
-    s.caller = saved;
-}
-
 #[test]
 fn pipe_trust_boundaries() {
     let mut failures = Vec::new();
     for rootless in [false, true] {
-        let mut s = PipeSuite::new(rootless);
-        pipe_trust_cases(&mut s, rootless);
-        println!("trust[pipe {}]: {} cases", s.mode, s.t.cases);
+        let mut s = Suite::pipe(rootless);
+        if rootless {
+            plant_records(&s.fx.src);
+        }
+        raw_fuse_trust_cases(&mut s, rootless);
+        println!("trust[{}]: {} cases", s.mode, s.t.cases);
         failures.extend(std::mem::take(&mut s.t.failures));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -6,6 +6,7 @@
 //! on the socket while a good client keeps working. Every wait is bounded.
 
 mod common;
+mod fuse_raw;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -18,8 +19,15 @@ use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
 use common::*;
+use fuse_raw::{pipe_handshake, PipeFuse, Transport};
 use ownfs::platform;
 use ownfs::transport::pipe::wire::{self, Hello, Welcome, HELLO_LEN, WELCOME_FIXED_LEN};
+
+/// A welcome and its message, as the server sent them.
+struct Answer {
+    w: Welcome,
+    message: String,
+}
 
 /// A group the test caller may be in; no /etc/group entry needed.
 const G: u32 = 424_401;
@@ -438,25 +446,22 @@ fn raw(sock: &Path) -> UnixStream {
     s
 }
 
-fn hello(version: u16) -> [u8; HELLO_LEN] {
-    Hello {
+fn hello(version: u16) -> Vec<u8> {
+    wire::encode(&Hello {
         version,
-        caps: 0,
-        required: 0,
-        max_frame: wire::MAX_FRAME,
-    }
-    .encode()
+        ..Hello::new(0, 0)
+    })
 }
 
 /// Reads the server's welcome.
-fn welcome(s: &mut UnixStream) -> Welcome {
+fn welcome(s: &mut UnixStream) -> Answer {
     let mut fixed = [0u8; WELCOME_FIXED_LEN];
     s.read_exact(&mut fixed).expect("welcome");
-    let (mut w, n) = Welcome::decode_fixed(&fixed).expect("welcome decodes");
-    let mut msg = vec![0u8; n];
+    let w: Welcome = wire::decode(&fixed).expect("welcome decodes");
+    let mut msg = vec![0u8; w.message_len.into()];
     s.read_exact(&mut msg).unwrap();
-    w.message = String::from_utf8_lossy(&msg).into_owned();
-    w
+    let message = String::from_utf8_lossy(&msg).into_owned();
+    Answer { w, message }
 }
 
 /// The server must close the connection: reading ends (EOF or reset) in bounded time.
@@ -474,11 +479,10 @@ fn assert_closed(s: &mut UnixStream, what: &str) {
     }
 }
 
-fn frame_header(len: u32, op: u16, flags: u16, id: u64) -> Vec<u8> {
+/// The start of a request frame: its length field and group count.
+fn frame_head(len: u32, groups: u32) -> Vec<u8> {
     let mut v = len.to_le_bytes().to_vec();
-    v.extend_from_slice(&op.to_le_bytes());
-    v.extend_from_slice(&flags.to_le_bytes());
-    v.extend_from_slice(&id.to_le_bytes());
+    v.extend_from_slice(&groups.to_le_bytes());
     v
 }
 
@@ -501,77 +505,62 @@ fn bad_input_closes_only_that_connection() {
     let mut h = hello(wire::VERSION);
     h[..8].copy_from_slice(b"NOTOWNFS");
     s.write_all(&h).unwrap();
-    let w = welcome(&mut s);
-    assert_eq!(w.status, wire::status::BAD_MAGIC, "{w:?}");
+    let a = welcome(&mut s);
+    assert_eq!(a.w.status, wire::status::BAD_MAGIC, "{}", a.message);
     assert_closed(&mut s, "bad magic");
     check_good(&p, 1);
 
     // Wrong version.
     let mut s = raw(&p.sock);
     s.write_all(&hello(wire::VERSION + 1)).unwrap();
-    let w = welcome(&mut s);
-    assert_eq!(w.status, wire::status::BAD_VERSION, "{w:?}");
-    assert!(w.message.contains("version"), "{w:?}");
+    let a = welcome(&mut s);
+    assert_eq!(a.w.status, wire::status::BAD_VERSION, "{}", a.message);
+    assert!(a.message.contains("version"), "{}", a.message);
     assert_closed(&mut s, "bad version");
     check_good(&p, 2);
 
     // A capability the server lacks.
     let mut s = raw(&p.sock);
-    let mut h = Hello::decode(&hello(wire::VERSION)).unwrap();
-    h.required = 1 << 30;
-    s.write_all(&h.encode()).unwrap();
-    assert_eq!(welcome(&mut s).status, wire::status::MISSING_CAPS);
+    let h = Hello {
+        required: 1 << 30,
+        ..Hello::new(0, 0)
+    };
+    s.write_all(&wire::encode(&h)).unwrap();
+    assert_eq!(welcome(&mut s).w.status, wire::status::MISSING_CAPS);
     assert_closed(&mut s, "missing capability");
 
     let ready = |p: &Pipe| {
         let mut s = raw(&p.sock);
         s.write_all(&hello(wire::VERSION)).unwrap();
-        assert_eq!(welcome(&mut s).status, wire::status::OK);
+        assert_eq!(welcome(&mut s).w.status, wire::status::OK);
         s
     };
 
     // Oversized frame: refused from the length field alone.
     let mut s = ready(&p);
-    s.write_all(&frame_header(wire::MAX_FRAME + 1, wire::op::WRITE, 0, 1))
-        .unwrap();
+    s.write_all(&frame_head(wire::MAX_FRAME + 1, 0)).unwrap();
     assert_closed(&mut s, "oversized frame");
     let mut s = ready(&p);
-    s.write_all(&frame_header(u32::MAX, wire::op::LOOKUP, 0, 1))
-        .unwrap();
+    s.write_all(&frame_head(u32::MAX, 0)).unwrap();
     assert_closed(&mut s, "4 GiB frame");
     check_good(&p, 3);
 
     // Truncated frame: the length promises more than ever comes.
     let mut s = ready(&p);
-    let mut f = frame_header(100, wire::op::LOOKUP, 0, 1);
+    let mut f = frame_head(100, 0);
     f.extend_from_slice(&[0u8; 20]);
     s.write_all(&f).unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
     assert_closed(&mut s, "truncated frame");
 
-    // A frame whose body does not decode (a name length past the end).
+    // More groups than the limit, and a length too short for its groups.
     let mut s = ready(&p);
-    let mut body = Vec::new();
-    for v in [0u32, 0, 1, 0] {
-        body.extend_from_slice(&v.to_le_bytes()); // uid gid pid ngroups
-    }
-    body.extend_from_slice(&1u64.to_le_bytes());
-    body.extend_from_slice(&500u16.to_le_bytes());
-    body.extend_from_slice(b"short");
-    let mut f = frame_header(12 + body.len() as u32, wire::op::LOOKUP, 0, 7);
-    f.extend_from_slice(&body);
-    s.write_all(&f).unwrap();
-    assert_closed(&mut s, "malformed body");
-
-    // A reply frame sent to the server, and an unknown operation.
-    let mut s = ready(&p);
-    s.write_all(&frame_header(12, wire::op::STATFS, wire::FLAG_REPLY, 1))
+    s.write_all(&frame_head(wire::MAX_FRAME, wire::MAX_GROUPS + 1))
         .unwrap();
-    assert_closed(&mut s, "reply frame");
+    assert_closed(&mut s, "too many groups");
     let mut s = ready(&p);
-    s.write_all(&frame_header(12 + 16, 999, 0, 1)).unwrap();
-    s.write_all(&[0u8; 16]).unwrap();
-    assert_closed(&mut s, "unknown op");
+    s.write_all(&frame_head(8, 5)).unwrap();
+    assert_closed(&mut s, "groups past the frame");
     check_good(&p, 4);
 
     // Pure garbage, with and without a handshake, several rounds.
@@ -596,20 +585,16 @@ fn bad_input_closes_only_that_connection() {
     }
     check_good(&p, 5);
 
-    // A good raw client on the same server gets real answers meanwhile.
-    let mut s = ready(&p);
-    let frame = wire::Request::Statfs { node: 1 }.encode(42, &wire::Caller::default());
-    s.write_all(&frame).unwrap();
-    let mut hb = [0u8; wire::HEADER_LEN];
-    s.read_exact(&mut hb).unwrap();
-    let h = wire::Header::parse(&hb).unwrap();
-    assert_eq!((h.id, h.op, h.is_reply()), (42, wire::op::STATFS, true));
-    let mut body = vec![0u8; h.body_len()];
-    s.read_exact(&mut body).unwrap();
-    assert!(matches!(
-        wire::decode_reply(h.op, &body),
-        Ok(Ok(wire::ReplyData::Statfs(_)))
-    ));
+    // A good raw client on the same server gets real answers meanwhile; a FUSE message
+    // that does not decode is answered (EINVAL), like on any transport.
+    let mut c = PipeFuse::new(&p.sock);
+    let r = c.call(&fuse_raw::statfs(fuse_raw::ROOT)).expect("statfs");
+    assert_eq!((r.errno, r.body.len()), (0, 80), "statfs_out");
+    let short = fuse_raw::Msg::new(fuse_raw::op::LOOKUP, 1, fuse_raw::Body::new().bytes(b"f"));
+    assert_eq!(
+        c.call(&short).expect("lookup without NUL").errno,
+        libc::EINVAL
+    );
 
     drop(idle);
     assert!(p.server_alive(), "the server must survive all of this");
@@ -618,19 +603,96 @@ fn bad_input_closes_only_that_connection() {
     assert!(log.contains("handshake failed"), "{log}");
 }
 
+#[test]
+fn oversized_frame_closes_only_that_connection() {
+    let mut p = Pipe::start(&[], &[]);
+    fs::write(p.mnt.join("before"), b"1").unwrap();
+    let mut other = PipeFuse::new(&p.sock);
+    let mut big = PipeFuse::new(&p.sock);
+    // A write one byte over the largest message: the length field alone decides.
+    let data = vec![7u8; wire::MAX_MESSAGE];
+    let msg = fuse_raw::write(fuse_raw::ROOT, 1, 0, data.len() as u32, &data).encode(9);
+    assert!(msg.len() > wire::MAX_MESSAGE);
+    let _ = big.send_frame(&[], &msg);
+    assert!(big.closed(), "the oversized frame's connection must close");
+    // The mount's connection and another raw one carry on.
+    let r = other
+        .call(&fuse_raw::getattr(fuse_raw::ROOT))
+        .expect("getattr");
+    assert_eq!(r.errno, 0);
+    fs::write(p.mnt.join("after"), b"2").unwrap();
+    assert_eq!(fs::read(p.src.join("after")).unwrap(), b"2");
+    assert!(p.server_alive());
+    assert!(p.server_stderr().contains("malformed frame"));
+}
+
+/// An old (version 2) client and a new server refuse each other, each naming both
+/// versions.
+#[test]
+fn version_mismatch_is_refused_by_the_server() {
+    let p = Pipe::start(&[], &[]);
+    for old in [2, wire::VERSION + 1] {
+        let (mut s, w, message) = pipe_handshake(&p.sock, old).expect("handshake");
+        assert_eq!(w.status, wire::status::BAD_VERSION, "{message}");
+        assert!(
+            message.contains(&format!("version {old}"))
+                && message.contains(&format!("version {}", wire::VERSION)),
+            "the refusal must name both versions: {message}"
+        );
+        assert_closed(&mut s, "mismatched version");
+    }
+    let log = p.server_stderr();
+    assert!(log.contains("version 2"), "{log}");
+}
+
+/// After a server restart, a node id and handle the kernel kept from the old server
+/// fail (ESTALE or EIO) instead of reaching whatever the new server calls by that id.
+#[test]
+fn a_stale_node_after_a_restart_does_not_alias() {
+    let mut p = Pipe::start(&[], &["--timeout", "10"]);
+    fs::write(p.mnt.join("a"), b"aaaa").unwrap();
+    let old = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p.mnt.join("a"))
+        .unwrap();
+    p.kill_server();
+    p.start_server();
+    // The new server hands out ids from the start again: b gets what a had.
+    fs::write(p.src.join("b"), b"bbbb").unwrap();
+    let b = p.mnt.join("b");
+    let got = bounded("read b", Duration::from_secs(20), move || fs::read(b));
+    assert_eq!(got.unwrap(), b"bbbb");
+    let stale = |r: io::Result<()>, what: &str| match r {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ESTALE | libc::EIO)) => {}
+        other => panic!("{what} through the old descriptor: {other:?}, not ESTALE/EIO"),
+    };
+    stale(
+        std::os::unix::fs::FileExt::write_all_at(&old, b"XX", 0),
+        "write",
+    );
+    stale(old.set_len(1), "truncate");
+    stale(old.sync_all(), "fsync");
+    assert_eq!(fs::read(p.src.join("b")).unwrap(), b"bbbb", "b was reached");
+    assert_eq!(fs::read(p.src.join("a")).unwrap(), b"aaaa", "a was changed");
+    // The path still works: a fresh lookup gets an id of the new server.
+    assert_eq!(fs::read(p.mnt.join("a")).unwrap(), b"aaaa");
+}
+
 // ---------------------------------------------------------------------------
 // Handshake failures seen from the client
 // ---------------------------------------------------------------------------
 
-/// A fake server answering every hello with `welcome`.
-fn fake_server(sock: PathBuf, welcome: Welcome) -> thread::JoinHandle<()> {
+/// A fake server answering every hello with `welcome` and `message`.
+fn fake_server(sock: PathBuf, welcome: Welcome, message: &str) -> thread::JoinHandle<()> {
+    let answer = wire::welcome_bytes(&welcome, message);
     let l = UnixListener::bind(&sock).unwrap();
     thread::spawn(move || {
         for s in l.incoming().take(1) {
             let mut s = s.unwrap();
             let mut b = [0u8; HELLO_LEN];
             if s.read_exact(&mut b).is_ok() {
-                let _ = s.write_all(&welcome.encode());
+                let _ = s.write_all(&answer);
             }
         }
     })
@@ -638,9 +700,20 @@ fn fake_server(sock: PathBuf, welcome: Welcome) -> thread::JoinHandle<()> {
 
 #[test]
 fn client_rejects_a_server_of_another_version() {
-    for (version, status, expect) in [
-        (wire::VERSION + 1, wire::status::OK, "version"),
-        (wire::VERSION, wire::status::BAD_VERSION, "refused"),
+    let v = wire::VERSION;
+    let both = format!("version {v}");
+    let old = "protocol version 3 not supported (server speaks 2)";
+    for (version, status, message, expect) in [
+        (v + 1, wire::status::OK, "", format!("version {}", v + 1)),
+        (2, wire::status::OK, "", "version 2".to_string()),
+        (
+            v,
+            wire::status::BAD_VERSION,
+            "test server says no",
+            "refused".into(),
+        ),
+        // What a version 2 server answers this client.
+        (2, wire::status::BAD_VERSION, old, "server speaks 2".into()),
     ] {
         let scratch = Scratch::new("pipe-ver");
         let sock = scratch.path("fake.sock");
@@ -648,14 +721,14 @@ fn client_rejects_a_server_of_another_version() {
         let server = fake_server(
             sock.clone(),
             Welcome {
+                magic: u64::from_le_bytes(wire::MAGIC),
                 version,
                 status,
-                caps: 0,
-                required: 0,
                 max_frame: wire::MAX_FRAME,
                 instance: 1,
-                message: "test server says no".into(),
+                ..Default::default()
             },
+            message,
         );
         let connect = format!("unix:{}", sock.display());
         let (st, err) = run_ownfs_to_exit(
@@ -672,8 +745,8 @@ fn client_rejects_a_server_of_another_version() {
         );
         assert!(!st.success(), "the client must refuse: {err}");
         assert!(
-            err.contains(expect),
-            "stderr should say why ({expect}): {err}"
+            err.contains(&expect) && err.contains(&both),
+            "stderr should say why ({expect}) and name this client's {both}: {err}"
         );
         assert!(!ownfs_mounted_at(&mnt));
         server.join().unwrap();

@@ -6,6 +6,7 @@
 //! say why in the server's log, and leave the server serving the others.
 
 mod common;
+mod fuse_raw;
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -17,9 +18,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ownfs::transport::pipe::wire::{
-    self, Header, Hello, Request, Welcome, HEADER_LEN, WELCOME_FIXED_LEN,
-};
+use ownfs::transport::pipe::wire::{self, Hello, Welcome, WELCOME_FIXED_LEN};
 
 /// nobody:nogroup.
 const NOBODY: u32 = 65534;
@@ -125,14 +124,8 @@ fn session_as(who: &Caller, sock: &Path) -> Outcome {
     let r = who.run(move || {
         let mut s = UnixStream::connect(&sock)?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let hello = Hello {
-            version: wire::VERSION,
-            caps: 0,
-            required: 0,
-            max_frame: wire::MAX_FRAME,
-        };
         // A refused peer may be gone before this write lands.
-        let _ = s.write_all(&hello.encode());
+        let _ = s.write_all(&wire::encode(&Hello::new(0, 0)));
         let mut fixed = [0u8; WELCOME_FIXED_LEN];
         match s.read_exact(&mut fixed) {
             Ok(()) => {}
@@ -146,8 +139,8 @@ fn session_as(who: &Caller, sock: &Path) -> Outcome {
             }
             Err(e) => panic!("reading the welcome: {e}"),
         }
-        let (w, n) = Welcome::decode_fixed(&fixed).expect("welcome decodes");
-        let mut msg = vec![0u8; n];
+        let w: Welcome = wire::decode(&fixed).expect("welcome decodes");
+        let mut msg = vec![0u8; w.message_len.into()];
         s.read_exact(&mut msg)?;
         assert_eq!(
             w.status,
@@ -155,12 +148,13 @@ fn session_as(who: &Caller, sock: &Path) -> Outcome {
             "{}",
             String::from_utf8_lossy(&msg)
         );
-        let frame = Request::Init { flags: 0 }.encode(7, &wire::Caller::default());
-        s.write_all(&frame)?;
-        let mut hb = [0u8; HEADER_LEN];
-        s.read_exact(&mut hb)?;
-        let h = Header::parse(&hb).expect("reply header");
-        assert!(h.is_reply() && h.id == 7 && h.op == wire::op::INIT, "{h:?}");
+        let init = fuse_raw::init(7, 33, 0).encode(7);
+        s.write_all(&wire::request_frame(&[], &init))?;
+        let mut out = [0u8; fuse_raw::OUT_HEADER_LEN];
+        s.read_exact(&mut out)?;
+        // fuse_out_header: len, error, unique.
+        assert_eq!(out[4..8], [0; 4], "INIT refused: {out:?}");
+        assert_eq!(u64::from_le_bytes(out[8..16].try_into().unwrap()), 7);
         Ok(())
     });
     match r {

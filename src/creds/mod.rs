@@ -153,6 +153,21 @@ pub fn with_forwarded_groups<R>(groups: &[u32], f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// Runs `f` with the supplementary groups of local process `pid` running as `uid:gid`,
+/// from this thread's `/proc` cache (a pipe client forwards them with each request).
+pub fn with_proc_groups<R>(
+    pid: i32,
+    uid: u32,
+    gid: u32,
+    f: impl FnOnce(&[u32]) -> R,
+) -> io::Result<R> {
+    let ttl = Duration::from_millis(proc_groups::DEFAULT_TTL_MS);
+    THREAD.with(|t| {
+        let mut t = t.borrow_mut();
+        t.proc_cache.get(pid, uid, gid, ttl).map(f)
+    })
+}
+
 struct ThreadCreds {
     state: Applied,
     forwarded: Vec<u32>,

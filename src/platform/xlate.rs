@@ -2,8 +2,8 @@
 //!
 //! Pure tables with the Darwin constants written out, so they compile and are tested
 //! on every OS: a macOS server translates with them, Linux CI checks them. Wire values
-//! (errno, device numbers, xattr namespaces) are Linux's; wire flag bits are the
-//! pipe's own (`transport::pipe::wire`), passed in by the caller.
+//! (errno, device numbers, xattr namespaces, flag bits) are Linux's, as FUSE messages
+//! carry them; flag bits are passed in by the caller ([`LINUX_OPEN`]).
 
 use std::io;
 
@@ -128,6 +128,27 @@ pub struct WireOpen {
     pub cloexec: u32,
     pub noctty: u32,
 }
+
+/// Linux's open(2) bits (<asm-generic/fcntl.h>), as FUSE messages carry them.
+pub const LINUX_OPEN: WireOpen = WireOpen {
+    accmode: 0o3,
+    append: 0o2000,
+    trunc: 0o1000,
+    creat: 0o100,
+    excl: 0o200,
+    nonblock: 0o4000,
+    // O_SYNC is __O_SYNC | O_DSYNC; the O_DSYNC bit maps on its own.
+    sync: 0o4000000,
+    dsync: 0o10000,
+    nofollow: 0o400000,
+    directory: 0o200000,
+    cloexec: 0o2000000,
+    noctty: 0o400,
+};
+
+/// Linux's SEEK_DATA and SEEK_HOLE (Darwin's are 4 and 3).
+pub const LINUX_SEEK_DATA: u32 = 3;
+pub const LINUX_SEEK_HOLE: u32 = 4;
 
 /// Wire open flags → Darwin. O_DIRECT and O_NOATIME have no Darwin flag and are
 /// dropped: the client kernel keeps O_DIRECT semantics, and atime is advisory.
@@ -288,6 +309,33 @@ mod tests {
         cloexec: 1 << 13,
         noctty: 1 << 14,
     };
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn linux_values_match_libc() {
+        let l = &LINUX_OPEN;
+        for (ours, libc) in [
+            (l.accmode, libc::O_ACCMODE),
+            (l.append, libc::O_APPEND),
+            (l.trunc, libc::O_TRUNC),
+            (l.creat, libc::O_CREAT),
+            (l.excl, libc::O_EXCL),
+            (l.nonblock, libc::O_NONBLOCK),
+            (l.sync | l.dsync, libc::O_SYNC),
+            (l.dsync, libc::O_DSYNC),
+            (l.nofollow, libc::O_NOFOLLOW),
+            (l.directory, libc::O_DIRECTORY),
+            (l.cloexec, libc::O_CLOEXEC),
+            (l.noctty, libc::O_NOCTTY),
+            (LINUX_SEEK_DATA, libc::SEEK_DATA as _),
+            (LINUX_SEEK_HOLE, libc::SEEK_HOLE as _),
+        ] {
+            assert_eq!(ours as i32, libc);
+        }
+        let o_sync_append = (libc::O_SYNC | libc::O_APPEND | libc::O_RDWR) as u32;
+        let d = open_from_wire(o_sync_append, l);
+        assert_eq!(d, darwin::O_SYNC | darwin::O_DSYNC | darwin::O_APPEND | 2);
+    }
 
     #[test]
     fn errno_table_matches_the_headers() {

@@ -196,7 +196,7 @@ impl<F: FileSystemExt + Sync> Session<F> {
             arg.offset,
             owner,
             delayed,
-            arg.flags,
+            host::open_flags(arg.flags),
             arg.write_flags,
         )?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
@@ -264,19 +264,20 @@ impl<F: FileSystemExt + Sync> Session<F> {
             O::Rename { arg, name, newname } => {
                 empty(out, fs.rename(ctx, node, name, arg.newdir, newname, 0))?
             }
-            O::Rename2 { arg, name, newname } => empty(
-                out,
-                fs.rename(ctx, node, name, arg.newdir, newname, arg.flags),
-            )?,
+            O::Rename2 { arg, name, newname } => {
+                let flags = host::rename_flags(arg.flags)?;
+                empty(out, fs.rename(ctx, node, name, arg.newdir, newname, flags))?
+            }
             O::Link { arg, name } => entry(out, fs.link(ctx, arg.oldnodeid, node, name)?)?,
             O::Open(o) => {
-                let (fh, opts, backing) = fs.open(ctx, node, o.flags, o.open_flags)?;
+                let flags = host::open_flags(o.flags);
+                let (fh, opts, backing) = fs.open(ctx, node, flags, o.open_flags)?;
                 let o = open_out(fh, self.file_open_flags(opts), backing);
                 enc(reply::open(out, unique, &o))?
             }
             O::Create { arg, name } => {
                 let args = HostCreateIn {
-                    flags: arg.flags,
+                    flags: host::open_flags(arg.flags),
                     mode: arg.mode,
                     umask: arg.umask,
                     fuse_flags: arg.open_flags,
@@ -286,8 +287,14 @@ impl<F: FileSystemExt + Sync> Session<F> {
                 enc(reply::create(out, unique, minor, &host::entry_out(&e), &o))?
             }
             O::Tmpfile { arg, name } => {
-                let (e, fh, opts, backing) =
-                    fs.tmpfile(ctx, node, name, arg.flags, arg.mode, arg.umask)?;
+                let (e, fh, opts, backing) = fs.tmpfile(
+                    ctx,
+                    node,
+                    name,
+                    host::open_flags(arg.flags),
+                    arg.mode,
+                    arg.umask,
+                )?;
                 let o = open_out(fh, self.file_open_flags(opts), backing);
                 enc(reply::create(out, unique, minor, &host::entry_out(&e), &o))?
             }
@@ -309,10 +316,8 @@ impl<F: FileSystemExt + Sync> Session<F> {
                 let flush = r.release_flags & flags::RELEASE_FLUSH != 0;
                 let flock = r.release_flags & flags::RELEASE_FLOCK_UNLOCK != 0;
                 let owner = (flush || flock).then_some(r.lock_owner);
-                empty(
-                    out,
-                    fs.release(ctx, node, r.flags, r.fh, flush, flock, owner),
-                )?
+                let flags = host::open_flags(r.flags);
+                empty(out, fs.release(ctx, node, flags, r.fh, flush, flock, owner))?
             }
             O::Fsync(f) => {
                 let datasync = f.fsync_flags & flags::FSYNC_FDATASYNC != 0;
@@ -323,7 +328,8 @@ impl<F: FileSystemExt + Sync> Session<F> {
                 empty(out, fs.fsyncdir(ctx, node, datasync, f.fh))?
             }
             O::Setxattr { arg, name, value } => {
-                empty(out, fs.setxattr(ctx, node, name, value, arg.flags))?
+                let flags = host::xattr_flags(arg.flags)?;
+                empty(out, fs.setxattr(ctx, node, name, value, flags))?
             }
             O::Getxattr { arg, name } => match fs.getxattr(ctx, node, name, arg.size)? {
                 GetxattrReply::Value(v) => enc(reply::data(out, unique, &v))?,
@@ -336,7 +342,7 @@ impl<F: FileSystemExt + Sync> Session<F> {
             O::Removexattr { name } => empty(out, fs.removexattr(ctx, node, name))?,
             O::Flush(f) => empty(out, fs.flush(ctx, node, f.fh, f.lock_owner))?,
             O::Opendir(o) => {
-                let (fh, opts) = fs.opendir(ctx, node, o.flags)?;
+                let (fh, opts) = fs.opendir(ctx, node, host::open_flags(o.flags))?;
                 enc(reply::open(
                     out,
                     unique,
@@ -345,7 +351,10 @@ impl<F: FileSystemExt + Sync> Session<F> {
             }
             O::Readdir(r) => self.readdir(ctx, node, unique, &r, false, out)?,
             O::Readdirplus(r) => self.readdir(ctx, node, unique, &r, true, out)?,
-            O::Releasedir(r) => empty(out, fs.releasedir(ctx, node, r.flags, r.fh))?,
+            O::Releasedir(r) => {
+                let flags = host::open_flags(r.flags);
+                empty(out, fs.releasedir(ctx, node, flags, r.fh))?
+            }
             O::Getlk(l) => {
                 let lk = fs.getlk(ctx, node, l.fh, l.owner, host::host_lock(&l.lk), l.lk_flags)?;
                 let lk = super::abi::LkOut {
@@ -397,7 +406,7 @@ impl<F: FileSystemExt + Sync> Session<F> {
                 fs.fallocate(ctx, node, f.fh, f.mode, f.offset, f.length),
             )?,
             O::Lseek(l) => {
-                let at = fs.lseek(ctx, node, l.fh, l.offset, l.whence)?;
+                let at = fs.lseek(ctx, node, l.fh, l.offset, host::whence(l.whence))?;
                 enc(reply::lseek(out, unique, at))?
             }
             O::CopyFileRange(c) | O::CopyFileRange64(c) => {
@@ -472,7 +481,7 @@ impl<F: FileSystemExt + Sync> Session<F> {
             r.size,
             r.offset,
             owner,
-            r.flags,
+            host::open_flags(r.flags),
         )?;
         let len = n.min(w.written());
         enc(reply::header_for_payload(head, unique, len)).map(|h| h + len)

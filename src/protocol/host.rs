@@ -237,6 +237,39 @@ pub fn fopen_flags(o: OpenOptions) -> u32 {
     .fold(0, |acc, (_, bit)| acc | bit)
 }
 
+/// A request's Linux open(2) flags as this host's (on macOS O_DIRECT and O_NOATIME
+/// have no bit and are dropped).
+pub fn open_flags(linux: u32) -> u32 {
+    #[cfg(not(target_os = "linux"))]
+    let linux = platform::xlate::open_from_wire(linux, &platform::xlate::LINUX_OPEN) as u32;
+    linux
+}
+
+/// RENAME2's Linux flags as this host's; what it cannot do is EINVAL.
+pub fn rename_flags(linux: u32) -> io::Result<u32> {
+    #[cfg(not(target_os = "linux"))]
+    let linux = platform::xlate::rename_from_wire(linux, 1, 2)?;
+    Ok(linux)
+}
+
+/// SETXATTR's Linux flags (XATTR_CREATE 1, XATTR_REPLACE 2) as this host's.
+pub fn xattr_flags(linux: u32) -> io::Result<u32> {
+    #[cfg(not(target_os = "linux"))]
+    let linux = platform::xlate::xattr_flags_from_wire(linux, 1, 2)? as u32;
+    Ok(linux)
+}
+
+/// LSEEK's Linux whence as this host's (SEEK_DATA and SEEK_HOLE differ on macOS).
+pub fn whence(linux: u32) -> u32 {
+    #[cfg(not(target_os = "linux"))]
+    let linux = match linux {
+        platform::xlate::LINUX_SEEK_DATA => libc::SEEK_DATA as u32,
+        platform::xlate::LINUX_SEEK_HOLE => libc::SEEK_HOLE as u32,
+        other => other,
+    };
+    linux
+}
+
 /// The Linux errno for an error; errors without one are EIO.
 pub fn errno(e: &io::Error) -> i32 {
     let host = e.raw_os_error().unwrap_or(libc::EIO);

@@ -377,6 +377,36 @@ pub struct Workers {
 }
 
 impl Workers {
+    /// Runs `work` on `n` threads named `name-I`; all stopped once every call returned.
+    pub fn spawn(
+        n: usize,
+        name: &str,
+        work: impl Fn() + Send + Sync + 'static,
+    ) -> io::Result<Workers> {
+        let work = Arc::new(work);
+        let alive = Arc::new(AtomicUsize::new(0));
+        let mut handles = Vec::new();
+        for i in 0..n.max(1) {
+            let (work, alive) = (work.clone(), alive.clone());
+            alive.fetch_add(1, Ordering::SeqCst);
+            let stopped = alive.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("{name}-{i}"))
+                .spawn(move || {
+                    work();
+                    alive.fetch_sub(1, Ordering::SeqCst);
+                });
+            match h {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    stopped.fetch_sub(1, Ordering::SeqCst);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Workers { alive, handles })
+    }
+
     /// True once every worker saw the connection end (unmounted from outside).
     pub fn all_stopped(&self) -> bool {
         self.alive.load(Ordering::SeqCst) == 0

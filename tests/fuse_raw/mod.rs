@@ -5,10 +5,15 @@
 //! Replies go to one end of a datagram socket pair: one write by the server is one
 //! datagram, so the harness sees each reply whole, as the kernel would, and notices a
 //! request answered twice or not at all.
+//!
+//! [`PipeFuse`] sends the same messages through a running `ownfs serve` instead, in
+//! fuse-pipe frames, so both reach the protocol core by the same code path.
 
 #![allow(dead_code)]
 
-use std::os::unix::net::UnixDatagram;
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
@@ -16,13 +21,15 @@ use std::time::Duration;
 
 use ownfs::extension::FileSystemExt;
 pub use ownfs::protocol::dispatch::Handled;
-use ownfs::protocol::dispatch::{Session, SessionOptions, BUFFER_SIZE};
+use ownfs::protocol::dispatch::{takes_answer, Session, SessionOptions, BUFFER_SIZE};
+use ownfs::transport::pipe::wire::{self, Hello, Welcome, WELCOME_FIXED_LEN};
 
 pub const IN_HEADER_LEN: usize = 40;
 pub const OUT_HEADER_LEN: usize = 16;
 pub const ROOT: u64 = 1;
 
 /// Opcodes and setattr's `FATTR_*` bits: the protocol core's own constants.
+#[allow(unused_imports)]
 pub use ownfs::protocol::abi::{fattr, opcode as op};
 
 /// The body of a request after `fuse_in_header`.
@@ -389,6 +396,38 @@ pub enum Outcome {
     Crashed,
     /// No verdict within the time limit.
     Hung,
+    /// The transport closed the connection (fuse-pipe: a frame over its limit).
+    Closed(String),
+}
+
+/// A server the messages go to.
+pub trait Transport {
+    /// A fresh unique id (even, like the kernel's).
+    fn take_unique(&mut self) -> u64;
+
+    /// Hands exactly these bytes to the server as one message.
+    fn send_bytes(&mut self, bytes: Vec<u8>) -> Outcome;
+
+    /// The largest message the transport carries.
+    fn max_message(&self) -> usize {
+        usize::MAX
+    }
+
+    /// Opens a new connection after the transport closed one.
+    fn reconnect(&mut self) {}
+
+    /// Sends `msg` with a fresh unique id; returns that id and the outcome.
+    fn send(&mut self, msg: &Msg) -> (u64, Outcome) {
+        let unique = self.take_unique();
+        (unique, self.send_bytes(msg.encode(unique)))
+    }
+
+    /// Like `send`, for requests that must be answered once: the decoded reply, or
+    /// a description of what went wrong instead.
+    fn call(&mut self, msg: &Msg) -> Result<Reply, String> {
+        let (unique, outcome) = self.send(msg);
+        expect_one_reply(unique, outcome)
+    }
 }
 
 /// A server under test, fed through the protocol core's message handler.
@@ -407,7 +446,7 @@ impl<F: FileSystemExt + Sync + Send + 'static> RawFuse<F> {
     /// A session past INIT at protocol 7.33, the layouts the messages here use.
     pub fn new(fs: F) -> RawFuse<F> {
         let mut raw = Self::uninitialized(fs);
-        raw.call(&init(7, 33, 0)).expect("INIT");
+        Transport::call(&mut raw, &init(7, 33, 0)).expect("INIT");
         raw
     }
 
@@ -423,22 +462,18 @@ impl<F: FileSystemExt + Sync + Send + 'static> RawFuse<F> {
             limit: Duration::from_secs(10),
         }
     }
+}
 
+impl<F: FileSystemExt + Sync + Send + 'static> Transport for RawFuse<F> {
     /// A fresh unique id (even, like the kernel's).
-    pub fn take_unique(&mut self) -> u64 {
+    fn take_unique(&mut self) -> u64 {
         let unique = self.next_unique;
         self.next_unique += 2;
         unique
     }
 
-    /// Sends `msg` with a fresh unique id; returns that id and the outcome.
-    pub fn send(&mut self, msg: &Msg) -> (u64, Outcome) {
-        let unique = self.take_unique();
-        (unique, self.send_bytes(msg.encode(unique)))
-    }
-
     /// Hands exactly these bytes to the server as one message read from the device.
-    pub fn send_bytes(&mut self, bytes: Vec<u8>) -> Outcome {
+    fn send_bytes(&mut self, bytes: Vec<u8>) -> Outcome {
         let server = self.server.clone();
         let reply = self.server_end.clone();
         let (tx, rx) = mpsc::channel();
@@ -463,13 +498,6 @@ impl<F: FileSystemExt + Sync + Send + 'static> RawFuse<F> {
         }
         Outcome::Done(handled, replies)
     }
-
-    /// Like `send`, for requests that must be answered once: the decoded reply, or
-    /// a description of what went wrong instead.
-    pub fn call(&mut self, msg: &Msg) -> Result<Reply, String> {
-        let (unique, outcome) = self.send(msg);
-        expect_one_reply(unique, outcome)
-    }
 }
 
 /// The single well-formed reply to request `unique`, or what was wrong.
@@ -479,6 +507,7 @@ pub fn expect_one_reply(unique: u64, outcome: Outcome) -> Result<Reply, String> 
         Outcome::Done(_, r) => r,
         Outcome::Crashed => return Err("the serving thread crashed".into()),
         Outcome::Hung => return Err("no answer in time (hang)".into()),
+        Outcome::Closed(why) => return Err(format!("the connection closed: {why}")),
     };
     if replies.len() != 1 {
         return Err(format!("{} replies instead of one", replies.len()));
@@ -507,4 +536,148 @@ pub fn expect_one_reply(unique: u64, outcome: Outcome) -> Result<Reply, String> 
         unique,
         body: r[OUT_HEADER_LEN..].to_vec(),
     })
+}
+
+/// A running `ownfs serve`, reached over its socket in fuse-pipe frames.
+pub struct PipeFuse {
+    sock: PathBuf,
+    s: UnixStream,
+    next_unique: u64,
+    /// Supplementary groups sent with every message.
+    pub groups: Vec<u32>,
+}
+
+/// Sentinel requests that mark the end of a case's replies have uniques from here.
+const SENTINEL: u64 = 1 << 62;
+
+/// Connects to `sock` and does the fuse-pipe handshake with `version`; returns the
+/// stream, the server's welcome and its message.
+pub fn pipe_handshake(sock: &Path, version: u16) -> std::io::Result<(UnixStream, Welcome, String)> {
+    let mut s = UnixStream::connect(sock)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let hello = Hello {
+        version,
+        ..Hello::new(0, 0)
+    };
+    s.write_all(&wire::encode(&hello))?;
+    let mut fixed = [0u8; WELCOME_FIXED_LEN];
+    s.read_exact(&mut fixed)?;
+    let w: Welcome = wire::decode(&fixed).ok_or(std::io::ErrorKind::InvalidData)?;
+    let mut msg = vec![0u8; w.message_len.into()];
+    s.read_exact(&mut msg)?;
+    Ok((s, w, String::from_utf8_lossy(&msg).into_owned()))
+}
+
+impl PipeFuse {
+    /// A connection past the handshake and INIT at protocol 7.33.
+    pub fn new(sock: &Path) -> PipeFuse {
+        let mut p = Self::uninitialized(sock);
+        p.call(&init(7, 33, 0)).expect("INIT through the pipe");
+        p
+    }
+
+    /// A connection past the handshake that has not sent INIT.
+    pub fn uninitialized(sock: &Path) -> PipeFuse {
+        let (s, w, why) = pipe_handshake(sock, wire::VERSION).expect("fuse-pipe handshake");
+        assert_eq!(w.status, wire::status::OK, "{why}");
+        PipeFuse {
+            sock: sock.to_path_buf(),
+            s,
+            next_unique: 2,
+            groups: Vec::new(),
+        }
+    }
+
+    /// Sends one frame: the groups, then `msg`.
+    pub fn send_frame(&mut self, groups: &[u32], msg: &[u8]) -> std::io::Result<()> {
+        self.s.write_all(&wire::request_frame(groups, msg))
+    }
+
+    /// The raw stream, for frames no client would send.
+    pub fn stream(&mut self) -> &mut UnixStream {
+        &mut self.s
+    }
+
+    /// The next reply: Ok(None) when the server closed the connection.
+    pub fn read_reply(&mut self) -> Result<Option<Vec<u8>>, String> {
+        let mut head = [0u8; OUT_HEADER_LEN];
+        match self.s.read_exact(&mut head) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(None),
+            Err(e) => return Err(format!("reading a reply: {e}")),
+        }
+        let len = le_u32(&head, 0) as usize;
+        if !(OUT_HEADER_LEN..=BUFFER_SIZE).contains(&len) {
+            return Err(format!("reply length field {len}"));
+        }
+        let mut r = head.to_vec();
+        r.resize(len, 0);
+        self.s
+            .read_exact(&mut r[OUT_HEADER_LEN..])
+            .map_err(|e| format!("reply body: {e}"))?;
+        Ok(Some(r))
+    }
+
+    /// Whether the server closes the connection within the limit (EOF or reset).
+    pub fn closed(&mut self) -> bool {
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.s.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+            }
+        }
+    }
+}
+
+impl Transport for PipeFuse {
+    fn take_unique(&mut self) -> u64 {
+        let unique = self.next_unique;
+        self.next_unique += 2;
+        unique
+    }
+
+    fn max_message(&self) -> usize {
+        wire::MAX_MESSAGE
+    }
+
+    /// A new connection (and session, past INIT) after the server closed this one.
+    fn reconnect(&mut self) {
+        let fresh = Self::new(&self.sock);
+        self.s = fresh.s;
+    }
+
+    /// Sends the message, then a getattr of the root as a sentinel: a server with one
+    /// worker per connection answers in order, so every reply before the sentinel's
+    /// belongs to the message. With more workers, a message that takes an answer is
+    /// also waited for after the sentinel.
+    fn send_bytes(&mut self, bytes: Vec<u8>) -> Outcome {
+        let sentinel = SENTINEL + self.take_unique();
+        let probe = getattr(ROOT).encode(sentinel);
+        let groups = self.groups.clone();
+        let waits = bytes.len() >= 16 && takes_answer(le_u32(&bytes, 4));
+        let unique = if waits { le_u64(&bytes, 8) } else { 0 };
+        let sent = self
+            .send_frame(&groups, &bytes)
+            .and_then(|()| self.send_frame(&[], &probe));
+        if let Err(e) = sent {
+            return Outcome::Closed(format!("sending: {e}"));
+        }
+        let (mut replies, mut probed) = (Vec::new(), false);
+        while !probed || (waits && !replies.iter().any(|r: &Vec<u8>| le_u64(r, 8) == unique)) {
+            match self.read_reply() {
+                Ok(Some(r)) if le_u64(&r, 8) == sentinel => probed = true,
+                Ok(Some(r)) => replies.push(r),
+                Ok(None) => return Outcome::Closed("by the server".into()),
+                Err(e) if e.contains("timed out") || e.contains("temporarily") => {
+                    return Outcome::Hung
+                }
+                Err(e) => return Outcome::Closed(e),
+            }
+        }
+        Outcome::Done(Handled::Served, replies)
+    }
 }
