@@ -8,6 +8,7 @@ better, 1.00 = native) and ownfs (root) relative to the best peer.
 """
 
 import argparse
+import collections
 import csv
 import io
 import os
@@ -156,6 +157,17 @@ class Config:
         else:
             raise ValueError(n)
         wait_mounted(self.mnt, p)
+
+    def cpu_seconds(self):
+        """User+system CPU of this configuration's server processes (all threads, so far)."""
+        total = 0
+        for p in self.procs:
+            try:
+                fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+        return total / os.sysconf("SC_CLK_TCK")
 
     def stop(self):
         if mounted(self.mnt):
@@ -313,6 +325,25 @@ def report(rows, configs, out, reps, scale, notes=()):
     subprocess.run(["gnuplot"], input=gp, text=True, check=True)
 
 
+def cpu_report(cpu, configs, workloads, out):
+    """Appends the servers' median CPU seconds per workload run to table.md."""
+    servers = [n for n in configs if n != "native"]
+    lines = ["", "Server CPU (user+system seconds of the server processes, median per run; "
+             "the pipe counts server and client):", "",
+             "| workload | " + " | ".join(CONFIGS[n][0] for n in servers) + " |",
+             "|" + "---|" * (len(servers) + 1)]
+    for (wname, scale_desc, *_rest) in workloads:
+        cells = [f"{wname} ({scale_desc})"]
+        for n in servers:
+            v = cpu.get((wname, n))
+            cells.append(f"{statistics.median(v):.2f}" if v else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+    with open(out / "table.md", "a") as f:
+        f.write(text + "\n")
+    print(text)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=float, default=1.0,
@@ -447,6 +478,7 @@ def main():
 
     cfgs = {n: Config(n, base, out) for n in configs}
     rows = []
+    cpu = collections.defaultdict(list)
     uring_was = set_uring(any("uring" in n for n in configs))
     try:
         for c in cfgs.values():
@@ -457,7 +489,9 @@ def main():
             for (wname, scale_desc, unit, higher, fn) in workloads:
                 for n in order:
                     try:
+                        cpu_before = cfgs[n].cpu_seconds()
                         v = fn(cfgs[n].root, f"{rep}")
+                        cpu[(wname, n)].append(cfgs[n].cpu_seconds() - cpu_before)
                     except (subprocess.CalledProcessError, OSError, KeyError) as e:
                         log(f"rep {rep} {wname:45} {n:15} FAILED: {e}")
                         continue
@@ -484,6 +518,7 @@ def main():
         notes[:0] = [f"**WARNING: the machine was busy (load {load_before} > {BUSY_LOAD} "
                      "before the run): these figures are not a result.**", ""]
     report(rows, configs, out, a.reps, s, notes)
+    cpu_report(cpu, configs, workloads, out)
     log(f"wrote {out}/results.csv, {out}/table.md, {out}/speed.png")
 
 
