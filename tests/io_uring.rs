@@ -58,6 +58,25 @@ fn ring_completions(pid: i32) -> u64 {
     total
 }
 
+/// The CPUs each ring thread of the server may run on (`Cpus_allowed_list`).
+fn ring_thread_cpus(pid: i32) -> Vec<String> {
+    let mut cpus = Vec::new();
+    for task in fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let comm = fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "ownfs-uring" {
+            continue;
+        }
+        let status = fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap_or_default();
+        cpus.push(allowed.trim().to_string());
+    }
+    cpus.sort();
+    cpus
+}
+
 #[test]
 fn requests_go_through_the_rings() {
     let _one = PARAM.lock().unwrap_or_else(|e| e.into_inner());
@@ -92,6 +111,15 @@ fn requests_go_through_the_rings() {
             .args(["-c", "%s"])
             .arg(m.mnt.join("d/big")));
         assert_eq!(size.trim(), "3000000", "{extra:?}");
+        // One thread per CPU queue, each on its own CPU: requests queue on the ring of
+        // the caller's CPU, and a thread elsewhere costs a cross-CPU wake-up each.
+        let cpus = ring_thread_cpus(pid);
+        let mut single: Vec<u32> = cpus.iter().filter_map(|c| c.parse().ok()).collect();
+        single.dedup();
+        assert!(
+            !cpus.is_empty() && single.len() == cpus.len(),
+            "{extra:?}: ring threads may run on CPUs {cpus:?}, not one CPU each"
+        );
         let done = ring_completions(pid) - before;
         assert!(
             done >= 300,

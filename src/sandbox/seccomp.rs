@@ -74,7 +74,10 @@ mod linux {
     use super::*;
     use std::collections::BTreeMap;
 
-    use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+    use seccompiler::{
+        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+        SeccompRule, TargetArch,
+    };
 
     /// Threads, memory, signals, time and exit: what the Rust runtime, glibc and
     /// the worker pools need on every transport.
@@ -294,10 +297,19 @@ mod linux {
         };
         let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(io::Error::other)?;
         // An empty rule list allows the syscall whatever its arguments.
-        let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = allowed(transport)
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> = allowed(transport)
             .into_iter()
             .map(|nr| (nr, Vec::new()))
             .collect();
+        if transport == Transport::Mount {
+            // FUSE io_uring queue threads move onto their CPU: the calling thread only.
+            let own_thread = SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, 0);
+            let rule = own_thread.and_then(|c| SeccompRule::new(vec![c]));
+            rules.insert(
+                libc::SYS_sched_setaffinity,
+                vec![rule.map_err(io::Error::other)?],
+            );
+        }
         let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, arch)
             .map_err(io::Error::other)?;
         BpfProgram::try_from(filter).map_err(io::Error::other)

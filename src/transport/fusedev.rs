@@ -509,6 +509,9 @@ fn ring_loop<F: FileSystemExt + Sync>(
     session: &Session<F>,
     init: &InitDone,
 ) {
+    if let Err(e) = ring.pin_to_queue_cpu() {
+        log::debug!("FUSE io_uring queue thread stays unpinned: {e}");
+    }
     if !init.wait() {
         return;
     }
