@@ -267,9 +267,13 @@ impl Client {
     /// Marks connection `generation` as lost (once) and wakes the manager.
     fn lost(&self, generation: u64, why: &io::Error) {
         let mut link = lock(&self.link);
-        if link.generation != generation {
-            return;
+        if link.generation == generation {
+            self.drop_stream(&mut link, why);
         }
+    }
+
+    /// Closes the current stream; the manager reconnects and resends what is pending.
+    fn drop_stream(&self, link: &mut Link, why: &io::Error) {
         if let Some(s) = link.stream.take() {
             let _ = s.shutdown(Shutdown::Both);
         }
@@ -431,7 +435,7 @@ impl Client {
             wire::request_frame(&[], msg)
         };
         if !answered {
-            return self.send_oneway(&frame);
+            return self.send(&mut lock(&self.link), &frame);
         }
         let p = Pending {
             opcode: h.opcode,
@@ -481,33 +485,16 @@ impl Client {
         p.epoch = link.epoch;
         let frame = p.frame.clone();
         lock(&self.pending).insert(unique, p);
-        if let Some(s) = link.stream.as_mut() {
-            if let Err(e) = s.write_all(&frame) {
-                // Stays pending: the manager resends it on the next connection.
-                self.write_failed(&mut link, &e);
-            }
-        }
+        // Stays pending if it cannot go now: the manager resends it.
+        self.send(&mut link, &frame);
     }
 
-    /// Sends a request that gets no reply; dropped while disconnected.
-    fn send_oneway(&self, frame: &[u8]) {
-        let mut link = lock(&self.link);
-        if let Some(s) = link.stream.as_mut() {
-            if let Err(e) = s.write_all(frame) {
-                self.write_failed(&mut link, &e);
-            }
+    /// Writes `frame` if connected; a request without reply is dropped otherwise.
+    fn send(&self, link: &mut Link, frame: &[u8]) {
+        if let Some(Err(e)) = link.stream.as_mut().map(|s| s.write_all(frame)) {
+            log::debug!("sending a request: {e}");
+            self.drop_stream(link, &e);
         }
-    }
-
-    /// Drops a stream a write failed on; the manager reconnects and resends.
-    fn write_failed(&self, link: &mut Link, e: &io::Error) {
-        log::debug!("sending a request: {e}");
-        if let Some(s) = link.stream.take() {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-        link.disconnected_since.get_or_insert_with(Instant::now);
-        link.last_error = Some(e.to_string());
-        self.link_cv.notify_all();
     }
 }
 
@@ -550,6 +537,7 @@ fn handshake(
     token: Option<&super::auth::Token>,
 ) -> Result<Welcome, (io::Error, bool)> {
     let io = |e: io::Error| (e, false);
+    let refused = |why: String| (invalid(why), true);
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(io)?;
@@ -559,56 +547,44 @@ fn handshake(
         .write_all(&[hello, token.to_vec()].concat())
         .map_err(io)?;
     let mut fixed = [0u8; WELCOME_FIXED_LEN];
-    stream.read_exact(&mut fixed).map_err(|e| match e.kind() {
+    if let Err(e) = stream.read_exact(&mut fixed) {
         // What a server does to a peer uid it does not serve.
-        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => (
-            io::Error::new(
-                e.kind(),
-                "the server closed the connection before its welcome \
-                 (is this uid allowed to connect? see the server's log)",
-            ),
-            false,
-        ),
-        _ => (e, false),
-    })?;
-    let w = wire::decode::<Welcome>(&fixed).ok_or_else(|| {
-        let e = invalid("not a fuse-pipe server (no magic in its answer)".into());
-        (e, true)
-    })?;
+        let closed = matches!(
+            e.kind(),
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+        );
+        let why = "the server closed the connection before its welcome \
+                   (is this uid allowed to connect? see the server's log)";
+        return Err(io(if closed {
+            io::Error::new(e.kind(), why)
+        } else {
+            e
+        }));
+    }
+    let no_magic = || refused("not a fuse-pipe server (no magic in its answer)".into());
+    let w = wire::decode::<Welcome>(&fixed).ok_or_else(no_magic)?;
     if usize::from(w.message_len) > MAX_WELCOME_MESSAGE {
-        return Err((
-            invalid("the server's welcome message is too long".into()),
-            true,
-        ));
+        return Err(refused("the server's welcome message is too long".into()));
     }
     let mut msg = vec![0u8; usize::from(w.message_len)];
     stream.read_exact(&mut msg).map_err(io)?;
-    let message = String::from_utf8_lossy(&msg);
     stream.set_read_timeout(None).map_err(io)?;
-    let refused = |why: String| Err((invalid(why), true));
-    if w.status != status::OK {
-        return refused(format!(
-            "server refused the connection (status {}): {} (this client speaks fuse-pipe \
-             protocol version {})",
-            w.status,
-            message,
-            wire::VERSION
-        ));
-    }
-    if w.version != wire::VERSION {
-        return refused(format!(
-            "server speaks fuse-pipe protocol version {}, this client version {}",
-            w.version,
-            wire::VERSION
-        ));
-    }
-    if w.required & !wire::KNOWN_CAPS != 0 {
-        return refused(format!(
-            "server requires capabilities {:#x} this client lacks",
-            w.required & !wire::KNOWN_CAPS
-        ));
-    }
-    Ok(w)
+    let (ours, missing) = (wire::VERSION, w.required & !wire::KNOWN_CAPS);
+    let why = if w.status != status::OK {
+        let (code, text) = (w.status, String::from_utf8_lossy(&msg));
+        format!(
+            "server refused the connection (status {code}): {text} \
+             (this client speaks fuse-pipe protocol version {ours})"
+        )
+    } else if w.version != ours {
+        let theirs = w.version;
+        format!("server speaks fuse-pipe protocol version {theirs}, this client version {ours}")
+    } else if missing != 0 {
+        format!("server requires capabilities {missing:#x} this client lacks")
+    } else {
+        return Ok(w);
+    };
+    Err(refused(why))
 }
 
 /// Changes the flags an INIT request offers (a 7.36+ init_in; older ones stay as they

@@ -70,26 +70,16 @@ impl ToServer {
     }
 }
 
-fn tag(epoch: u32, id: &mut u64) -> Result<(), TooLarge> {
+/// Tags a server id with `epoch`; ids up to `same` (none, or the root) mean the same
+/// in every epoch.
+fn tag(epoch: u32, same: u64, id: &mut u64) -> Result<(), TooLarge> {
     if *id > LOCAL {
         return Err(TooLarge(*id));
     }
-    *id |= u64::from(epoch & EPOCH_MASK) << EPOCH_SHIFT;
+    if *id > same {
+        *id |= u64::from(epoch & EPOCH_MASK) << EPOCH_SHIFT;
+    }
     Ok(())
-}
-
-fn node_out(epoch: u32, id: &mut u64) -> Result<(), TooLarge> {
-    match *id {
-        0 | ROOT_ID => Ok(()),
-        _ => tag(epoch, id),
-    }
-}
-
-fn handle_out(epoch: u32, fh: &mut u64) -> Result<(), TooLarge> {
-    match *fh {
-        0 => Ok(()),
-        _ => tag(epoch, fh),
-    }
 }
 
 /// Decodes a `T` at the start of `buf`, lets `f` change it and writes it back. A
@@ -207,7 +197,7 @@ impl ReplyIds {
             e.entry_valid = 0;
             e.entry_valid_nsec = 0;
         }
-        node_out(self.epoch, &mut e.nodeid)
+        tag(self.epoch, ROOT_ID, &mut e.nodeid)
     }
 
     /// Rewrites the server's successful `reply` to a request of `opcode` in place.
@@ -222,11 +212,9 @@ impl ReplyIds {
                 patch(body, |e: &mut EntryOut| self.entry(e))?;
                 let start = EntryOut::SIZE.min(body.len());
                 let open = &mut body[start..];
-                patch(open, |o: &mut OpenOut| handle_out(self.epoch, &mut o.fh))
+                patch(open, |o: &mut OpenOut| tag(self.epoch, 0, &mut o.fh))
             }
-            op::OPEN | op::OPENDIR => {
-                patch(body, |o: &mut OpenOut| handle_out(self.epoch, &mut o.fh))
-            }
+            op::OPEN | op::OPENDIR => patch(body, |o: &mut OpenOut| tag(self.epoch, 0, &mut o.fh)),
             op::READDIRPLUS => {
                 let mut at = 0;
                 while body.len() - at >= DIRENTPLUS_NAME_OFFSET {

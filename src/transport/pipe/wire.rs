@@ -5,7 +5,7 @@
 //! answers with bare FUSE replies, whose out-header carries their length. Every length
 //! is checked against its limit before anything is read or allocated.
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 
 use crate::protocol::abi::OutHeader;
 use crate::protocol::dispatch::BUFFER_SIZE;
@@ -128,14 +128,20 @@ pub fn frame_message(frame: &[u8]) -> &[u8] {
 /// Reads one request frame into `groups` and `msg` (both reused, never grown past the
 /// limits); `Ok(false)` at a clean end of stream before the frame.
 pub fn read_request(
-    r: &mut impl Read,
+    r: &mut impl BufRead,
     groups: &mut Vec<u32>,
     msg: &mut Vec<u8>,
 ) -> io::Result<bool> {
-    let mut head = [0u8; 8];
-    if !read_exact_or_eof(r, &mut head)? {
-        return Ok(false);
+    loop {
+        match r.fill_buf() {
+            Ok([]) => return Ok(false),
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
+    let mut head = [0u8; 8];
+    read_body(r, &mut head)?;
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
     let count = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
     let msg_len = (len <= MAX_FRAME && count <= MAX_GROUPS)
@@ -182,21 +188,6 @@ fn read_body(r: &mut impl Read, buf: &mut [u8]) -> io::Result<()> {
         io::ErrorKind::UnexpectedEof => invalid("malformed frame: truncated".into()),
         _ => e,
     })
-}
-
-/// Like `read_exact`, but a clean end of stream before the first byte is `Ok(false)`.
-fn read_exact_or_eof(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) if got == 0 => return Ok(false),
-            Ok(0) => return Err(invalid("malformed frame: truncated header".into())),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
 }
 
 #[cfg(test)]
