@@ -10,6 +10,8 @@
 #   --files N  files created, stat'ed and unlinked per run (default 2000)
 #   --mib N    MiB written and read with dd and O_DIRECT per run (default 256)
 #   --threads N  --thread-pool-size of both servers (default 0, both servers' default)
+# With OWNFS_BASE_BIN=PATH (another ownfs build, e.g. an older commit), a third share
+# `ownfs-base` is served by it, in the same rotation, with its own column and ratio.
 # Installs virtiofsd 1.14 into .tools/bin when missing. Logs: target/ownfs-vm-bench/.
 set -euo pipefail
 
@@ -49,6 +51,11 @@ fi
 [[ -z ${OWNFS_BIN:-} ]] && (cd "$REPO" && cargo build --release --quiet)
 vm_check_host
 "$OWNFS" virtiofs --help >/dev/null 2>&1 || vm_die "$OWNFS has no virtiofs command"
+servers=ownfs+virtiofsd
+if [[ -n ${OWNFS_BASE_BIN:-} ]]; then
+    "$OWNFS_BASE_BIN" virtiofs --help >/dev/null 2>&1 || vm_die "$OWNFS_BASE_BIN has no virtiofs command"
+    servers+=+ownfs-base
+fi
 
 mkdir -p "$WORK" "$LOGS"
 exec 7>"$WORK.lock"
@@ -56,7 +63,7 @@ flock -n 7 || vm_die "another scripts/vm/bench.sh is running (lock $WORK.lock)"
 trap vm_cleanup EXIT
 trap 'exit 130' INT TERM
 rm -rf "$WORK" "$LOGS"
-mkdir -p "$WORK/sock" "$WORK/results" "$WORK/ownfs" "$WORK/virtiofsd" "$LOGS"
+mkdir -p "$WORK/sock" "$WORK/results" "$WORK/ownfs" "$WORK/virtiofsd" "$WORK/ownfs-base" "$LOGS"
 
 vm_build_initramfs
 accel="$(vm_accel "$accel")"
@@ -66,22 +73,26 @@ vm_virtiofs ownfs bench-ownfs "$WORK/sock/ownfs" "$WORK/ownfs" --cache auto \
     --thread-pool-size "$threads"
 vm_virtiofs virtiofsd bench-virtiofsd "$WORK/sock/virtiofsd" "$WORK/virtiofsd" --cache auto \
     --thread-pool-size "$threads" --sandbox none
+[[ -n ${OWNFS_BASE_BIN:-} ]] &&
+    vm_virtiofs ownfs-base bench-ownfs-base "$WORK/sock/ownfs-base" "$WORK/ownfs-base" \
+        --cache auto --thread-pool-size "$threads"
 devices=()
 mapfile -t devices < <(
     vm_fs_dev fs0 "$WORK/sock/rootfs" rootfs
     vm_fs_dev fs1 "$WORK/sock/results" results
     vm_fs_dev fs2 "$WORK/sock/ownfs" bownfs
     vm_fs_dev fs3 "$WORK/sock/virtiofsd" bvirtiofsd
+    [[ -z ${OWNFS_BASE_BIN:-} ]] || vm_fs_dev fs4 "$WORK/sock/ownfs-base" bownfs-base
 )
 vm_log "kernel $VM_KVER, $accel, $VM_CPUS vCPUs; $reps reps, $files files, $mib MiB; $("$VIRTIOFSD" --version)"
-vm_qemu "$accel" 3600 "ownfs_vm.run=scripts/vm/guest-bench.sh ownfs_vm.args=$reps,$files,$mib" \
+vm_qemu "$accel" 3600 "ownfs_vm.run=scripts/vm/guest-bench.sh ownfs_vm.args=$reps,$files,$mib,$servers" \
     "${devices[@]}" || true
 vm_cleanup
 cp -a "$WORK/results" "$LOGS/results"
 [[ "$(cat "$WORK/results/status" 2>/dev/null)" == 0 ]] || vm_die "the guest benchmark failed: see ${LOGS#"$REPO"/}/console.log"
 
 echo
-awk '
+awk -v servers="$servers" '
 function median(list,    n, a, i, j, t) {
     n = split(list, a, " ")
     for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
@@ -93,10 +104,17 @@ $1 == "run" {
 }
 END {
     n = split("create stat unlink write read", ks, " ")
-    printf "%-8s %14s %14s %14s\n", "median", "ownfs", "virtiofsd", "ownfs/virtiofsd"
+    m = split(servers, fs, "+")
+    printf "%-8s", "median"
+    for (j = 1; j <= m; j++) printf " %14s", fs[j]
+    for (j = 1; j <= m; j++) if (fs[j] != "ownfs") printf " %18s", "ownfs/" fs[j]
+    printf "\n"
     for (i = 1; i <= n; i++) {
-        k = ks[i]; o = median(t["ownfs", k]); v = median(t["virtiofsd", k])
-        printf "%-8s %13.3fs %13.3fs %14.2f\n", k, o, v, (v > 0 ? o / v : 0)
+        k = ks[i]; o = median(t["ownfs", k])
+        printf "%-8s", k
+        for (j = 1; j <= m; j++) printf " %13.3fs", median(t[fs[j], k])
+        for (j = 1; j <= m; j++) if (fs[j] != "ownfs") { v = median(t[fs[j], k]); printf " %18.2f", (v > 0 ? o / v : 0) }
+        printf "\n"
     }
 }' "$WORK/results/bench.txt" | tee "$LOGS/summary.txt"
 echo "(time ratios: below 1.00 means ownfs is faster; per-run lines in ${LOGS#"$REPO"/}/results/bench.txt)"

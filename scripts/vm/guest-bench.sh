@@ -4,12 +4,14 @@
 # (the order alternates every repetition), writing one line per run to the results
 # share: `run fs=NAME rep=N create=S stat=S unlink=S write=S read=S` (seconds).
 #
-# usage: guest-bench.sh REPS FILES MIB
-#   FILES  files in the metadata workload (create, then stat, then unlink each)
-#   MIB    size of the sequential dd write and read, with O_DIRECT
+# usage: guest-bench.sh REPS FILES MIB [SERVERS]
+#   FILES    files in the metadata workload (create, then stat, then unlink each)
+#   MIB      size of the sequential dd write and read, with O_DIRECT
+#   SERVERS  share names joined by '+' (default ownfs+virtiofsd); share tag b<NAME>
 set -uo pipefail
 
 REPS=${1:-3} FILES=${2:-2000} MIB=${3:-256}
+IFS=+ read -r -a SERVERS <<<"${4:-ownfs+virtiofsd}"
 RESULTS=/tmp/ownfs-vm-results
 say() { echo "ownfs-vm-bench: $*"; }
 
@@ -19,14 +21,14 @@ status=1
 out="$RESULTS/bench.txt"
 : >"$out"
 finish() {
-    umount /tmp/b-ownfs /tmp/b-virtiofsd 2>/dev/null
+    for fs in "${SERVERS[@]}"; do umount "/tmp/b-$fs" 2>/dev/null; done
     echo "$status" >"$RESULTS/status"
     sync
     umount "$RESULTS"
 }
 trap finish EXIT
 
-for fs in ownfs virtiofsd; do
+for fs in "${SERVERS[@]}"; do
     mkdir -p "/tmp/b-$fs"
     mount -t virtiofs "b$fs" "/tmp/b-$fs" || { say "ERROR: cannot mount the $fs share"; exit 1; }
 done
@@ -84,8 +86,9 @@ run_one() { # fs rep
 
 say "reps $REPS, $FILES files, $MIB MiB; kernel $(uname -r), $(nproc) CPUs"
 for ((rep = 1; rep <= REPS; rep++)); do
-    order=(ownfs virtiofsd)
-    ((rep % 2 == 0)) && order=(virtiofsd ownfs)
+    # Rotate who goes first, so each server meets every position equally often.
+    n=${#SERVERS[@]} order=()
+    for ((i = 0; i < n; i++)); do order+=("${SERVERS[(rep + i) % n]}"); done
     for fs in "${order[@]}"; do
         run_one "$fs" "$rep" || exit 1
     done

@@ -108,6 +108,7 @@ vm_virtiofs() {
     rm -f "$sock"
     case $impl in
     ownfs) vm_start "$name" "$OWNFS" virtiofs --socket-path "$sock" --shared-dir "$dir" "$@" ;;
+    ownfs-base) vm_start "$name" "$OWNFS_BASE_BIN" virtiofs --socket-path "$sock" --shared-dir "$dir" "$@" ;;
     virtiofsd) vm_start "$name" "$VIRTIOFSD" --socket-path "$sock" --shared-dir "$dir" "$@" ;;
     *) vm_die "unknown virtio-fs server $impl" ;;
     esac
