@@ -557,18 +557,20 @@ impl InodeStore {
         born: Option<BirthTime>,
         found: Found<'_>,
     ) -> Arc<InodeData> {
+        // A known inode needs only the read lock: forgets, which alone lower the count,
+        // hold the write lock.
+        let known = |maps: &Maps| {
+            let data = maps.by_key.get(&key).and_then(|id| maps.by_id.get(id))?;
+            data.lookups.fetch_add(1, Ordering::Relaxed);
+            Some(data.clone())
+        };
+        if let Some(data) = known(&self.maps.read().unwrap_or_else(|e| e.into_inner())) {
+            return self.found_again(data, fd, born, found);
+        }
         let mut maps = self.maps.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(&id) = maps.by_key.get(&key) {
-            if let Some(data) = maps.by_id.get(&id) {
-                data.lookups.fetch_add(1, Ordering::Relaxed);
-                let data = data.clone();
-                drop(maps);
-                if let (true, Some((parent, name))) = (self.tracks_places(), found) {
-                    data.place_at(parent, name, born);
-                }
-                data.adopt(fd);
-                return data;
-            }
+        if let Some(data) = known(&maps) {
+            drop(maps);
+            return self.found_again(data, fd, born, found);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let reopen = match found {
@@ -603,6 +605,22 @@ impl InodeStore {
         data
     }
 
+    /// A lookup met an inode already in the table: note where, keep the fresh fd if
+    /// the node has none.
+    fn found_again(
+        &self,
+        data: Arc<InodeData>,
+        fd: OwnedFd,
+        born: Option<BirthTime>,
+        found: Found<'_>,
+    ) -> Arc<InodeData> {
+        if let (true, Some((parent, name))) = (self.tracks_places(), found) {
+            data.place_at(parent, name, born);
+        }
+        data.adopt(fd);
+        data
+    }
+
     /// After a rename: the inode `key` (if known) now lives at `parent`/`name`.
     pub fn moved(&self, key: InodeKey, parent: &Arc<InodeData>, name: &CStr) {
         if !self.tracks_places() {
@@ -622,33 +640,39 @@ impl InodeStore {
 
     /// Drops `count` client references; the inode leaves the table at zero.
     pub fn forget(&self, id: u64, count: u64) {
-        if id == ROOT_ID {
-            return;
-        }
-        let mut maps = self.maps.write().unwrap_or_else(|e| e.into_inner());
-        Self::forget_locked(&mut maps, id, count);
+        self.forget_many(&[(id, count)]);
     }
 
+    /// Counts drop under the read lock; only inodes that reach zero take the write lock.
     pub fn forget_many(&self, requests: &[(u64, u64)]) {
-        let mut maps = self.maps.write().unwrap_or_else(|e| e.into_inner());
-        for &(id, count) in requests {
-            if id != ROOT_ID {
-                Self::forget_locked(&mut maps, id, count);
+        let mut unused = false;
+        {
+            let maps = self.maps.read().unwrap_or_else(|e| e.into_inner());
+            for &(id, count) in requests {
+                if let Some(data) = maps.by_id.get(&id).filter(|_| id != ROOT_ID) {
+                    let drop_count = |n: u64| Some(n.saturating_sub(count));
+                    let before =
+                        data.lookups
+                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, drop_count);
+                    unused |= before.is_ok_and(|n| n <= count);
+                }
             }
         }
-    }
-
-    fn forget_locked(maps: &mut Maps, id: u64, count: u64) {
-        let Some(data) = maps.by_id.get(&id) else {
+        if !unused {
             return;
-        };
-        let left = data.lookups.load(Ordering::Relaxed).saturating_sub(count);
-        data.lookups.store(left, Ordering::Relaxed);
-        if left == 0 {
-            let key = data.key;
-            maps.by_id.remove(&id);
-            if maps.by_key.get(&key) == Some(&id) {
-                maps.by_key.remove(&key);
+        }
+        let mut maps = self.maps.write().unwrap_or_else(|e| e.into_inner());
+        for &(id, _) in requests {
+            // A lookup may have found the inode again since: the count says.
+            let Some(data) = maps.by_id.get(&id).filter(|_| id != ROOT_ID) else {
+                continue;
+            };
+            if data.lookups.load(Ordering::Relaxed) == 0 {
+                let key = data.key;
+                maps.by_id.remove(&id);
+                if maps.by_key.get(&key) == Some(&id) {
+                    maps.by_key.remove(&key);
+                }
             }
         }
     }
