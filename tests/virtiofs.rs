@@ -758,3 +758,59 @@ fn a_malformed_vhost_user_message_closes_the_connection() {
     assert!(log.contains("unknown protocol version"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// Memory hot-plug: a region added with ADD_MEM_REG carries requests, and once
+/// REM_MEM_REG takes it away a chain pointing there comes back empty.
+#[test]
+fn memory_regions_come_and_go() {
+    use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+    use std::os::fd::AsFd;
+    use vm_memory::{FileOffset, GuestMemoryMmap};
+    const ADD_MEM_REG: u32 = 37;
+    const REM_MEM_REG: u32 = 38;
+    const GET_MAX_MEM_SLOTS: u32 = 36;
+    const HOT: u64 = 0x1000_0000;
+    const HOT_SIZE: u64 = 1 << 20;
+    let dev = Device::start_with(&[], |share| fs::write(share.join("f"), b"x").unwrap());
+    let (mut vmm, _, _) = Vmm::connect(&dev.sock, Shape::Portable, &dev.scratch.path("unused"));
+    vmm.init();
+    assert_eq!(vmm.frontend.get_u64(GET_MAX_MEM_SLOTS), 509);
+
+    let file = File::from(memfd_create(c"hot", MemFdCreateFlag::MFD_CLOEXEC).unwrap());
+    file.set_len(HOT_SIZE).unwrap();
+    let hot = GuestMemoryMmap::<()>::from_ranges_with_files([(
+        GuestAddress(HOT),
+        HOT_SIZE as usize,
+        Some(FileOffset::new(file.try_clone().unwrap(), 0)),
+    )])
+    .unwrap();
+    let mut region = 0u64.to_le_bytes().to_vec();
+    for w in [HOT, HOT_SIZE, VMM_VA + HOT, 0] {
+        region.extend_from_slice(&w.to_le_bytes());
+    }
+    assert_eq!(vmm.frontend.acked(ADD_MEM_REG, &region, &[file.as_fd()]), 0);
+
+    vmm.unique += 1;
+    let name = cname("f");
+    let header = InHeader {
+        len: (std::mem::size_of::<InHeader>() + name.len()) as u32,
+        opcode: FUSE_LOOKUP,
+        unique: vmm.unique,
+        nodeid: 1,
+        ..Default::default()
+    };
+    let mut req = header.as_slice().to_vec();
+    req.extend_from_slice(&name);
+    hot.write_slice(&req, GuestAddress(HOT)).unwrap();
+    let used = vmm.submit(&[(HOT, req.len() as u32, false), (HOT + 0x1000, 4096, true)]);
+    let mut out = OutHeader::default();
+    hot.read_slice(out.as_mut_slice(), GuestAddress(HOT + 0x1000))
+        .unwrap();
+    assert_eq!((out.unique, out.error), (vmm.unique, 0));
+    assert_eq!(used, out.len, "a reply written into the hot-plugged region");
+
+    assert_eq!(vmm.frontend.acked(REM_MEM_REG, &region, &[]), 0);
+    let used = vmm.submit(&[(HOT, req.len() as u32, false), (HOT + 0x1000, 4096, true)]);
+    assert_eq!(used, 0, "the removed region is gone");
+    lookup(&mut vmm, 1, "f", ROOT).check(0, vmm.unique);
+}
