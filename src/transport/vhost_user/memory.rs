@@ -153,3 +153,71 @@ fn map(desc: &RegionDesc, fd: OwnedFd) -> io::Result<Arc<GuestRegionMmap<()>>> {
         })?;
     Ok(Arc::new(region))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::{Bytes, GuestMemory};
+
+    fn backing(tag: &str, size: u64) -> OwnedFd {
+        let path = std::env::temp_dir().join(format!("ownfs-mem-{tag}-{}", std::process::id()));
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        file.set_len(size).unwrap();
+        OwnedFd::from(file)
+    }
+
+    fn desc(guest_addr: u64, size: u64, vmm_addr: u64) -> RegionDesc {
+        RegionDesc {
+            guest_addr,
+            size,
+            vmm_addr,
+            mmap_offset: 0,
+        }
+    }
+
+    #[test]
+    fn translates_through_the_regions_and_keeps_old_snapshots() {
+        let mut map = MemoryMap::default();
+        let low = desc(0, 0x10000, 0x7000_0000);
+        map.set_table(&[low], vec![backing("low", 0x10000)])
+            .unwrap();
+        assert_eq!(map.vmm_to_guest(0x7000_0010), Some(0x10));
+        assert_eq!(map.vmm_to_guest(0x7001_0000), None, "one past the region");
+        let before = map.snapshot();
+        before.write_obj(7u32, GuestAddress(0x20)).unwrap();
+
+        let high = desc(0x100000, 0x10000, 0x9000_0000);
+        map.add(high, backing("high", 0x10000)).unwrap();
+        assert_eq!(map.vmm_to_guest(0x9000_0008), Some(0x100008));
+        assert_eq!(map.snapshot().num_regions(), 2);
+
+        map.remove(low).unwrap();
+        assert_eq!(map.vmm_to_guest(0x7000_0010), None);
+        assert!(map.remove(low).is_err(), "already gone");
+        // A request that started before still reads the memory it started with.
+        assert_eq!(before.read_obj::<u32>(GuestAddress(0x20)).unwrap(), 7);
+    }
+
+    #[test]
+    fn refuses_tables_that_do_not_add_up() {
+        let mut map = MemoryMap::default();
+        let d = desc(0, 0x1000, 0);
+        assert!(map
+            .set_table(&[d, d], vec![backing("one", 0x1000)])
+            .is_err());
+        assert!(map
+            .set_table(&[desc(0, 0, 0)], vec![backing("zero", 0x1000)])
+            .is_err());
+        let overlap = [desc(0, 0x2000, 0), desc(0x1000, 0x2000, 0x10000)];
+        let fds = vec![backing("a", 0x2000), backing("b", 0x2000)];
+        assert!(map.set_table(&overlap, fds).is_err());
+        assert!(map.is_empty());
+    }
+}
