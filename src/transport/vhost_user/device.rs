@@ -259,19 +259,23 @@ impl Device {
 
     fn handle(&mut self, m: Message) -> io::Result<()> {
         let request = m.request;
+        log::debug!("vhost-user {} ({request})", msg::name(request));
         let wants_ack = m.needs_ack()
             && self.protocol & PROTOCOL_REPLY_ACK != 0
             && !Message::has_reply(request);
         let status = match self.apply(m) {
             Ok(()) => 0,
             Err(Refusal::Refused(why)) => {
-                log::error!("vhost-user request {request} refused: {why}");
+                log::error!(
+                    "vhost-user {} ({request}) refused: {why}",
+                    msg::name(request)
+                );
                 1
             }
             Err(Refusal::Fatal(e)) => {
                 return Err(io::Error::new(
                     e.kind(),
-                    format!("vhost-user request {request}: {e}"),
+                    format!("vhost-user {} ({request}): {e}", msg::name(request)),
                 ))
             }
         };

@@ -28,6 +28,32 @@ pub const GET_MAX_MEM_SLOTS: u32 = 36;
 pub const ADD_MEM_REG: u32 = 37;
 pub const REM_MEM_REG: u32 = 38;
 
+/// The request's name in the spec, for logs.
+pub fn name(request: u32) -> &'static str {
+    match request {
+        GET_FEATURES => "GET_FEATURES",
+        SET_FEATURES => "SET_FEATURES",
+        SET_OWNER => "SET_OWNER",
+        RESET_OWNER => "RESET_OWNER",
+        SET_MEM_TABLE => "SET_MEM_TABLE",
+        SET_VRING_NUM => "SET_VRING_NUM",
+        SET_VRING_ADDR => "SET_VRING_ADDR",
+        SET_VRING_BASE => "SET_VRING_BASE",
+        GET_VRING_BASE => "GET_VRING_BASE",
+        SET_VRING_KICK => "SET_VRING_KICK",
+        SET_VRING_CALL => "SET_VRING_CALL",
+        SET_VRING_ERR => "SET_VRING_ERR",
+        GET_PROTOCOL_FEATURES => "GET_PROTOCOL_FEATURES",
+        SET_PROTOCOL_FEATURES => "SET_PROTOCOL_FEATURES",
+        GET_QUEUE_NUM => "GET_QUEUE_NUM",
+        SET_VRING_ENABLE => "SET_VRING_ENABLE",
+        GET_MAX_MEM_SLOTS => "GET_MAX_MEM_SLOTS",
+        ADD_MEM_REG => "ADD_MEM_REG",
+        REM_MEM_REG => "REM_MEM_REG",
+        _ => "unsupported",
+    }
+}
+
 /// Requests whose sender waits for a reply of their own, not an acknowledgement; the
 /// ones this backend does not implement can only be answered by closing the connection
 /// (GET_CONFIG, GET_INFLIGHT_FD, GET_STATUS, GET_SHARED_OBJECT, GET_DEVICE_STATE...).
