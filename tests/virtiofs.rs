@@ -814,3 +814,29 @@ fn memory_regions_come_and_go() {
     assert_eq!(used, 0, "the removed region is gone");
     lookup(&mut vmm, 1, "f", ROOT).check(0, vmm.unique);
 }
+
+/// Requests the device cannot honour are acknowledged as failures (REPLY_ACK) and
+/// logged; the device goes on serving.
+#[test]
+fn unsupported_requests_are_refused_and_the_device_goes_on() {
+    const SET_VRING_KICK: u32 = 12;
+    const SET_LOG_BASE: u32 = 6;
+    let dev = Device::start_with(&[], |share| fs::write(share.join("f"), b"x").unwrap());
+    let (mut vmm, _, _) = connect(&dev);
+    vmm.init();
+    // Polling mode: a kick without a descriptor.
+    let nofd = (1u64 | 0x100).to_le_bytes();
+    assert_ne!(vmm.frontend.acked(SET_VRING_KICK, &nofd, &[]), 0);
+    // A ring the device does not have.
+    assert_ne!(
+        vmm.frontend.acked(SET_VRING_KICK, &7u64.to_le_bytes(), &[]),
+        0
+    );
+    // A request this backend does not implement.
+    assert_ne!(vmm.frontend.acked(SET_LOG_BASE, &[0u8; 16], &[]), 0);
+    lookup(&mut vmm, 1, "f", ROOT).check(0, vmm.unique);
+    let log = dev.stderr();
+    assert!(log.contains("polling mode"), "{log}");
+    assert!(log.contains("no virtqueue 7"), "{log}");
+    assert!(log.contains("unsupported request 6"), "{log}");
+}
