@@ -44,7 +44,6 @@ enum Command {
     #[cfg(target_os = "linux")]
     Client(ClientArgs),
     /// vhost-user virtio-fs device for a VMM (QEMU vhost-user-fs-pci), like virtiofsd.
-    #[cfg(target_os = "linux")]
     Virtiofs(VirtiofsArgs),
     /// Per-operation statistics of a running server (requests, errors, latency).
     Stats(StatsQueryArgs),
@@ -392,7 +391,6 @@ fn default_threads() -> usize {
 fn main() -> ExitCode {
     let cli = Cli::parse_from(helper_form_args(std::env::args_os().collect()));
     let log_level = match &cli.command {
-        #[cfg(target_os = "linux")]
         Command::Virtiofs(args) => args.log_level.map(LogLevel::filter),
         _ => None,
     };
@@ -406,7 +404,6 @@ fn main() -> ExitCode {
         Command::Serve(args) => run_serve(args),
         #[cfg(target_os = "linux")]
         Command::Client(args) => run_client(args),
-        #[cfg(target_os = "linux")]
         Command::Virtiofs(args) => run_virtiofs(args),
         Command::Stats(args) => run_stats(args),
         Command::Manpage { dir } => write_manpages(&dir),
@@ -1066,7 +1063,6 @@ fn run_client(args: ClientArgs) -> Result<(), String> {
 
 // ---- virtio-fs: a vhost-user device backend, flag-compatible with virtiofsd ----
 
-#[cfg(target_os = "linux")]
 #[derive(Args, Clone)]
 struct VirtiofsArgs {
     /// vhost-user socket to create and listen on (the VMM connects to it).
@@ -1166,7 +1162,6 @@ enum LogLevel {
     Off,
 }
 
-#[cfg(target_os = "linux")]
 impl LogLevel {
     fn filter(self) -> &'static str {
         match self {
@@ -1191,7 +1186,6 @@ fn parse_group(group: &str) -> Result<u32, String> {
     }
 }
 
-#[cfg(target_os = "linux")]
 fn run_virtiofs(args: VirtiofsArgs) -> Result<(), String> {
     use ownfs::transport::virtiofs::{self, VirtioFsOptions};
     if args.print_capabilities {

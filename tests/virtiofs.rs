@@ -6,38 +6,32 @@
 //! Real guests run in scripts/vm/.
 
 mod common;
+mod vhost_frontend;
 
 use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{fence, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use fuse_backend_rs::abi::fuse_abi::{
-    EntryOut, InHeader, InitIn, InitOut, MkdirIn, OpenIn, OpenOut, OutHeader, ReadIn,
+    CreateIn, EntryOut, InHeader, InitIn, InitOut, MkdirIn, OpenIn, OpenOut, OutHeader, ReadIn,
+    WriteIn, WriteOut,
 };
-use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
-use vhost::vhost_user::{Frontend, VhostUserFrontend};
-use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
-use vm_memory::{ByteValued, Bytes, FileOffset, GuestAddress, GuestMemoryMmap};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vm_memory::{ByteValued, Bytes, GuestAddress};
 
 use common::*;
 use ownfs::platform;
+use vhost_frontend::*;
 
 /// A group the test caller is in on the host; no /etc/group entry needed.
 const G: u32 = 424_701;
 const U: u32 = 424_702;
 
-const MEM_SIZE: u64 = 4 << 20;
-/// Where the VMM "maps" guest memory; the backend translates ring addresses with it.
-const VMM_VA: u64 = 0x7f00_0000_0000;
-const QUEUE_SIZE: u16 = 16;
 /// How long the server may take to create its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const REQ_BUF: u64 = 0x10_0000;
@@ -50,9 +44,6 @@ const FUSE_OPEN: u32 = 14;
 const FUSE_READ: u32 = 15;
 const FUSE_INIT: u32 = 26;
 const FUSE_GETATTR: u32 = 3;
-
-const VIRTQ_DESC_F_NEXT: u16 = 1;
-const VIRTQ_DESC_F_WRITE: u16 = 2;
 
 /// `ownfs virtiofs` on a fresh share, with its stderr in a file.
 struct Device {
@@ -140,27 +131,6 @@ impl Drop for Device {
     }
 }
 
-/// One split virtqueue, as a guest driver lays it out in guest memory.
-struct Queue {
-    desc: u64,
-    avail: u64,
-    used: u64,
-    kick: EventFd,
-    call: EventFd,
-    next_avail: u16,
-    next_used: u16,
-}
-
-/// The VMM and the guest driver in one: vhost-user frontend plus guest memory.
-struct Vmm {
-    /// Dropping it closes the connection: the VMM is gone.
-    _frontend: Frontend,
-    mem: GuestMemoryMmap,
-    queues: Vec<Queue>,
-    unique: u64,
-    _mem_file: File,
-}
-
 /// A FUSE reply as the guest sees it: the used length and the bytes written.
 struct Reply {
     used_len: u32,
@@ -168,145 +138,12 @@ struct Reply {
     body: Vec<u8>,
 }
 
+/// Connects like QEMU on Linux: eventfd notifiers, guest memory in a file.
+fn connect(dev: &Device) -> (Vmm, u64, u64) {
+    Vmm::connect(&dev.sock, Shape::Linux, &dev.scratch.path("guest-mem"))
+}
+
 impl Vmm {
-    /// Connects and negotiates like QEMU; returns the offered (features, protocol features).
-    fn connect(dev: &Device) -> (Vmm, u64, VhostUserProtocolFeatures) {
-        let mut frontend = Frontend::connect(&dev.sock, 2).expect("connect to the socket");
-        frontend.set_owner().expect("SET_OWNER");
-        let features = frontend.get_features().expect("GET_FEATURES");
-        // No EVENT_IDX: the driver here wants a call for every used buffer.
-        let acked =
-            features & ((1 << 32) | (1 << 28) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits());
-        frontend.set_features(acked).expect("SET_FEATURES");
-        let protocol = frontend
-            .get_protocol_features()
-            .expect("GET_PROTOCOL_FEATURES");
-        frontend
-            .set_protocol_features(protocol & VhostUserProtocolFeatures::MQ)
-            .expect("SET_PROTOCOL_FEATURES");
-        let queue_num = frontend.get_queue_num().expect("GET_QUEUE_NUM");
-        assert_eq!(queue_num, 2, "hiprio + one request queue");
-
-        let mem_path = dev.scratch.path("guest-mem");
-        let mem_file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&mem_path)
-            .expect("guest memory file");
-        mem_file.set_len(MEM_SIZE).expect("size guest memory");
-        let mem = GuestMemoryMmap::from_ranges_with_files([(
-            GuestAddress(0),
-            MEM_SIZE as usize,
-            Some(FileOffset::new(mem_file.try_clone().unwrap(), 0)),
-        )])
-        .expect("map guest memory");
-        let region = VhostUserMemoryRegionInfo {
-            guest_phys_addr: 0,
-            memory_size: MEM_SIZE,
-            userspace_addr: VMM_VA,
-            mmap_offset: 0,
-            mmap_handle: mem_file.as_raw_fd(),
-        };
-        frontend.set_mem_table(&[region]).expect("SET_MEM_TABLE");
-
-        let mut queues = Vec::new();
-        for q in 0..2usize {
-            let base = q as u64 * 0x1_0000;
-            let queue = Queue {
-                desc: base,
-                avail: base + 0x1000,
-                used: base + 0x2000,
-                kick: EventFd::new(EFD_NONBLOCK).unwrap(),
-                call: EventFd::new(EFD_NONBLOCK).unwrap(),
-                next_avail: 0,
-                next_used: 0,
-            };
-            frontend
-                .set_vring_num(q, QUEUE_SIZE)
-                .expect("SET_VRING_NUM");
-            frontend.set_vring_base(q, 0).expect("SET_VRING_BASE");
-            let addrs = VringConfigData {
-                queue_max_size: QUEUE_SIZE,
-                queue_size: QUEUE_SIZE,
-                flags: 0,
-                desc_table_addr: VMM_VA + queue.desc,
-                used_ring_addr: VMM_VA + queue.used,
-                avail_ring_addr: VMM_VA + queue.avail,
-                log_addr: None,
-            };
-            frontend.set_vring_addr(q, &addrs).expect("SET_VRING_ADDR");
-            frontend
-                .set_vring_kick(q, &queue.kick)
-                .expect("SET_VRING_KICK");
-            frontend
-                .set_vring_call(q, &queue.call)
-                .expect("SET_VRING_CALL");
-            frontend
-                .set_vring_enable(q, true)
-                .expect("SET_VRING_ENABLE");
-            queues.push(queue);
-        }
-        let vmm = Vmm {
-            _frontend: frontend,
-            mem,
-            queues,
-            unique: 0,
-            _mem_file: mem_file,
-        };
-        (vmm, features, protocol)
-    }
-
-    /// Puts a chain of (guest address, length, device-writable) on the request queue,
-    /// kicks, and waits for it to come back. Returns the used length.
-    fn submit(&mut self, descs: &[(u64, u32, bool)]) -> u32 {
-        let mem = &self.mem;
-        let q = &mut self.queues[1];
-        for (i, &(addr, len, writable)) in descs.iter().enumerate() {
-            let mut flags = if writable { VIRTQ_DESC_F_WRITE } else { 0 };
-            if i + 1 < descs.len() {
-                flags |= VIRTQ_DESC_F_NEXT;
-            }
-            let at = GuestAddress(q.desc + 16 * i as u64);
-            mem.write_obj(addr, at).unwrap();
-            mem.write_obj(len, GuestAddress(at.0 + 8)).unwrap();
-            mem.write_obj(flags, GuestAddress(at.0 + 12)).unwrap();
-            mem.write_obj((i + 1) as u16, GuestAddress(at.0 + 14))
-                .unwrap();
-        }
-        let slot = u64::from(q.next_avail % QUEUE_SIZE);
-        mem.write_obj(0u16, GuestAddress(q.avail + 4 + 2 * slot))
-            .unwrap();
-        fence(Ordering::SeqCst);
-        q.next_avail = q.next_avail.wrapping_add(1);
-        mem.write_obj(q.next_avail, GuestAddress(q.avail + 2))
-            .unwrap();
-        fence(Ordering::SeqCst);
-        q.kick.write(1).unwrap();
-
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let used_idx: u16 = mem.read_obj(GuestAddress(q.used + 2)).unwrap();
-            if used_idx != q.next_used {
-                break;
-            }
-            assert!(Instant::now() < deadline, "no used buffer within 20 s");
-            // Either the call eventfd fires or we poll again shortly.
-            let _ = q.call.read();
-            sleep(Duration::from_millis(2));
-        }
-        fence(Ordering::SeqCst);
-        let slot = u64::from(q.next_used % QUEUE_SIZE);
-        let id: u32 = mem.read_obj(GuestAddress(q.used + 4 + 8 * slot)).unwrap();
-        let len: u32 = mem
-            .read_obj(GuestAddress(q.used + 4 + 8 * slot + 4))
-            .unwrap();
-        q.next_used = q.next_used.wrapping_add(1);
-        assert_eq!(id, 0, "the used entry names the chain's head descriptor");
-        len
-    }
-
     /// Sends one FUSE request as (uid, gid, pid) and returns the reply.
     fn request(&mut self, opcode: u32, nodeid: u64, ids: (u32, u32, u32), args: &[&[u8]]) -> Reply {
         self.request_with_room(opcode, nodeid, ids, args, REPLY_LEN)
@@ -493,19 +330,17 @@ fn negotiates_serves_and_exits_when_the_vmm_leaves() {
         "only the socket's owner may connect"
     );
 
-    let (mut vmm, features, protocol) = Vmm::connect(&dev);
+    let (mut vmm, features, protocol) = connect(&dev);
     assert_eq!(
         features,
-        (1 << 32) | (1 << 28) | (1 << 29) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits(),
+        VERSION_1 | INDIRECT_DESC | EVENT_IDX | PROTOCOL_FEATURES,
         "VERSION_1, INDIRECT_DESC, EVENT_IDX, PROTOCOL_FEATURES"
     );
     assert_eq!(
         protocol,
-        VhostUserProtocolFeatures::MQ
-            | VhostUserProtocolFeatures::REPLY_ACK
-            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+        PROTOCOL_MQ | PROTOCOL_REPLY_ACK | PROTOCOL_CONFIGURE_MEM_SLOTS
     );
-    assert!(!protocol.contains(VhostUserProtocolFeatures::CONFIG));
+    assert_eq!(protocol & PROTOCOL_CONFIG, 0);
 
     vmm.init();
     let r = lookup(&mut vmm, 1, "hello.txt", ROOT);
@@ -619,7 +454,7 @@ fn serves_an_inherited_listening_socket() {
         share,
         scratch,
     };
-    let (mut vmm, _, _) = Vmm::connect(&dev);
+    let (mut vmm, _, _) = connect(&dev);
     vmm.init();
     let r = lookup(&mut vmm, 1, "f", ROOT);
     r.check(0, vmm.unique);
@@ -641,7 +476,7 @@ fn readonly_share_refuses_every_change() {
     let dev = Device::start_with(&["--readonly"], |share| {
         fs::write(share.join("f"), b"data").unwrap();
     });
-    let (mut vmm, _, _) = Vmm::connect(&dev);
+    let (mut vmm, _, _) = connect(&dev);
     vmm.init();
     let mkdir = MkdirIn {
         mode: 0o755,
@@ -687,7 +522,7 @@ fn creates_carry_the_callers_supplementary_groups() {
         std::os::unix::fs::chown(&d, Some(0), Some(G)).unwrap();
         chmod(&d, 0o070);
     });
-    let (mut vmm, _, _) = Vmm::connect(&dev);
+    let (mut vmm, _, _) = connect(&dev);
     // init_in as of 7.36: major, minor, max_readahead, flags, flags2, 11 unused words.
     let mut init = Vec::new();
     for w in [7u32, 45, 128 << 10, INIT_EXT, CREATE_SUPP_GROUP_FLAGS2] {
@@ -755,7 +590,7 @@ fn guest_pids_never_bring_host_groups() {
         .spawn()
         .expect("spawn sleep");
     let host_pid = host.id();
-    let (mut vmm, _, _) = Vmm::connect(&dev);
+    let (mut vmm, _, _) = connect(&dev);
     vmm.init();
     let dir: EntryOut = {
         let r = lookup(&mut vmm, 1, "groupdir", ROOT);
@@ -783,7 +618,7 @@ fn a_hostile_guest_reaches_no_host_device_and_cannot_stall_the_device() {
         mknod(&share.join("fifo"), SFlag::S_IFIFO, rw, 0).unwrap();
         mknod(&share.join("zero"), SFlag::S_IFCHR, rw, makedev(1, 5)).unwrap();
     });
-    let (mut vmm, _, _) = Vmm::connect(&dev);
+    let (mut vmm, _, _) = connect(&dev);
     vmm.init();
     for (name, flags) in [("fifo", libc::O_RDONLY), ("zero", libc::O_RDWR)] {
         let entry: EntryOut = {
@@ -812,4 +647,196 @@ fn a_hostile_guest_reaches_no_host_device_and_cannot_stall_the_device() {
     assert!(!dev.share.join("pid0-dir").exists());
     // Still serving.
     lookup(&mut vmm, 1, "zero", ROOT).check(0, vmm.unique);
+}
+
+/// The shape a VMM on macOS gives the device, forced on Linux: pipes as kick and call
+/// notifiers (the device gets the read end of kick and the write end of call) and
+/// guest memory as a memfd, shm-style. Every kind of request goes through.
+#[test]
+fn pipe_notifiers_and_memfd_memory_serve_requests() {
+    const FUSE_CREATE: u32 = 35;
+    const FUSE_WRITE: u32 = 16;
+    const FUSE_OPENDIR: u32 = 27;
+    const FUSE_READDIRPLUS: u32 = 44;
+    let dev = Device::start_with(&["--thread-pool-size", "2"], |share| {
+        fs::write(share.join("hello.txt"), b"hello, guest\n").unwrap();
+    });
+    let (mut vmm, features, _) =
+        Vmm::connect(&dev.sock, Shape::Portable, &dev.scratch.path("unused"));
+    assert_ne!(features & VERSION_1, 0);
+    vmm.init();
+
+    let r = lookup(&mut vmm, 1, "hello.txt", ROOT);
+    r.check(0, vmm.unique);
+    assert_eq!(r.obj::<EntryOut>().attr.size, 13);
+
+    let create = CreateIn {
+        flags: libc::O_RDWR as u32,
+        mode: libc::S_IFREG | 0o640,
+        umask: 0,
+        fuse_flags: 0,
+    };
+    let r = vmm.request(
+        FUSE_CREATE,
+        1,
+        ROOT,
+        &[create.as_slice(), &cname("new.txt")],
+    );
+    r.check(0, vmm.unique);
+    let entry: EntryOut = r.obj();
+    assert_ne!(entry.nodeid, 0);
+    let open: OpenOut = {
+        let at = std::mem::size_of::<EntryOut>();
+        let mut o = OpenOut::default();
+        o.as_mut_slice()
+            .copy_from_slice(&r.body[at..at + std::mem::size_of::<OpenOut>()]);
+        o
+    };
+
+    let data = b"written through pipes and a memfd";
+    let write = WriteIn {
+        fh: open.fh,
+        offset: 0,
+        size: data.len() as u32,
+        ..Default::default()
+    };
+    let r = vmm.request(FUSE_WRITE, entry.nodeid, ROOT, &[write.as_slice(), data]);
+    r.check(0, vmm.unique);
+    assert_eq!(r.obj::<WriteOut>().size as usize, data.len());
+
+    let read = ReadIn {
+        fh: open.fh,
+        offset: 0,
+        size: 4096,
+        ..Default::default()
+    };
+    let r = vmm.request(FUSE_READ, entry.nodeid, ROOT, &[read.as_slice()]);
+    r.check(0, vmm.unique);
+    assert_eq!(r.body, data);
+
+    let md = fs::metadata(dev.share.join("new.txt")).unwrap();
+    assert_eq!((md.len(), md.mode() & 0o7777), (data.len() as u64, 0o640));
+    assert_eq!(fs::read(dev.share.join("new.txt")).unwrap(), data);
+
+    let r = vmm.request(FUSE_OPENDIR, 1, ROOT, &[OpenIn::default().as_slice()]);
+    r.check(0, vmm.unique);
+    let dir_fh = r.obj::<OpenOut>().fh;
+    let list = ReadIn {
+        fh: dir_fh,
+        offset: 0,
+        size: 8192,
+        ..Default::default()
+    };
+    let r = vmm.request(FUSE_READDIRPLUS, 1, ROOT, &[list.as_slice()]);
+    r.check(0, vmm.unique);
+    let has = |name: &[u8]| r.body.windows(name.len()).any(|w| w == name);
+    assert!(
+        has(b"hello.txt") && has(b"new.txt"),
+        "READDIRPLUS lists both files"
+    );
+
+    // A malformed chain (a descriptor outside guest memory) comes back empty.
+    let used = vmm.submit(&[(MEM_SIZE + 0x1000, 64, false), (REPLY_BUF, 4096, true)]);
+    assert_eq!(used, 0);
+    let r = lookup(&mut vmm, 1, "new.txt", ROOT);
+    r.check(0, vmm.unique);
+    assert_eq!(r.obj::<EntryOut>().attr.size, data.len() as u64);
+}
+
+/// A broken vhost-user message ends the connection with a log line, not a panic.
+#[test]
+fn a_malformed_vhost_user_message_closes_the_connection() {
+    let mut dev = Device::start_with(&[], |_| {});
+    let (mut vmm, _, _) = connect(&dev);
+    vmm.init();
+    // Protocol version 0 in the flags.
+    std::io::Write::write_all(vmm.frontend.socket(), &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        .unwrap();
+    let st = dev.wait_exit();
+    let log = dev.stderr();
+    assert_eq!(st.code(), Some(1), "{log}");
+    assert!(log.contains("unknown protocol version"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// Memory hot-plug: a region added with ADD_MEM_REG carries requests, and once
+/// REM_MEM_REG takes it away a chain pointing there comes back empty.
+#[test]
+fn memory_regions_come_and_go() {
+    use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+    use std::os::fd::AsFd;
+    use vm_memory::{FileOffset, GuestMemoryMmap};
+    const ADD_MEM_REG: u32 = 37;
+    const REM_MEM_REG: u32 = 38;
+    const GET_MAX_MEM_SLOTS: u32 = 36;
+    const HOT: u64 = 0x1000_0000;
+    const HOT_SIZE: u64 = 1 << 20;
+    let dev = Device::start_with(&[], |share| fs::write(share.join("f"), b"x").unwrap());
+    let (mut vmm, _, _) = Vmm::connect(&dev.sock, Shape::Portable, &dev.scratch.path("unused"));
+    vmm.init();
+    assert_eq!(vmm.frontend.get_u64(GET_MAX_MEM_SLOTS), 509);
+
+    let file = File::from(memfd_create(c"hot", MemFdCreateFlag::MFD_CLOEXEC).unwrap());
+    file.set_len(HOT_SIZE).unwrap();
+    let hot = GuestMemoryMmap::<()>::from_ranges_with_files([(
+        GuestAddress(HOT),
+        HOT_SIZE as usize,
+        Some(FileOffset::new(file.try_clone().unwrap(), 0)),
+    )])
+    .unwrap();
+    let mut region = 0u64.to_le_bytes().to_vec();
+    for w in [HOT, HOT_SIZE, VMM_VA + HOT, 0] {
+        region.extend_from_slice(&w.to_le_bytes());
+    }
+    assert_eq!(vmm.frontend.acked(ADD_MEM_REG, &region, &[file.as_fd()]), 0);
+
+    vmm.unique += 1;
+    let name = cname("f");
+    let header = InHeader {
+        len: (std::mem::size_of::<InHeader>() + name.len()) as u32,
+        opcode: FUSE_LOOKUP,
+        unique: vmm.unique,
+        nodeid: 1,
+        ..Default::default()
+    };
+    let mut req = header.as_slice().to_vec();
+    req.extend_from_slice(&name);
+    hot.write_slice(&req, GuestAddress(HOT)).unwrap();
+    let used = vmm.submit(&[(HOT, req.len() as u32, false), (HOT + 0x1000, 4096, true)]);
+    let mut out = OutHeader::default();
+    hot.read_slice(out.as_mut_slice(), GuestAddress(HOT + 0x1000))
+        .unwrap();
+    assert_eq!((out.unique, out.error), (vmm.unique, 0));
+    assert_eq!(used, out.len, "a reply written into the hot-plugged region");
+
+    assert_eq!(vmm.frontend.acked(REM_MEM_REG, &region, &[]), 0);
+    let used = vmm.submit(&[(HOT, req.len() as u32, false), (HOT + 0x1000, 4096, true)]);
+    assert_eq!(used, 0, "the removed region is gone");
+    lookup(&mut vmm, 1, "f", ROOT).check(0, vmm.unique);
+}
+
+/// Requests the device cannot honour are acknowledged as failures (REPLY_ACK) and
+/// logged; the device goes on serving.
+#[test]
+fn unsupported_requests_are_refused_and_the_device_goes_on() {
+    const SET_VRING_KICK: u32 = 12;
+    const SET_LOG_BASE: u32 = 6;
+    let dev = Device::start_with(&[], |share| fs::write(share.join("f"), b"x").unwrap());
+    let (mut vmm, _, _) = connect(&dev);
+    vmm.init();
+    // Polling mode: a kick without a descriptor.
+    let nofd = (1u64 | 0x100).to_le_bytes();
+    assert_ne!(vmm.frontend.acked(SET_VRING_KICK, &nofd, &[]), 0);
+    // A ring the device does not have.
+    assert_ne!(
+        vmm.frontend.acked(SET_VRING_KICK, &7u64.to_le_bytes(), &[]),
+        0
+    );
+    // A request this backend does not implement.
+    assert_ne!(vmm.frontend.acked(SET_LOG_BASE, &[0u8; 16], &[]), 0);
+    lookup(&mut vmm, 1, "f", ROOT).check(0, vmm.unique);
+    let log = dev.stderr();
+    assert!(log.contains("polling mode"), "{log}");
+    assert!(log.contains("no virtqueue 7"), "{log}");
+    assert!(log.contains("unsupported request 6"), "{log}");
 }

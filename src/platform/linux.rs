@@ -1414,3 +1414,39 @@ pub fn nofile_limit() -> io::Result<u64> {
     cvt(unsafe { libc::getrlimit64(libc::RLIMIT_NOFILE, &mut lim) })?;
     Ok(lim.rlim_cur)
 }
+
+// ---- vhost-user: messages that carry descriptors ----
+
+/// Most descriptors one vhost-user message carries (a memory table of 8 regions).
+pub const MAX_PASSED_FDS: usize = 8;
+
+/// Reads once from a Unix stream socket into `buf`, appending the descriptors passed
+/// with it (SCM_RIGHTS, close-on-exec) to `fds`. Returns the bytes read; 0 is EOF.
+pub fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; MAX_PASSED_FDS]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let cmsgs = msg
+        .cmsgs()
+        .map_err(|_| io::Error::other("more descriptors than a vhost-user message carries"))?;
+    for cmsg in cmsgs {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            for fd in raw {
+                // SAFETY: the kernel just installed `fd` in this process for this message;
+                // nothing else owns it.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Ok(msg.bytes)
+}

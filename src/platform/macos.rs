@@ -934,3 +934,66 @@ pub fn syncfs(_fd: BorrowedFd<'_>) -> io::Result<()> {
     unsafe { libc::sync() };
     Ok(())
 }
+
+// ---- vhost-user: messages that carry descriptors ----
+
+/// Most descriptors one vhost-user message carries (a memory table of 8 regions).
+pub const MAX_PASSED_FDS: usize = 8;
+
+/// Reads once from a Unix stream socket into `buf`, appending the descriptors passed
+/// with it (SCM_RIGHTS, made close-on-exec) to `fds`. Returns the bytes read; 0 is EOF.
+pub fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; MAX_PASSED_FDS]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )?;
+    let cmsgs = msg
+        .cmsgs()
+        .map_err(|_| io::Error::other("more descriptors than a vhost-user message carries"))?;
+    for cmsg in cmsgs {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            for fd in raw {
+                // SAFETY: the kernel just installed `fd` in this process for this message;
+                // nothing else owns it.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                // macOS has no MSG_CMSG_CLOEXEC: close-on-exec right after.
+                fcntl(owned.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+                fds.push(owned);
+            }
+        }
+    }
+    Ok(msg.bytes)
+}
+
+/// Takes over a listening Unix socket the parent process left open at `fd`
+/// (virtiofsd's `--fd`). Call once per descriptor: the listener owns and closes it.
+pub fn inherited_unix_listener(fd: RawFd) -> io::Result<std::os::unix::net::UnixListener> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    use nix::sys::socket::SockaddrStorage;
+    use nix::sys::socket::{getsockname, getsockopt, sockopt, AddressFamily, SockaddrLike};
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    let addr: SockaddrStorage = getsockname(fd)?;
+    if addr.family() != Some(AddressFamily::Unix) {
+        return Err(io::Error::other("not a Unix socket"));
+    }
+    // SAFETY: getsockname just proved `fd` open; the caller hands it over, and nothing
+    // else in this process owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    if !getsockopt(&owned, sockopt::AcceptConn)? {
+        return Err(io::Error::other("socket is not listening"));
+    }
+    fcntl(owned.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    Ok(owned.into())
+}

@@ -256,8 +256,9 @@ mod linux {
         libc::SYS_ppoll,
     ];
 
-    /// `virtiofs`: the vhost-user backend's epoll loops and eventfds, its messages
-    /// with passed fds, guest memory mapped from them, socket removal.
+    /// `virtiofs`: one poll(2) loop over the vhost-user socket and the kick notifiers
+    /// (eventfds or pipes: read and write), messages with passed fds, guest memory
+    /// mapped from them (mmap, munmap), socket removal.
     const VIRTIOFS: &[i64] = &[
         libc::SYS_accept4,
         libc::SYS_recvfrom,
@@ -267,12 +268,6 @@ mod linux {
         libc::SYS_shutdown,
         libc::SYS_getsockopt, // SO_PEERCRED
         libc::SYS_setsockopt, // statistics clients' timeouts
-        libc::SYS_epoll_create1,
-        libc::SYS_epoll_ctl,
-        libc::SYS_epoll_pwait,
-        #[cfg(target_arch = "x86_64")]
-        libc::SYS_epoll_wait,
-        libc::SYS_eventfd2,
         libc::SYS_ppoll,
     ];
 

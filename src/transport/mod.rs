@@ -4,5 +4,5 @@
 #[cfg(target_os = "linux")]
 pub mod fusedev;
 pub mod pipe;
-#[cfg(target_os = "linux")]
+pub mod vhost_user;
 pub mod virtiofs;
