@@ -116,7 +116,8 @@ impl MemoryMap {
     pub fn vmm_to_guest(&self, vmm_addr: u64) -> Option<u64> {
         self.regions.iter().find_map(|(d, _)| {
             let offset = vmm_addr.checked_sub(d.vmm_addr)?;
-            (offset < d.size).then(|| d.guest_addr + offset)
+            // A VMM's region that wraps past the top of guest space translates nothing.
+            (offset < d.size).then(|| d.guest_addr.checked_add(offset))?
         })
     }
 
