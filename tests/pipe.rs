@@ -13,6 +13,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::{self, sleep};
@@ -203,6 +204,70 @@ fn concurrent_callers_share_one_connection() {
             150
         );
     }
+}
+
+/// A request held up on the host (a lookup below a submount whose FUSE server is
+/// stopped) leaves the connection to the others: a lookup elsewhere is answered
+/// while the held one still waits.
+#[test]
+fn a_request_held_up_on_the_host_does_not_hold_up_the_others() {
+    use nix::sys::signal::{kill, Signal};
+    let inner = Mount::new(&[]);
+    fs::write(inner.src.join("x"), b"x").unwrap();
+    let submount = inner.mnt.clone();
+    let p = Pipe::start_with(&[], &[], |src| {
+        fs::create_dir(src.join("sub")).unwrap();
+        fs::write(src.join("other"), b"other").unwrap();
+        ok(Command::new("mount")
+            .arg("--bind")
+            .arg(&submount)
+            .arg(src.join("sub")));
+    });
+    assert!(fs::metadata(p.mnt.join("sub")).unwrap().is_dir());
+    // Whatever happens below, the inner server goes on and the bind goes before the
+    // pipe's scratch directories are removed.
+    struct Release(nix::unistd::Pid, PathBuf);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            let _ = kill(self.0, Signal::SIGCONT);
+            let _ = Command::new("umount").arg("-l").arg(&self.1).status();
+        }
+    }
+    let release = Release(
+        inner.pid().expect("the inner server runs"),
+        p.src.join("sub"),
+    );
+    kill(release.0, Signal::SIGSTOP).unwrap();
+    let held = p.mnt.join("sub/x");
+    let held_done = Arc::new(AtomicBool::new(false));
+    let flag = held_done.clone();
+    let holder = thread::spawn(move || {
+        let r = fs::metadata(&held).map(|m| m.len());
+        flag.store(true, Ordering::SeqCst);
+        r
+    });
+    // Give the held lookup time to reach the stopped server.
+    sleep(Duration::from_millis(500));
+    let other = p.mnt.join("other");
+    let len = bounded(
+        "a lookup beside a held one",
+        Duration::from_secs(20),
+        move || fs::metadata(other).map(|m| m.len()),
+    );
+    let held_still_waiting = !held_done.load(Ordering::SeqCst);
+    kill(release.0, Signal::SIGCONT).unwrap();
+    let held_len = holder.join().expect("the held lookup's thread");
+    drop(release);
+    assert_eq!(len.unwrap(), 5, "the other lookup");
+    assert!(
+        held_still_waiting,
+        "the held lookup did not wait: nothing was tested"
+    );
+    assert_eq!(
+        held_len.unwrap(),
+        1,
+        "the held lookup, once the server goes on"
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -676,6 +676,65 @@ fn id(msg: &[u8]) -> (u64, u32) {
     )
 }
 
+/// Requests that move data or wait for the disk: others should not queue behind them
+/// in a transport that serves requests one after another.
+pub fn may_take_long(code: u32) -> bool {
+    use opcode::*;
+    matches!(
+        code,
+        READ | WRITE
+            | FSYNC
+            | FSYNCDIR
+            | SYNCFS
+            | READDIR
+            | READDIRPLUS
+            | FALLOCATE
+            | COPY_FILE_RANGE
+            | COPY_FILE_RANGE_64
+            | LSEEK
+            | IOCTL
+            | POLL
+            | GETLK
+            | SETLK
+            | SETLKW
+            | SETUPMAPPING
+            | REMOVEMAPPING
+    )
+}
+
+/// Requests whose outcome depends on the caller's supplementary groups: a transport
+/// that must look the groups up (the fuse-pipe client reads `/proc`) does it for these.
+pub fn checks_caller_groups(code: u32) -> bool {
+    use opcode::*;
+    matches!(
+        code,
+        LOOKUP
+            | SETATTR
+            | SYMLINK
+            | MKNOD
+            | MKDIR
+            | UNLINK
+            | RMDIR
+            | RENAME
+            | RENAME2
+            | LINK
+            | OPEN
+            | CREATE
+            | TMPFILE
+            | WRITE
+            | FALLOCATE
+            | COPY_FILE_RANGE
+            | COPY_FILE_RANGE_64
+            | SETXATTR
+            | GETXATTR
+            | LISTXATTR
+            | REMOVEXATTR
+            | OPENDIR
+            | READDIRPLUS
+            | ACCESS
+    )
+}
+
 /// FORGET, BATCH_FORGET, INTERRUPT and NOTIFY_REPLY are never answered.
 pub fn takes_answer(code: u32) -> bool {
     !matches!(

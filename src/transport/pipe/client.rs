@@ -25,7 +25,7 @@ use super::wire::{
 use crate::creds;
 use crate::platform;
 use crate::protocol::abi::{init, opcode as op, InHeader, InitIn, InitOut, OutHeader};
-use crate::protocol::dispatch::takes_answer;
+use crate::protocol::dispatch::{checks_caller_groups, takes_answer};
 use crate::protocol::reply;
 use crate::protocol::request::{parse_with, Negotiated, Operation};
 use crate::protocol::wire::{Reader, Wire, Writer};
@@ -416,7 +416,7 @@ impl Client {
             }
         };
         let msg = &msg[..rw.len];
-        let frame = if h.pid > 0 && needs_groups(h.opcode) {
+        let frame = if h.pid > 0 && checks_caller_groups(h.opcode) {
             let made = creds::with_proc_groups(h.pid as i32, h.uid, h.gid, |groups| {
                 (groups.len() <= wire::MAX_GROUPS as usize)
                     .then(|| wire::request_frame(groups, msg))
@@ -496,38 +496,6 @@ impl Client {
             self.drop_stream(link, &e);
         }
     }
-}
-
-/// Requests whose outcome on the server depends on the caller's identity: only these
-/// carry supplementary groups (and only these read `/proc`).
-fn needs_groups(code: u32) -> bool {
-    matches!(
-        code,
-        op::LOOKUP
-            | op::SETATTR
-            | op::SYMLINK
-            | op::MKNOD
-            | op::MKDIR
-            | op::UNLINK
-            | op::RMDIR
-            | op::RENAME
-            | op::RENAME2
-            | op::LINK
-            | op::OPEN
-            | op::CREATE
-            | op::TMPFILE
-            | op::WRITE
-            | op::FALLOCATE
-            | op::COPY_FILE_RANGE
-            | op::COPY_FILE_RANGE_64
-            | op::SETXATTR
-            | op::GETXATTR
-            | op::LISTXATTR
-            | op::REMOVEXATTR
-            | op::OPENDIR
-            | op::READDIRPLUS
-            | op::ACCESS
-    )
 }
 
 /// Client half of the handshake. The error's flag is true when the server refused

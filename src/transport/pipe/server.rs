@@ -9,7 +9,7 @@
 use std::io::{self, BufReader, Read, Write};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, TryLockError};
 use std::thread;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use crate::creds;
 use crate::extension::FileSystemExt;
 use crate::platform;
 use crate::protocol::abi::{opcode, InHeader};
-use crate::protocol::dispatch::{Session, SessionOptions, BUFFER_SIZE};
+use crate::protocol::dispatch::{may_take_long, Session, SessionOptions, BUFFER_SIZE};
 use crate::protocol::reply;
 use crate::protocol::wire::{Reader, Wire};
 use crate::socket::{Listener, Stream};
@@ -62,6 +62,10 @@ pub struct PipeServer<F> {
 struct Conn<F> {
     session: Session<Arc<F>>,
     reader: Mutex<BufReader<Stream>>,
+    /// Workers that are not reading wait here (see [`worker`]), one as the watcher.
+    idle: Mutex<()>,
+    wake: Condvar,
+    watched: AtomicBool,
     writer: Mutex<Stream>,
     /// For shutting the connection down while a worker may hold the writer.
     stream: Stream,
@@ -83,8 +87,31 @@ impl<F> Conn<F> {
             Some(e) => log::warn!("connection {}: {e}; closing it", self.name),
         }
         let _ = self.stream.shutdown(Shutdown::Both);
+        // Taking the lock first: a worker that saw the connection open is waiting now.
+        drop(self.idle.lock());
+        self.wake.notify_all();
+    }
+
+    /// Waits until a worker is wanted. One waiting worker is the watcher: it looks
+    /// again every [`WATCH`], so a reader held up serving a request never leaves the
+    /// socket unread for long. Returns whether this worker was the watcher.
+    fn wait_turn(&self) -> bool {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        if self.watched.swap(true, Ordering::AcqRel) {
+            drop(self.wake.wait(idle));
+            return false;
+        }
+        drop(self.wake.wait_timeout(idle, WATCH));
+        self.watched.store(false, Ordering::Release);
+        true
     }
 }
+
+/// How long a frame may wait unread behind a request its reader is serving.
+const WATCH: Duration = Duration::from_millis(50);
 
 /// A random value per server process (see `Welcome::instance`); getrandom, not
 /// /dev/urandom: inside the sandbox that path is a client's file.
@@ -175,6 +202,9 @@ where
         let conn = Arc::new(Conn {
             session: Session::new(self.fs.clone(), SessionOptions::default()),
             reader: Mutex::new(BufReader::with_capacity(64 * 1024, reader)),
+            idle: Mutex::new(()),
+            wake: Condvar::new(),
+            watched: AtomicBool::new(false),
             writer: Mutex::new(writer),
             stream,
             closed: AtomicBool::new(false),
@@ -271,33 +301,44 @@ where
 }
 
 /// Takes turns with the connection's other workers: read a frame, serve it, reply.
+/// Waking another worker for every frame would cost a context switch or two per
+/// request, so the reader goes on reading after serving a request itself, and wakes a
+/// worker only when frames queue up or a request may take long; the watcher covers
+/// the rest.
 fn worker<F: FileSystemExt + Send + Sync>(conn: &Conn<F>) {
     let mut groups = Vec::new();
     let mut msg = Vec::new();
     let mut out = vec![0u8; BUFFER_SIZE];
-    loop {
-        if conn.closed.load(Ordering::Acquire) {
-            return;
-        }
-        let next = {
-            let mut r = conn.reader.lock().unwrap_or_else(|e| e.into_inner());
-            if conn.closed.load(Ordering::Acquire) {
-                return;
+    let mut watcher = false;
+    while !conn.closed.load(Ordering::Acquire) {
+        let mut reader = match conn.reader.try_lock() {
+            Ok(r) => r,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                watcher = conn.wait_turn();
+                continue;
             }
-            wire::read_request(&mut *r, &mut groups, &mut msg)
         };
-        match next {
+        if std::mem::take(&mut watcher) {
+            // This reader may be held up as well: another worker takes the watch.
+            conn.wake.notify_one();
+        }
+        match wire::read_request(&mut *reader, &mut groups, &mut msg) {
             Ok(true) => {}
             Ok(false) => return conn.close(None),
             Err(e) => return conn.close(Some(e)),
         }
+        let opcode = InHeader::decode(&mut Reader::new(&msg)).map_or(0, |h| h.opcode);
+        let queued = !reader.buffer().is_empty();
+        drop(reader);
+        if queued || may_take_long(opcode) {
+            conn.wake.notify_one();
+        }
         let len = serve(&conn.session, &groups, &mut msg, &mut out);
-        if len > 0 {
-            let mut w = conn.writer.lock().unwrap_or_else(|e| e.into_inner());
-            if let Err(e) = w.write_all(&out[..len]) {
-                drop(w);
-                return conn.close(Some(e));
-            }
+        let mut w = conn.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = w.write_all(&out[..len]) {
+            drop(w);
+            return conn.close(Some(e));
         }
     }
 }
