@@ -1,8 +1,9 @@
 //! Host side of fuse-pipe: accepts connections and serves the FUSE messages of each
 //! through its own protocol-core [`Session`], under the groups the client forwarded.
 //!
-//! Per connection, a few worker threads take turns reading a frame; whoever read one
-//! serves it and writes the reply while the next reads. A malformed frame ends that
+//! Per connection, a few worker threads take turns: one reads a frame, serves it and
+//! reads on; another is woken to read only when frames queue up, a request may take
+//! long, or the reader is held up (see `worker`). A malformed frame ends that
 //! connection (logged); other connections carry on. Nothing here touches `/dev/fuse`,
 //! so the server builds on hosts without Linux FUSE.
 
