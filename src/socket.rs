@@ -138,9 +138,21 @@ fn vsock_stream(fd: OwnedFd) -> Stream {
 
 /// Connects to `addr`.
 pub fn connect(addr: &Address) -> io::Result<Stream> {
-    match addr {
+    let stream = match addr {
         Address::Unix(p) => UnixStream::connect(p),
         Address::Vsock { cid, port } => platform::vsock_connect(*cid, *port).map(vsock_stream),
+    }?;
+    widen_send_buffer(&stream);
+    Ok(stream)
+}
+
+/// Room for a whole 1 MiB READ or WRITE message (and a few more) in the socket: with
+/// the default ~208 KiB, the sender sleeps several times per message while the peer
+/// drains it. Best effort: the kernel caps it at `net.core.wmem_max`.
+fn widen_send_buffer(stream: &Stream) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if let Err(e) = setsockopt(stream, sockopt::SndBuf, &(4 << 20)) {
+        log::debug!("SO_SNDBUF: {e}");
     }
 }
 
@@ -186,12 +198,16 @@ impl Listener {
                     .map(|(s, cid)| (vsock_stream(s), format!("vsock cid {cid}"))),
             };
             match accepted {
+                Ok((stream, peer)) => {
+                    widen_send_buffer(&stream);
+                    return Ok((stream, peer));
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
                     log::error!("accept: {e}; retrying in 100 ms");
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
-                r => return r,
+                Err(e) => return Err(e),
             }
         }
     }
