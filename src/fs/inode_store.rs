@@ -242,6 +242,12 @@ impl InodeData {
 
     /// A lookup just opened this inode again: an evicted inode takes that fd, a reopen
     /// for free (it is this inode: the caller found it by its key).
+    fn holds_fd(&self) -> bool {
+        let mut slot = lock(&self.slot);
+        slot.used = true;
+        slot.fd.is_some()
+    }
+
     fn adopt(&self, fd: OwnedFd) {
         let mut slot = lock(&self.slot);
         slot.used = true;
@@ -603,6 +609,30 @@ impl InodeStore {
         drop(maps);
         self.cache.admit(Arc::downgrade(&data));
         data
+    }
+
+    /// Records one client lookup of inode `key` if the table holds it with an open fd,
+    /// found as `found`. The fd keeps the inode alive, so `key` cannot name a reused
+    /// inode number; a node without one is looked up the long way (`insert_or_ref`).
+    pub fn ref_if_open(
+        &self,
+        key: InodeKey,
+        born: Option<BirthTime>,
+        found: Found<'_>,
+    ) -> Option<Arc<InodeData>> {
+        let data = {
+            let maps = self.maps.read().unwrap_or_else(|e| e.into_inner());
+            let data = maps.by_key.get(&key).and_then(|id| maps.by_id.get(id))?;
+            if !data.holds_fd() {
+                return None;
+            }
+            data.lookups.fetch_add(1, Ordering::Relaxed);
+            data.clone()
+        };
+        if let (true, Some((parent, name))) = (self.tracks_places(), found) {
+            data.place_at(parent, name, born);
+        }
+        Some(data)
     }
 
     /// A lookup met an inode already in the table: note where, keep the fresh fd if

@@ -260,20 +260,34 @@ impl Passthrough {
             // `..` of the shared root is the root itself: nothing above it is reachable.
             b".." if parent.id == ROOT_ID => parent.fd()?.as_fd().try_clone_to_owned()?,
             b"." => parent.fd()?.as_fd().try_clone_to_owned()?,
-            _ => platform::openat(
+            b".." => platform::openat(
                 parent.fd()?.as_fd(),
                 name,
                 platform::O_PATH | libc::O_NOFOLLOW,
                 0,
             )?,
+            _ => return self.lookup_child(parent, name),
         };
+        self.register(fd, None)
+    }
+
+    /// A lookup of `parent/name`: one `statx` when the inode is already known and
+    /// open, else an `O_PATH` open that the table keeps.
+    fn lookup_child(&self, parent: &Arc<InodeData>, name: &CStr) -> io::Result<Entry> {
+        let dir = parent.fd()?;
+        let (mut st, key, born) = platform::statx_identity_born_at(dir.as_fd(), name)?;
         if self.case_alias(parent, name)? {
             return Err(err(libc::ENOENT));
         }
-        let found = match name.to_bytes() {
-            b"." | b".." => None,
-            _ => Some((parent, name)),
-        };
+        let found = Some((parent, name));
+        if let Some(data) = self.inodes.ref_if_open(key, born, found) {
+            if let Some(ov) = &self.overlay {
+                ov.virtualize(&data, &mut st);
+            }
+            return Ok(self.entry(data.id, st));
+        }
+        let flags = platform::O_PATH | libc::O_NOFOLLOW;
+        let fd = platform::openat(dir.as_fd(), name, flags, 0)?;
         self.register(fd, found)
     }
 

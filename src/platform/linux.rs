@@ -181,13 +181,32 @@ pub type BirthTime = (i64, u32);
 pub fn statx_identity_born(
     fd: BorrowedFd<'_>,
 ) -> io::Result<(stat64, InodeKey, Option<BirthTime>)> {
+    identity_at(fd, EMPTY, libc::AT_EMPTY_PATH)
+}
+
+/// `statx_identity_born` of `dir/name`, never following a symlink: a lookup's first
+/// look, which needs no descriptor of its own when the inode is known.
+pub fn statx_identity_born_at(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+) -> io::Result<(stat64, InodeKey, Option<BirthTime>)> {
+    identity_at(dir, name, 0)
+}
+
+fn identity_at(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    flags: libc::c_int,
+) -> io::Result<(stat64, InodeKey, Option<BirthTime>)> {
     let mut stx = MaybeUninit::<libc::statx>::zeroed();
-    // SAFETY: empty path with AT_EMPTY_PATH stats `fd` itself; `stx` is a valid out-pointer.
+    let flags = flags | libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_SYNC_AS_STAT;
+    // SAFETY: valid descriptor and C string (empty with AT_EMPTY_PATH: `dir` itself);
+    // `stx` is a valid out-pointer.
     cvt(unsafe {
         libc::statx(
-            fd.as_raw_fd(),
-            EMPTY.as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_SYNC_AS_STAT,
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags,
             libc::STATX_BASIC_STATS | libc::STATX_MNT_ID | libc::STATX_BTIME,
             stx.as_mut_ptr(),
         )

@@ -897,6 +897,21 @@ pub fn statx_identity_born(
     ))
 }
 
+/// `statx_identity_born` of `dir/name`, never following a symlink.
+pub fn statx_identity_born_at(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+) -> io::Result<(stat64, InodeKey, Option<BirthTime>)> {
+    let st = fstatat_nofollow(dir, name)?;
+    let key = InodeKey {
+        dev: st_dev(&st),
+        ino: st.st_ino,
+        mnt_id: 0,
+    };
+    let born = Some((st.st_birthtime, st.st_birthtime_nsec as u32));
+    Ok((st, key, born))
+}
+
 /// The soft RLIMIT_NOFILE: how many descriptors this process may hold.
 pub fn nofile_limit() -> io::Result<u64> {
     let mut lim = libc::rlimit {
