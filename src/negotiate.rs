@@ -2,8 +2,9 @@
 
 use fuse_backend_rs::abi::fuse_abi::FsOptions;
 
-/// Parallel lookups and readdir, 1 MiB requests, readdirplus, atomic O_TRUNC and
-/// NFS-style export. Without these, fuse-backend-rs's defaults give 4 KiB writes.
+/// Parallel lookups and readdir, 1 MiB requests, readdirplus for every listing (a
+/// filesystem may add READDIRPLUS_AUTO), atomic O_TRUNC and NFS-style export. Without
+/// these, fuse-backend-rs's defaults give 4 KiB writes.
 #[cfg(target_os = "linux")]
 pub fn base_options() -> FsOptions {
     FsOptions::ASYNC_READ
@@ -11,7 +12,6 @@ pub fn base_options() -> FsOptions {
         | FsOptions::MAX_PAGES
         | FsOptions::PARALLEL_DIROPS
         | FsOptions::DO_READDIRPLUS
-        | FsOptions::READDIRPLUS_AUTO
         | FsOptions::ATOMIC_O_TRUNC
         | FsOptions::EXPORT_SUPPORT
 }

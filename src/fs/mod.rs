@@ -588,6 +588,11 @@ impl Passthrough {
     #[cfg(target_os = "linux")]
     fn linux_options(&self, capable: FsOptions) -> FsOptions {
         let mut want = FsOptions::HAS_IOCTL_DIR;
+        // Listings carry attributes, so a stat of each entry after readdir (`du`,
+        // `ls -l`, `git status`) needs no LOOKUP; without cached entries that is wasted.
+        if matches!(self.cfg.cache, CachePolicy::Never) || self.cfg.uncached_metadata {
+            want |= FsOptions::READDIRPLUS_AUTO;
+        }
         if self.cfg.posix_acl {
             want |= FsOptions::POSIX_ACL;
         }
