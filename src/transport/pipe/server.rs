@@ -308,7 +308,7 @@ where
 /// the rest.
 fn worker<F: FileSystemExt + Send + Sync>(conn: &Conn<F>) {
     let mut groups = Vec::new();
-    let mut msg = Vec::new();
+    let mut msg = vec![0u8; wire::MAX_MESSAGE];
     let mut out = vec![0u8; BUFFER_SIZE];
     let mut watcher = false;
     while !conn.closed.load(Ordering::Acquire) {
@@ -324,18 +324,19 @@ fn worker<F: FileSystemExt + Send + Sync>(conn: &Conn<F>) {
             // This reader may be held up as well: another worker takes the watch.
             conn.wake.notify_one();
         }
-        match wire::read_request(&mut *reader, &mut groups, &mut msg) {
-            Ok(true) => {}
-            Ok(false) => return conn.close(None),
+        let msg = match wire::read_request(&mut *reader, &mut groups, &mut msg) {
+            Ok(Some(len)) => &mut msg[..len],
+            Ok(None) => return conn.close(None),
             Err(e) => return conn.close(Some(e)),
-        }
-        let opcode = InHeader::decode(&mut Reader::new(&msg)).map_or(0, |h| h.opcode);
+        };
+        let head = InHeader::decode(&mut Reader::new(msg)).ok();
+        let opcode = head.map_or(0, |h| h.opcode);
         let queued = !reader.buffer().is_empty();
         drop(reader);
         if queued || may_take_long(opcode) {
             conn.wake.notify_one();
         }
-        let len = serve(&conn.session, &groups, &mut msg, &mut out);
+        let len = serve(&conn.session, &groups, head, msg, &mut out);
         let mut w = conn.writer.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = w.write_all(&out[..len]) {
             drop(w);
@@ -344,14 +345,16 @@ fn worker<F: FileSystemExt + Send + Sync>(conn: &Conn<F>) {
     }
 }
 
-/// Serves one message under `groups`; returns the length of the reply in `out`.
+/// Serves one message (whose header is `head`, if it has one) under `groups`;
+/// returns the length of the reply in `out`.
 fn serve<F: FileSystemExt + Send + Sync>(
     session: &Session<Arc<F>>,
     groups: &[u32],
+    head: Option<InHeader>,
     msg: &mut [u8],
     out: &mut [u8],
 ) -> usize {
-    if let Ok(h) = InHeader::decode(&mut Reader::new(msg)) {
+    if let Some(h) = head {
         // Other connections share the filesystem: DESTROY ends only this session.
         if h.opcode == opcode::DESTROY && session.minor() > 0 {
             return reply::empty(out, h.unique).unwrap_or(0);

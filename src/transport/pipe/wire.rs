@@ -125,16 +125,17 @@ pub fn frame_message(frame: &[u8]) -> &[u8] {
     frame.get(8 + 4 * groups..).unwrap_or(&[])
 }
 
-/// Reads one request frame into `groups` and `msg` (both reused, never grown past the
-/// limits); `Ok(false)` at a clean end of stream before the frame.
+/// Reads one request frame into `groups` (reused, never grown past the limit) and
+/// the start of `buf`, which holds [`MAX_MESSAGE`] bytes; returns the message's length,
+/// or `None` at a clean end of stream before the frame.
 pub fn read_request(
     r: &mut impl BufRead,
     groups: &mut Vec<u32>,
-    msg: &mut Vec<u8>,
-) -> io::Result<bool> {
+    buf: &mut [u8],
+) -> io::Result<Option<usize>> {
     loop {
         match r.fill_buf() {
-            Ok([]) => return Ok(false),
+            Ok([]) => return Ok(None),
             Ok(_) => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -148,7 +149,7 @@ pub fn read_request(
         .then(|| len.checked_sub(4 + 4 * count))
         .flatten()
         .map(|n| n as usize)
-        .filter(|&n| n <= MAX_MESSAGE)
+        .filter(|&n| n <= MAX_MESSAGE.min(buf.len()))
         .ok_or_else(|| {
             invalid(format!(
                 "malformed frame: length {len} with {count} groups (at most {MAX_GROUPS} \
@@ -161,8 +162,7 @@ pub fn read_request(
         read_body(r, &mut raw)?;
         groups.push(u32::from_le_bytes(raw));
     }
-    msg.resize(msg_len, 0);
-    read_body(r, msg).map(|()| true)
+    read_body(r, &mut buf[..msg_len]).map(|()| Some(msg_len))
 }
 
 /// Reads one reply (a bare FUSE message) into `buf`, reused; returns its length.
@@ -224,22 +224,23 @@ mod tests {
     #[test]
     fn frames_are_bounded() {
         let f = request_frame(&[5, 6], b"message");
-        let (mut groups, mut msg) = (Vec::new(), Vec::new());
-        assert!(read_request(&mut &f[..], &mut groups, &mut msg).unwrap());
-        assert_eq!((groups, &msg[..]), (vec![5, 6], &b"message"[..]));
+        let (mut groups, mut buf) = (Vec::new(), vec![0u8; MAX_MESSAGE]);
+        let len = read_request(&mut &f[..], &mut groups, &mut buf).unwrap();
+        assert_eq!((groups, len), (vec![5, 6], Some(7)));
+        assert_eq!(&buf[..7], b"message");
         assert_eq!(frame_message(&f), b"message");
         let huge = [MAX_FRAME + 1, 0, u32::MAX, 0, 8, MAX_GROUPS + 1, 4, 1];
         for head in huge.chunks(2) {
             let b = [head[0].to_le_bytes(), head[1].to_le_bytes()].concat();
-            let (mut g, mut m) = (Vec::new(), Vec::new());
+            let mut g = Vec::new();
             assert!(
-                read_request(&mut &b[..], &mut g, &mut m).is_err(),
+                read_request(&mut &b[..], &mut g, &mut buf).is_err(),
                 "{head:?}"
             );
-            assert!(m.capacity() == 0, "nothing allocated for {head:?}");
+            assert!(g.capacity() == 0, "nothing allocated for {head:?}");
         }
-        let (mut g, mut m) = (Vec::new(), Vec::new());
-        assert!(!read_request(&mut &[][..], &mut g, &mut m).unwrap());
-        assert!(read_request(&mut &f[..f.len() - 1], &mut g, &mut m).is_err());
+        let mut g = Vec::new();
+        assert_eq!(read_request(&mut &[][..], &mut g, &mut buf).unwrap(), None);
+        assert!(read_request(&mut &f[..f.len() - 1], &mut g, &mut buf).is_err());
     }
 }
