@@ -249,7 +249,7 @@ mod linux {
         libc::SYS_recvmsg,
         libc::SYS_sendmsg,
         libc::SYS_shutdown,
-        libc::SYS_setsockopt, // per-connection timeouts
+        libc::SYS_setsockopt, // per-connection timeouts and send buffers
         libc::SYS_getsockopt, // SO_PEERCRED
         libc::SYS_getsockname,
         libc::SYS_getpeername,
