@@ -26,5 +26,7 @@ pub mod protocol;
 pub mod sandbox;
 pub mod socket;
 pub mod stats;
+#[cfg(test)]
+mod test_support;
 pub mod tools;
 pub mod transport;

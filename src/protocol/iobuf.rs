@@ -170,15 +170,7 @@ mod tests {
 
     #[test]
     fn vec_writer_and_slice_reader_move_file_data() {
-        let path = std::env::temp_dir().join(format!("ownfs-iobuf-{}", std::process::id()));
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        let _ = std::fs::remove_file(&path);
+        let mut file = crate::test_support::unnamed_file("iobuf");
         let mut data = b"hello, pipe".to_vec();
         let mut r = SliceReader::new(&mut data);
         assert_eq!(r.read_to(&mut file, 5, 10).unwrap(), 5);

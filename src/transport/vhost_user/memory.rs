@@ -161,15 +161,7 @@ mod tests {
     use vm_memory::{Bytes, GuestMemory};
 
     fn backing(tag: &str, size: u64) -> OwnedFd {
-        let path = std::env::temp_dir().join(format!("ownfs-mem-{tag}-{}", std::process::id()));
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        std::fs::remove_file(&path).unwrap();
+        let file = crate::test_support::unnamed_file(&format!("mem-{tag}"));
         file.set_len(size).unwrap();
         OwnedFd::from(file)
     }
