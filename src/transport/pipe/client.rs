@@ -44,10 +44,31 @@ pub struct ClientOptions {
     pub token: Option<super::auth::Token>,
 }
 
+/// Requests at least this large keep the buffer they were read into, until answered,
+/// instead of being copied out of it.
+const LARGE_MESSAGE: usize = 64 * 1024;
+/// Buffers of answered large requests kept for the next ones.
+const SPARE_BUFFERS: usize = 4;
+/// A buffer a request is read into: room for the frame's head, then the message.
+const READ_BUFFER: usize = wire::FRAME_HEAD_ROOM + MAX_MESSAGE;
+
+/// A request frame, kept to be resent after a reconnect: `bytes[start..end]`.
+struct Frame {
+    bytes: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Frame {
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[self.start..self.end]
+    }
+}
+
 /// A request the kernel waits for.
 struct Pending {
     opcode: u32,
-    frame: Arc<Vec<u8>>,
+    frame: Arc<Frame>,
     /// Epoch of the server ids in the frame.
     epoch: u32,
     /// Names no node or handle but the root: valid on any server instance.
@@ -87,6 +108,7 @@ pub struct Client {
     flags: AtomicU64,
     device: OnceLock<OwnedFd>,
     uncached: AtomicBool,
+    spare: Mutex<Vec<Vec<u8>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -112,6 +134,7 @@ impl Client {
             flags: AtomicU64::new(0),
             device: OnceLock::new(),
             uncached: AtomicBool::new(false),
+            spare: Mutex::new(Vec::new()),
         });
         // The first connection is made here, so a refusal is reported at once.
         let deadline = Instant::now() + c.opts.timeout;
@@ -250,7 +273,7 @@ impl Client {
             log::info!("resending {} requests", resend.len());
         }
         for (_, frame) in &resend {
-            if let Err(e) = stream.write_all(frame) {
+            if let Err(e) = stream.write_all(frame.as_bytes()) {
                 let _ = stream.shutdown(Shutdown::Both);
                 return Err((e, false));
             }
@@ -305,7 +328,7 @@ impl Client {
     /// Hands replies to the kernel until the connection fails.
     fn read_replies(&self, stream: Stream, epoch: u32) -> io::Error {
         let mut r = BufReader::with_capacity(64 * 1024, stream);
-        let mut buf = Vec::new();
+        let mut buf = vec![0u8; MAX_MESSAGE];
         loop {
             let len = match wire::read_reply(&mut r, &mut buf) {
                 Ok(n) => n,
@@ -320,12 +343,13 @@ impl Client {
                 log::debug!("reply to unknown request {}", h.unique);
                 continue;
             };
+            if p.opcode == op::INIT && h.error == 0 {
+                self.initialized(p.frame.as_bytes(), reply);
+            }
+            self.recycle(p.frame);
             if h.error != 0 {
                 self.to_kernel(reply);
                 continue;
-            }
-            if p.opcode == op::INIT {
-                self.initialized(&p.frame, reply);
             }
             let ids = ReplyIds {
                 epoch,
@@ -380,11 +404,28 @@ impl Client {
         }
     }
 
+    /// A buffer to read a request into.
+    fn read_buffer(&self) -> Vec<u8> {
+        lock(&self.spare)
+            .pop()
+            .unwrap_or_else(|| vec![0u8; READ_BUFFER])
+    }
+
+    /// Keeps the buffer of an answered large request for the next one.
+    fn recycle(&self, frame: Arc<Frame>) {
+        if let Ok(f) = Arc::try_unwrap(frame) {
+            let mut spare = lock(&self.spare);
+            if f.bytes.len() == READ_BUFFER && spare.len() < SPARE_BUFFERS {
+                spare.push(f.bytes);
+            }
+        }
+    }
+
     /// Reads the kernel's requests and sends them on until the mount goes away.
     fn kernel_loop(&self, device: &OwnedFd) {
-        let mut buf = vec![0u8; MAX_MESSAGE];
+        let mut buf = self.read_buffer();
         loop {
-            let n = match platform::read_fd(device.as_fd(), &mut buf) {
+            let n = match platform::read_fd(device.as_fd(), &mut buf[wire::FRAME_HEAD_ROOM..]) {
                 Ok(n) => n,
                 Err(e) => match e.raw_os_error() {
                     Some(libc::ENOENT | libc::EINTR | libc::EAGAIN) => continue,
@@ -392,12 +433,15 @@ impl Client {
                     _ => return log::error!("reading /dev/fuse: {e}"),
                 },
             };
-            self.forward(&mut buf[..n]);
+            self.forward(&mut buf, n);
         }
     }
 
-    /// Sends one request of the kernel, or answers it here when it cannot go.
-    fn forward(&self, msg: &mut [u8]) {
+    /// Sends the kernel's `n`-byte request in `buf` (after the frame's head room), or
+    /// answers it here when it cannot go. A large request takes `buf` with it.
+    fn forward(&self, buf: &mut Vec<u8>, n: usize) {
+        let (room, msg) = buf.split_at_mut(wire::FRAME_HEAD_ROOM);
+        let msg = &mut msg[..n];
         let Ok(h) = InHeader::decode(&mut Reader::new(msg)) else {
             return log::error!("a {}-byte message from the kernel", msg.len());
         };
@@ -416,13 +460,13 @@ impl Client {
             }
         };
         let msg = &msg[..rw.len];
-        let frame = if h.pid > 0 && checks_caller_groups(h.opcode) {
+        let start = if h.pid > 0 && checks_caller_groups(h.opcode) {
             let made = creds::with_proc_groups(h.pid as i32, h.uid, h.gid, |groups| {
                 (groups.len() <= wire::MAX_GROUPS as usize)
-                    .then(|| wire::request_frame(groups, msg))
+                    .then(|| wire::put_frame_head(room, groups, msg.len()))
             });
             match made {
-                Ok(Some(f)) => f,
+                Ok(Some(start)) => start,
                 Ok(None) => {
                     log::warn!("pid {} has more groups than fuse-pipe carries", h.pid);
                     return self.answer_error(h.unique, libc::EIO);
@@ -432,18 +476,31 @@ impl Client {
                 }
             }
         } else {
-            wire::request_frame(&[], msg)
+            wire::put_frame_head(room, &[], msg.len())
         };
+        let acl_node = self.acl_change(msg).then_some(h.nodeid);
+        let end = wire::FRAME_HEAD_ROOM + msg.len();
         if !answered {
-            return self.send(&mut lock(&self.link), &frame);
+            return self.send(&mut lock(&self.link), &buf[start..end]);
         }
+        let frame = if msg.len() >= LARGE_MESSAGE {
+            let bytes = std::mem::replace(buf, self.read_buffer());
+            Frame { bytes, start, end }
+        } else {
+            let bytes = buf[start..end].to_vec();
+            Frame {
+                end: bytes.len(),
+                bytes,
+                start: 0,
+            }
+        };
         let p = Pending {
             opcode: h.opcode,
             frame: Arc::new(frame),
             epoch,
             portable: rw.portable,
             since: Instant::now(),
-            acl_node: self.acl_change(msg).then_some(h.nodeid),
+            acl_node,
         };
         self.submit(h.unique, p);
     }
@@ -486,7 +543,7 @@ impl Client {
         let frame = p.frame.clone();
         lock(&self.pending).insert(unique, p);
         // Stays pending if it cannot go now: the manager resends it.
-        self.send(&mut link, &frame);
+        self.send(&mut link, frame.as_bytes());
     }
 
     /// Writes `frame` if connected; a request without reply is dropped otherwise.
@@ -572,7 +629,7 @@ fn set_init_flags(msg: &mut [u8], f: impl FnOnce(u64) -> u64) {
 fn replay_init(stream: &mut Stream, frame: &[u8], agreed: u64) -> io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.write_all(frame)?;
-    let mut buf = Vec::new();
+    let mut buf = vec![0u8; MAX_MESSAGE];
     let len = wire::read_reply(stream, &mut buf)?;
     stream.set_read_timeout(None)?;
     let h = OutHeader::decode(&mut Reader::new(&buf[..len])).map_err(|e| invalid(e.to_string()))?;

@@ -106,15 +106,28 @@ pub fn welcome_bytes(w: &Welcome, message: &str) -> Vec<u8> {
 
 /// A request frame: `groups` and the FUSE message `msg`.
 pub fn request_frame(groups: &[u32], msg: &[u8]) -> Vec<u8> {
-    let len = 4 + 4 * groups.len() + msg.len();
-    let mut f = Vec::with_capacity(4 + len);
-    f.extend_from_slice(&(len as u32).to_le_bytes());
-    f.extend_from_slice(&(groups.len() as u32).to_le_bytes());
-    for g in groups {
-        f.extend_from_slice(&g.to_le_bytes());
-    }
-    f.extend_from_slice(msg);
+    let head = 8 + 4 * groups.len();
+    let mut f = vec![0u8; head + msg.len()];
+    put_frame_head(&mut f[..head], groups, msg.len());
+    f[head..].copy_from_slice(msg);
     f
+}
+
+/// Room before a FUSE message for the head of its frame with the most groups.
+pub const FRAME_HEAD_ROOM: usize = 8 + 4 * MAX_GROUPS as usize;
+
+/// Writes the head of a request frame (`groups`, then a `msg_len`-byte message) at the
+/// end of `room`, so that the message right after `room` completes the frame; returns
+/// where in `room` the frame starts. `room` holds [`FRAME_HEAD_ROOM`] bytes.
+pub fn put_frame_head(room: &mut [u8], groups: &[u32], msg_len: usize) -> usize {
+    let start = room.len() - 8 - 4 * groups.len();
+    let len = 4 + 4 * groups.len() + msg_len;
+    let words = [len as u32, groups.len() as u32].into_iter();
+    let words = words.chain(groups.iter().copied());
+    for (dst, word) in room[start..].chunks_exact_mut(4).zip(words) {
+        dst.copy_from_slice(&word.to_le_bytes());
+    }
+    start
 }
 
 /// The FUSE message of a frame built by [`request_frame`].
@@ -165,20 +178,22 @@ pub fn read_request(
     read_body(r, &mut buf[..msg_len]).map(|()| Some(msg_len))
 }
 
-/// Reads one reply (a bare FUSE message) into `buf`, reused; returns its length.
-pub fn read_reply(r: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<usize> {
-    buf.resize(OutHeader::SIZE, 0);
-    r.read_exact(buf)?;
-    let h = OutHeader::decode(&mut Reader::new(buf)).map_err(|e| invalid(e.to_string()))?;
+/// Reads one reply (a bare FUSE message) into the start of `buf`, which holds
+/// [`MAX_MESSAGE`] bytes; returns its length.
+pub fn read_reply(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let head = buf
+        .get_mut(..OutHeader::SIZE)
+        .ok_or_else(|| invalid("reply buffer too small".into()))?;
+    r.read_exact(head)?;
+    let h = OutHeader::decode(&mut Reader::new(head)).map_err(|e| invalid(e.to_string()))?;
     let len = h.len as usize;
-    if !(OutHeader::SIZE..=MAX_MESSAGE).contains(&len) {
+    if !(OutHeader::SIZE..=MAX_MESSAGE.min(buf.len())).contains(&len) {
         return Err(invalid(format!(
             "malformed reply: length {len} outside {}..={MAX_MESSAGE}",
             OutHeader::SIZE
         )));
     }
-    buf.resize(len, 0);
-    read_body(r, &mut buf[OutHeader::SIZE..])?;
+    read_body(r, &mut buf[OutHeader::SIZE..len])?;
     Ok(len)
 }
 
