@@ -240,14 +240,15 @@ impl InodeData {
         Ok(fd)
     }
 
-    /// A lookup just opened this inode again: an evicted inode takes that fd, a reopen
-    /// for free (it is this inode: the caller found it by its key).
+    /// Whether the inode's fd is open (the evictor counts this as a use).
     fn holds_fd(&self) -> bool {
         let mut slot = lock(&self.slot);
         slot.used = true;
         slot.fd.is_some()
     }
 
+    /// A lookup just opened this inode again: an evicted inode takes that fd, a reopen
+    /// for free (it is this inode: the caller found it by its key).
     fn adopt(&self, fd: OwnedFd) {
         let mut slot = lock(&self.slot);
         slot.used = true;
@@ -629,10 +630,15 @@ impl InodeStore {
             data.lookups.fetch_add(1, Ordering::Relaxed);
             data.clone()
         };
+        self.note_place(&data, born, found);
+        Some(data)
+    }
+
+    /// Where a lookup found a known inode, for inodes reopened by their place.
+    fn note_place(&self, data: &InodeData, born: Option<BirthTime>, found: Found<'_>) {
         if let (true, Some((parent, name))) = (self.tracks_places(), found) {
             data.place_at(parent, name, born);
         }
-        Some(data)
     }
 
     /// A lookup met an inode already in the table: note where, keep the fresh fd if
@@ -644,9 +650,7 @@ impl InodeStore {
         born: Option<BirthTime>,
         found: Found<'_>,
     ) -> Arc<InodeData> {
-        if let (true, Some((parent, name))) = (self.tracks_places(), found) {
-            data.place_at(parent, name, born);
-        }
+        self.note_place(&data, born, found);
         data.adopt(fd);
         data
     }

@@ -176,12 +176,15 @@ pub fn zeroed_statvfs() -> statvfs64 {
 /// Stat plus identity of the inode behind `fd`.
 pub fn statx_identity(fd: BorrowedFd<'_>) -> io::Result<(stat64, InodeKey)> {
     let st = fstat(fd)?;
-    let key = InodeKey {
-        dev: st_dev(&st),
+    Ok((st, identity_of(&st)))
+}
+
+fn identity_of(st: &stat64) -> InodeKey {
+    InodeKey {
+        dev: st_dev(st),
         ino: st.st_ino,
         mnt_id: 0,
-    };
-    Ok((st, key))
+    }
 }
 
 /// `st_dev` of a host stat as u64 (dev_t is a signed 32-bit value).
@@ -903,13 +906,8 @@ pub fn statx_identity_born_at(
     name: &CStr,
 ) -> io::Result<(stat64, InodeKey, Option<BirthTime>)> {
     let st = fstatat_nofollow(dir, name)?;
-    let key = InodeKey {
-        dev: st_dev(&st),
-        ino: st.st_ino,
-        mnt_id: 0,
-    };
     let born = Some((st.st_birthtime, st.st_birthtime_nsec as u32));
-    Ok((st, key, born))
+    Ok((st, identity_of(&st), born))
 }
 
 /// The soft RLIMIT_NOFILE: how many descriptors this process may hold.

@@ -413,9 +413,13 @@ impl Client {
 
     /// Keeps the buffer of an answered large request for the next one.
     fn recycle(&self, frame: Arc<Frame>) {
-        if let Ok(f) = Arc::try_unwrap(frame) {
+        // Small frames are copies: no lock for them on the reply path.
+        let Ok(f) = Arc::try_unwrap(frame) else {
+            return;
+        };
+        if f.bytes.len() == READ_BUFFER {
             let mut spare = lock(&self.spare);
-            if f.bytes.len() == READ_BUFFER && spare.len() < SPARE_BUFFERS {
+            if spare.len() < SPARE_BUFFERS {
                 spare.push(f.bytes);
             }
         }
