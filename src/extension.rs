@@ -4,6 +4,7 @@
 
 use std::ffi::CStr;
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::{stat64, OpenOptions};
@@ -33,7 +34,32 @@ pub struct RangeEnd {
 /// A new open unnamed file (O_TMPFILE): its entry, handle, open options, backing id.
 pub type Opened = (Entry, Option<u64>, OpenOptions, Option<u32>);
 
+/// Where a transport takes READ data as a range of an open file rather than as bytes
+/// (fuse-pipe splices it from the file to its socket), so it never passes through
+/// the server's memory.
+pub trait RangeSink {
+    /// The most bytes one `take` accepts.
+    fn capacity(&self) -> usize;
+    /// Takes up to `len` bytes of `file` from `offset`; returns how many, fewer only at
+    /// the end of the file. On error it holds nothing.
+    fn take(&mut self, file: BorrowedFd<'_>, offset: u64, len: usize) -> io::Result<usize>;
+}
+
 pub trait FileSystemExt: FileSystem<Inode = u64, Handle = u64> {
+    /// READ of open file `handle`, handed to `sink` as a file range instead of copied.
+    /// Where this fails the protocol core serves the READ with `FileSystem::read`.
+    fn read_to_sink(
+        &self,
+        _ctx: &Context,
+        _inode: u64,
+        _handle: u64,
+        _offset: u64,
+        _size: u32,
+        _sink: &mut dyn RangeSink,
+    ) -> io::Result<usize> {
+        enosys()
+    }
+
     /// Copies `len` bytes between two open files on the host (so reflinks stay
     /// reflinks); returns the bytes copied.
     fn copy_file_range(
@@ -87,6 +113,18 @@ pub trait FileSystemExt: FileSystem<Inode = u64, Handle = u64> {
 
 /// A filesystem shared by several sessions (one per fuse-pipe connection).
 impl<F: FileSystemExt> FileSystemExt for std::sync::Arc<F> {
+    fn read_to_sink(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        offset: u64,
+        size: u32,
+        sink: &mut dyn RangeSink,
+    ) -> io::Result<usize> {
+        (**self).read_to_sink(ctx, inode, handle, offset, size, sink)
+    }
+
     fn copy_file_range(
         &self,
         ctx: &Context,

@@ -26,7 +26,7 @@ use fuse_backend_rs::api::filesystem::{
 
 use crate::backing::BackingFiles;
 use crate::creds::{CallerGuard, CredentialPolicy};
-use crate::extension::{FileSystemExt, Opened, RangeEnd, StatxReply};
+use crate::extension::{FileSystemExt, Opened, RangeEnd, RangeSink, StatxReply};
 use crate::platform::{self, mode, stat64, statvfs64, TimeSpec};
 use handles::HandleTable;
 use inode_store::{CacheConfig, Found};
@@ -870,6 +870,19 @@ pub fn path_cstr(path: &Path) -> io::Result<std::ffi::CString> {
 }
 
 impl FileSystemExt for Passthrough {
+    fn read_to_sink(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        handle: u64,
+        offset: u64,
+        size: u32,
+        sink: &mut dyn RangeSink,
+    ) -> io::Result<usize> {
+        let h = self.handles.get(handle, inode)?;
+        sink.take(h.fd(), offset, size as usize)
+    }
+
     fn copy_file_range(
         &self,
         ctx: &Context,

@@ -11,6 +11,7 @@ mod peer;
 mod procfs;
 mod sandbox;
 mod seccomp;
+mod splice;
 pub use caps::*;
 pub use child::*;
 pub use fuse_uring::*;
@@ -18,6 +19,7 @@ pub use peer::*;
 pub use procfs::*;
 pub use sandbox::*;
 pub use seccomp::*;
+pub use splice::SplicePipe;
 
 use std::ffi::CStr;
 use std::fs::File;

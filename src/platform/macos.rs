@@ -1010,3 +1010,50 @@ pub fn inherited_unix_listener(fd: RawFd) -> io::Result<std::os::unix::net::Unix
     fcntl(owned.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
     Ok(owned.into())
 }
+
+/// macOS has no splice(2): no such pipe can be made, and fuse-pipe copies READ data.
+pub struct SplicePipe {
+    never: std::convert::Infallible,
+}
+
+impl SplicePipe {
+    pub fn new(_want: usize) -> io::Result<SplicePipe> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    pub fn size(&self) -> usize {
+        match self.never {}
+    }
+
+    pub fn held(&self) -> usize {
+        match self.never {}
+    }
+
+    pub fn fill_from_file(&mut self, _: BorrowedFd<'_>, _: u64, _: usize) -> io::Result<usize> {
+        match self.never {}
+    }
+
+    pub fn fill_from_stream(&mut self, _: BorrowedFd<'_>, _: usize) -> io::Result<Option<usize>> {
+        match self.never {}
+    }
+
+    pub fn put(&mut self, _: &[u8]) -> io::Result<()> {
+        match self.never {}
+    }
+
+    pub fn drain_to_stream(&mut self, _: BorrowedFd<'_>) -> io::Result<()> {
+        match self.never {}
+    }
+
+    pub fn drain_once_to(&mut self, _: BorrowedFd<'_>) -> io::Result<()> {
+        match self.never {}
+    }
+
+    pub fn take_into(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        match self.never {}
+    }
+
+    pub fn discard(&mut self) {
+        match self.never {}
+    }
+}

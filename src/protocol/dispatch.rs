@@ -26,7 +26,7 @@ use super::reply;
 use super::request::{parse_with, Negotiated, Operation};
 use super::wire::{EncodeError, Wire};
 use crate::backing::BackingFiles;
-use crate::extension::{FileSystemExt, RangeEnd};
+use crate::extension::{FileSystemExt, RangeEnd, RangeSink};
 
 /// Room for a 1 MiB write plus its headers: the size of every worker's buffers.
 pub const BUFFER_SIZE: usize = MAX_WRITE as usize + 4096;
@@ -102,7 +102,18 @@ impl<F: FileSystemExt + Sync> Session<F> {
     /// Serves one whole message; `out` must hold [`BUFFER_SIZE`] bytes. `msg` is
     /// mutable only because a WRITE's payload is handed to the filesystem in place.
     pub fn handle(&self, msg: &mut [u8], out: &mut [u8]) -> Answer {
-        let run = || self.dispatch(msg, out);
+        self.handle_with(msg, out, None)
+    }
+
+    /// [`Self::handle`], with READ data going to `sink` where it can: the reply in
+    /// `out` is then a header whose length counts what `sink` took.
+    pub fn handle_with(
+        &self,
+        msg: &mut [u8],
+        out: &mut [u8],
+        sink: Option<&mut dyn RangeSink>,
+    ) -> Answer {
+        let run = || self.dispatch(msg, out, sink);
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
             Ok(answer) => answer,
             Err(_) => {
@@ -121,7 +132,7 @@ impl<F: FileSystemExt + Sync> Session<F> {
         }
     }
 
-    fn dispatch(&self, msg: &mut [u8], out: &mut [u8]) -> Answer {
+    fn dispatch(&self, msg: &mut [u8], out: &mut [u8], sink: Option<&mut dyn RangeSink>) -> Answer {
         let neg = Negotiated {
             minor: self.minor.load(Ordering::Relaxed),
             flags: self.flags.load(Ordering::Relaxed),
@@ -157,9 +168,11 @@ impl<F: FileSystemExt + Sync> Session<F> {
                 for (slot, g) in list.iter_mut().zip(groups.iter()) {
                     *slot = g;
                 }
-                crate::creds::with_forwarded_groups(&list[..n], || self.op(&ctx, &h, req.op, out))
+                crate::creds::with_forwarded_groups(&list[..n], || {
+                    self.op(&ctx, &h, req.op, out, sink)
+                })
             }
-            _ => self.op(&ctx, &h, req.op, out),
+            _ => self.op(&ctx, &h, req.op, out, sink),
         };
         self.finish(out, h.unique, res)
     }
@@ -209,6 +222,7 @@ impl<F: FileSystemExt + Sync> Session<F> {
         h: &InHeader,
         op: Operation<'_>,
         out: &mut [u8],
+        sink: Option<&mut dyn RangeSink>,
     ) -> io::Result<Option<usize>> {
         use Operation as O;
         let fs = &self.fs;
@@ -298,7 +312,7 @@ impl<F: FileSystemExt + Sync> Session<F> {
                 let o = open_out(fh, self.file_open_flags(opts), backing);
                 enc(reply::create(out, unique, minor, &host::entry_out(&e), &o))?
             }
-            O::Read(r) => self.read(ctx, node, unique, &r, out)?,
+            O::Read(r) => self.read(ctx, node, unique, &r, out, sink)?,
             // Served by `dispatch`, which hands the payload over in place.
             O::Write { .. } => return Err(io::Error::from_raw_os_error(libc::EIO)),
             O::Statfs => {
@@ -469,9 +483,19 @@ impl<F: FileSystemExt + Sync> Session<F> {
         unique: u64,
         r: &ReadIn,
         out: &mut [u8],
+        sink: Option<&mut dyn RangeSink>,
     ) -> io::Result<usize> {
         let owner = (r.read_flags & flags::READ_LOCKOWNER != 0).then_some(r.lock_owner);
         let (head, body) = split_reply(out, r.size)?;
+        if let Some(sink) = sink.filter(|s| r.size as usize <= s.capacity()) {
+            // Any failure is left to the plain read below, which reports its own errno.
+            if let Ok(n) = self
+                .fs
+                .read_to_sink(ctx, node, r.fh, r.offset, r.size, sink)
+            {
+                return enc(reply::header_for_payload(head, unique, n));
+            }
+        }
         let mut w = SliceWriter::new(body);
         let n = self.fs.read(
             ctx,

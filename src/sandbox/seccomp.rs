@@ -254,6 +254,9 @@ mod linux {
         libc::SYS_getsockname,
         libc::SYS_getpeername,
         libc::SYS_ppoll,
+        // READ data spliced from the file through a pipe to the socket
+        libc::SYS_pipe2,
+        libc::SYS_splice,
     ];
 
     /// `virtiofs`: one poll(2) loop over the vhost-user socket and the kick notifiers

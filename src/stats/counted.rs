@@ -18,7 +18,7 @@ use fuse_backend_rs::api::filesystem::{
 use fuse_backend_rs::transport::FsCacheReqHandler;
 
 use super::{Op, Stats};
-use crate::extension::{FileSystemExt, Opened, RangeEnd, StatxReply};
+use crate::extension::{FileSystemExt, Opened, RangeEnd, RangeSink, StatxReply};
 
 /// `inner`, with each call recorded in `stats`; without stats, a plain pass-through.
 pub struct Counted<F> {
@@ -182,6 +182,8 @@ impl<F: FileSystemExt> FileSystemExt for Counted<F> {
         Statx => fn statx(ctx: &Context, inode: u64, handle: Option<u64>)
             -> io::Result<StatxReply>;
         Syncfs => fn syncfs(ctx: &Context, inode: u64) -> io::Result<()>;
+        Read => fn read_to_sink(ctx: &Context, inode: u64, handle: u64, offset: u64, size: u32,
+            sink: &mut dyn RangeSink) -> io::Result<usize>;
     }
 
     fn needs_flush(&self) -> bool {

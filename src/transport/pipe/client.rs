@@ -10,7 +10,7 @@
 //! Ids of an earlier server instance fail with ESTALE (see [`super::ids`]).
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -51,6 +51,15 @@ const LARGE_MESSAGE: usize = 64 * 1024;
 const SPARE_BUFFERS: usize = 4;
 /// A buffer a request is read into: room for the frame's head, then the message.
 const READ_BUFFER: usize = wire::FRAME_HEAD_ROOM + MAX_MESSAGE;
+/// The pipe READ replies pass through: one of `max_pages` (1 MiB) and its header.
+const SPLICE_PIPE: usize = 2 << 20;
+
+/// Whether a `len`-byte READ reply is better spliced through a pipe of `pipe` bytes:
+/// large enough to pay for the extra calls, and likely to fit (the socket may hand
+/// over one pipe slot per page, plus one per buffer it received).
+fn worth_splicing(len: usize, pipe: usize) -> bool {
+    len >= 32 * 1024 && len + len / 8 + 32 * 1024 <= pipe
+}
 
 /// A request frame, kept to be resent after a reconnect: `bytes[start..end]`.
 struct Frame {
@@ -327,22 +336,53 @@ impl Client {
 
     /// Hands replies to the kernel until the connection fails.
     fn read_replies(&self, stream: Stream, epoch: u32) -> io::Error {
-        let mut r = BufReader::with_capacity(64 * 1024, stream);
+        // Small, so that little of a large READ's data is read ahead and copied.
+        let mut r = BufReader::with_capacity(8 * 1024, stream);
         let mut buf = vec![0u8; MAX_MESSAGE];
+        let mut pipe = match platform::SplicePipe::new(SPLICE_PIPE) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                log::debug!("READ replies will be copied: {e}");
+                None
+            }
+        };
         loop {
-            let len = match wire::read_reply(&mut r, &mut buf) {
-                Ok(n) => n,
+            let h = match wire::read_reply_head(&mut r, &mut buf) {
+                Ok(h) => h,
                 Err(e) => return e,
             };
-            let reply = &mut buf[..len];
-            let Ok(h) = OutHeader::decode(&mut Reader::new(reply)) else {
-                continue;
+            let len = h.len as usize;
+            let p = lock(&self.pending).remove(&h.unique);
+            let splice = match (&p, pipe.as_mut()) {
+                (Some(p), Some(pipe)) if p.opcode == op::READ && h.error == 0 => {
+                    worth_splicing(len, pipe.size()).then_some(pipe)
+                }
+                _ => None,
             };
-            let Some(p) = lock(&self.pending).remove(&h.unique) else {
+            let body = match splice {
+                Some(pipe) => self.splice_reply(&mut r, pipe, &mut buf, len),
+                None => wire::read_body(&mut r, &mut buf[OutHeader::SIZE..len]).map(|()| false),
+            };
+            let handed = match body {
+                Ok(handed) => handed,
+                Err(e) => {
+                    if let Some(p) = p {
+                        // Resent on the next connection.
+                        lock(&self.pending).insert(h.unique, p);
+                    }
+                    return e;
+                }
+            };
+            let Some(p) = p else {
                 // Timed out, or the answer to a request that was resent.
                 log::debug!("reply to unknown request {}", h.unique);
                 continue;
             };
+            if handed {
+                self.recycle(p.frame);
+                continue;
+            }
+            let reply = &mut buf[..len];
             if p.opcode == op::INIT && h.error == 0 {
                 self.initialized(p.frame.as_bytes(), reply);
             }
@@ -369,6 +409,47 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// Hands the kernel the `len`-byte READ reply whose header is in `buf`, its data
+    /// moved from the socket by reference. Returns false when the pipe filled up first:
+    /// then the whole reply is in `buf`, for the caller to hand over.
+    fn splice_reply(
+        &self,
+        r: &mut BufReader<Stream>,
+        pipe: &mut platform::SplicePipe,
+        buf: &mut [u8],
+        len: usize,
+    ) -> io::Result<bool> {
+        pipe.discard();
+        pipe.put(&buf[..OutHeader::SIZE])?;
+        let ahead = r.buffer();
+        let first = ahead.len().min(len - OutHeader::SIZE);
+        pipe.put(&ahead[..first])?;
+        r.consume(first);
+        let mut rest = len - OutHeader::SIZE - first;
+        while rest > 0 {
+            match pipe.fill_from_stream(r.get_ref().as_fd(), rest)? {
+                Some(0) => return Err(invalid("malformed frame: truncated".into())),
+                Some(n) => rest -= n,
+                None => {
+                    let got = pipe.take_into(buf)?;
+                    wire::read_body(r, &mut buf[got..len])?;
+                    return Ok(false);
+                }
+            }
+        }
+        let Some(device) = self.device.get() else {
+            pipe.discard();
+            return Ok(true);
+        };
+        match pipe.drain_once_to(device.as_fd()) {
+            Ok(()) => {}
+            // The request was interrupted and is gone.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => log::debug!("answering the kernel: {e}"),
+        }
+        Ok(true)
     }
 
     /// The server accepted INIT: its terms, and an INIT for new connections that asks

@@ -9,6 +9,7 @@
 
 use std::io::{self, BufReader, Read, Write};
 use std::net::Shutdown;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, TryLockError};
 use std::thread;
@@ -17,9 +18,9 @@ use std::time::Duration;
 use super::auth::{PeerPolicy, Token};
 use super::wire::{self, status, Hello, Welcome, HELLO_LEN};
 use crate::creds;
-use crate::extension::FileSystemExt;
+use crate::extension::{FileSystemExt, RangeSink};
 use crate::platform;
-use crate::protocol::abi::{opcode, InHeader};
+use crate::protocol::abi::{opcode, InHeader, OutHeader};
 use crate::protocol::dispatch::{may_take_long, Session, SessionOptions, BUFFER_SIZE};
 use crate::protocol::reply;
 use crate::protocol::wire::{Reader, Wire};
@@ -310,6 +311,13 @@ fn worker<F: FileSystemExt + Send + Sync>(conn: &Conn<F>) {
     let mut groups = Vec::new();
     let mut msg = vec![0u8; wire::MAX_MESSAGE];
     let mut out = vec![0u8; BUFFER_SIZE];
+    let mut sink = match SpliceSink::new() {
+        Ok(sink) => Some(sink),
+        Err(e) => {
+            log::debug!("connection {}: READ data will be copied: {e}", conn.name);
+            None
+        }
+    };
     let mut watcher = false;
     while !conn.closed.load(Ordering::Acquire) {
         let mut reader = match conn.reader.try_lock() {
@@ -336,13 +344,115 @@ fn worker<F: FileSystemExt + Send + Sync>(conn: &Conn<F>) {
         if queued || may_take_long(opcode) {
             conn.wake.notify_one();
         }
-        let len = serve(&conn.session, &groups, head, msg, &mut out);
+        let len = serve(&conn.session, &groups, head, msg, &mut out, sink.as_mut());
         let mut w = conn.writer.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = w.write_all(&out[..len]) {
+        let sent = w
+            .write_all(&out[..len])
+            .and_then(|()| send_held(&mut sink, len, &mut out, &w));
+        if let Err(e) = sent {
             drop(w);
             return conn.close(Some(e));
         }
     }
+}
+
+/// READ data a worker splices at most: a READ of `max_pages` (1 MiB).
+const SPLICE_BYTES: usize = 1 << 20;
+/// An unaligned range of n bytes spans one page more than n / 4096.
+const PAGE: usize = 4096;
+
+/// READ data spliced from the file into pipes (two where the system limits a pipe to
+/// 1 MiB), to be spliced on to the socket.
+struct SpliceSink {
+    pipes: Vec<platform::SplicePipe>,
+}
+
+impl SpliceSink {
+    fn new() -> io::Result<SpliceSink> {
+        let mut pipes: Vec<platform::SplicePipe> = Vec::new();
+        while pipes.iter().map(|p| p.size() - PAGE).sum::<usize>() < SPLICE_BYTES {
+            if pipes.len() == 2 {
+                break;
+            }
+            pipes.push(platform::SplicePipe::new(SPLICE_BYTES + PAGE)?);
+        }
+        Ok(SpliceSink { pipes })
+    }
+
+    fn held(&self) -> usize {
+        self.pipes.iter().map(|p| p.held()).sum()
+    }
+
+    fn discard(&mut self) {
+        self.pipes.iter_mut().for_each(|p| p.discard());
+    }
+}
+
+impl RangeSink for SpliceSink {
+    fn capacity(&self) -> usize {
+        self.pipes.iter().map(|p| p.size() - PAGE).sum()
+    }
+
+    fn take(&mut self, file: BorrowedFd<'_>, offset: u64, len: usize) -> io::Result<usize> {
+        let mut got = 0;
+        for pipe in &mut self.pipes {
+            let room = pipe.size() - PAGE;
+            while got < len && pipe.held() < room {
+                let want = (len - got).min(room - pipe.held());
+                match pipe.fill_from_file(file, offset + got as u64, want) {
+                    Ok(0) => return Ok(got),
+                    Ok(n) => got += n,
+                    Err(e) => {
+                        self.discard();
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(got)
+    }
+}
+
+/// Sends on the READ data the sink holds for the `len`-byte reply just written from
+/// `out`. Where the socket refuses spliced data, copies it through `out` and stops
+/// splicing.
+fn send_held(
+    sink: &mut Option<SpliceSink>,
+    len: usize,
+    out: &mut [u8],
+    stream: &Stream,
+) -> io::Result<()> {
+    let Some(s) = sink.as_mut() else {
+        return Ok(());
+    };
+    let held = s.held();
+    if held == 0 {
+        return Ok(());
+    }
+    let declared = out
+        .get(..4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    if len < OutHeader::SIZE || declared != Some((len + held) as u32) {
+        // Not the reply the data was taken for (an error after taking, a panic).
+        s.discard();
+        return Ok(());
+    }
+    for pipe in &mut s.pipes {
+        match pipe.drain_to_stream(stream.as_fd()) {
+            Ok(()) => {}
+            Err(e) if s.held() == held && e.raw_os_error() == Some(libc::EINVAL) => {
+                log::debug!("this socket takes no spliced data ({e}); copying READ data");
+                let mut n = 0;
+                for pipe in &mut s.pipes {
+                    n += pipe.take_into(&mut out[n..])?;
+                }
+                *sink = None;
+                return (&*stream).write_all(&out[..n]);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Serves one message (whose header is `head`, if it has one) under `groups`;
@@ -353,6 +463,7 @@ fn serve<F: FileSystemExt + Send + Sync>(
     head: Option<InHeader>,
     msg: &mut [u8],
     out: &mut [u8],
+    sink: Option<&mut SpliceSink>,
 ) -> usize {
     if let Some(h) = head {
         // Other connections share the filesystem: DESTROY ends only this session.
@@ -360,5 +471,6 @@ fn serve<F: FileSystemExt + Send + Sync>(
             return reply::empty(out, h.unique).unwrap_or(0);
         }
     }
-    creds::with_forwarded_groups(groups, || session.handle(msg, out)).reply
+    let sink = sink.map(|s| s as &mut dyn RangeSink);
+    creds::with_forwarded_groups(groups, || session.handle_with(msg, out, sink)).reply
 }

@@ -181,6 +181,13 @@ pub fn read_request(
 /// Reads one reply (a bare FUSE message) into the start of `buf`, which holds
 /// [`MAX_MESSAGE`] bytes; returns its length.
 pub fn read_reply(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let len = read_reply_head(r, buf)?.len as usize;
+    read_body(r, &mut buf[OutHeader::SIZE..len])?;
+    Ok(len)
+}
+
+/// Reads a reply's header into the front of `buf`, which its length is checked to fit.
+pub fn read_reply_head(r: &mut impl Read, buf: &mut [u8]) -> io::Result<OutHeader> {
     let head = buf
         .get_mut(..OutHeader::SIZE)
         .ok_or_else(|| invalid("reply buffer too small".into()))?;
@@ -193,12 +200,11 @@ pub fn read_reply(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
             OutHeader::SIZE
         )));
     }
-    read_body(r, &mut buf[OutHeader::SIZE..len])?;
-    Ok(len)
+    Ok(h)
 }
 
 /// `read_exact` inside a frame: an end of stream there is a truncated frame.
-fn read_body(r: &mut impl Read, buf: &mut [u8]) -> io::Result<()> {
+pub fn read_body(r: &mut impl Read, buf: &mut [u8]) -> io::Result<()> {
     r.read_exact(buf).map_err(|e| match e.kind() {
         io::ErrorKind::UnexpectedEof => invalid("malformed frame: truncated".into()),
         _ => e,
