@@ -1,12 +1,13 @@
 //! A pipe that moves data between descriptors by reference (splice(2)): fuse-pipe
 //! sends READ data from the file to the socket, and from the socket to /dev/fuse,
-//! without copying it through user memory.
+//! without copying it through user memory, and large requests from the client's
+//! memory to its socket (vmsplice(2)).
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
+use nix::fcntl::{fcntl, splice, vmsplice, FcntlArg, OFlag, SpliceFFlags};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 /// The smallest pipe worth having: the kernel's default.
@@ -99,6 +100,22 @@ impl SplicePipe {
                         Err(Errno::EINTR) => {}
                         Err(e) => return Err(e.into()),
                     }
+                }
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Moves up to the pipe's free room of `bytes` into it by reference to this
+    /// process's pages (vmsplice(2)); returns how many. Whoever reads the data later
+    /// sees those pages as they are then: `bytes` must not change until it has.
+    pub fn fill_from_memory(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        loop {
+            match vmsplice(&self.write, &[IoSlice::new(bytes)], SpliceFFlags::empty()) {
+                Ok(n) => {
+                    self.held += n;
+                    return Ok(n);
                 }
                 Err(Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),

@@ -100,6 +100,8 @@ struct Link {
     server_caps: u32,
     /// Why the last connection was lost, for the log.
     last_error: Option<String>,
+    /// Carries large requests to the socket by reference (see `send_kept`).
+    pipe: Option<platform::SplicePipe>,
 }
 
 /// One self-healing connection to a pipe server, and the kernel it serves.
@@ -134,7 +136,10 @@ impl Client {
     pub fn start(opts: ClientOptions) -> io::Result<Arc<Client>> {
         let c = Arc::new(Client {
             opts,
-            link: Mutex::new(Link::default()),
+            link: Mutex::new(Link {
+                pipe: platform::SplicePipe::new(SPLICE_PIPE).ok(),
+                ..Link::default()
+            }),
             link_cv: Condvar::new(),
             pending: Mutex::new(HashMap::new()),
             epoch: AtomicU32::new(0),
@@ -628,7 +633,46 @@ impl Client {
         let frame = p.frame.clone();
         lock(&self.pending).insert(unique, p);
         // Stays pending if it cannot go now: the manager resends it.
-        self.send(&mut link, frame.as_bytes());
+        self.send_kept(&mut link, &frame);
+    }
+
+    /// Writes a pending request's `frame` if connected. A large one goes by reference
+    /// to its pages (vmsplice), which cannot change before its reply: the request
+    /// keeps them until then, and the server has read them all before it answers.
+    fn send_kept(&self, link: &mut Link, frame: &Frame) {
+        let bytes = frame.as_bytes();
+        let (Some(stream), Some(pipe)) = (link.stream.as_ref(), link.pipe.as_mut()) else {
+            return self.send(link, bytes);
+        };
+        if bytes.len() < LARGE_MESSAGE {
+            return self.send(link, bytes);
+        }
+        let mut sent = 0;
+        let res = loop {
+            if sent == bytes.len() {
+                break Ok(());
+            }
+            match pipe.fill_from_memory(&bytes[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) => break Err(e),
+            }
+            if let Err(e) = pipe.drain_to_stream(stream.as_fd()) {
+                break Err(e);
+            }
+        };
+        match res {
+            Ok(()) => {}
+            Err(e) if sent == 0 && e.raw_os_error() == Some(libc::EINVAL) => {
+                log::debug!("this socket takes no spliced data ({e}); copying requests");
+                link.pipe = None;
+                self.send(link, bytes);
+            }
+            Err(e) => {
+                pipe.discard();
+                log::debug!("sending a request: {e}");
+                self.drop_stream(link, &e);
+            }
+        }
     }
 
     /// Writes `frame` if connected; a request without reply is dropped otherwise.
